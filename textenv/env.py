@@ -1,0 +1,175 @@
+"""The single text-generation environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.error import ResetNeeded
+
+from textenv.task import TextTask
+
+
+class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
+    """
+    ## Description
+
+    Text generation as a Gymnasium environment. An episode is one completion of one prompt: the agent
+    writes the completion one token at a time, and a reward-model plugin scores the finished
+    ``(prompt, completion)`` pair. Any tokenizer works; the policy can be anything from a random agent to
+    a fine-tuned causal LM (see ``agents``).
+
+    ``MossText-v0`` is this environment with the SmolLM2-135M-Instruct tokenizer, 240 built-in
+    movie-review openings, and the VADER ``sentiment`` reward: continue the review positively.
+
+    ## Action Space
+
+    ``Discrete(vocab_size)``: the id of the next token (``vocab_size`` defaults to ``len(tokenizer)``, 49152
+    for SmolLM2). Python ints, numpy integers and one-element integer arrays are accepted; floats, bools,
+    out-of-range ids and ids masked out by ``allowed_token_ids`` raise an error and leave the episode as
+    it was. :meth:`action_masks` returns the allowed tokens as a boolean array (all ``True`` by default),
+    so sb3-contrib's ``MaskablePPO`` uses it unchanged.
+
+    ## Observation Space
+
+    ``Dict(input_ids=Box(0, vocab_size - 1, (L,), int64), attention_mask=Box(0, 1, (L,), int64))`` with
+    ``L = max_prompt_tokens + max_new_tokens``. The prompt is **left-padded** into the first
+    ``max_prompt_tokens`` slots (it always ends at slot ``max_prompt_tokens - 1``); completion token ``t``
+    sits at slot ``max_prompt_tokens + t``; the remaining slots are right padding. Padding holds the
+    tokenizer's pad id (its EOS id if it has no pad token; 2 for SmolLM2) with ``attention_mask`` 0. Each
+    observation is a fresh copy: keeping one never sees later steps.
+
+    ## Rewards
+
+    0 on every step but the last. On the last step the reward plugin scores the prompt text and the
+    completion text (decoded without the EOS token and without special tokens), once. For
+    ``MossText-v0`` that is the VADER compound score in [-1, 1].
+
+    ## Starting State
+
+    ``reset`` draws a prompt uniformly with the environment's ``np_random`` (the same seed gives the same
+    prompt sequence). ``reset(options={"prompt": "text"})`` or ``options={"prompt_index": i}`` picks one. The reset ``info``
+    holds ``prompt`` and ``prompt_index`` (-1 for a prompt given as text).
+
+    ## Episode End
+
+    * Termination: the agent emits an EOS token (``eos_token_ids``; SmolLM2's ``<|im_end|>``).
+    * Truncation: ``max_new_tokens`` tokens were written without EOS. No ``TimeLimit`` wrapper is needed,
+      and agents must bootstrap here (the completion could have gone on), not on termination.
+
+    The last step's ``info`` holds ``prompt``, ``completion``, ``completion_ids`` (with the EOS, if any),
+    ``reward_components`` (each reward part's unweighted value) and ``reference`` (or ``None``).
+    ``step`` before ``reset`` or after the episode ended raises ``gymnasium.error.ResetNeeded``. A reward
+    plugin that fails raises ``rewards.RewardPluginError``; the last token is taken back, so the env is
+    as before that ``step`` and stays usable.
+
+    ## Arguments
+
+    * ``tokenizer``: built-in model name (``"smollm2-135m-instruct"``), local directory, hub id, or a
+      tokenizer object.
+    * ``prompts``: ``None``/``"builtin"``/``"builtin:train"``/``"builtin:test"``, a list of str, a ``.txt``
+      or ``.jsonl`` path, or an iterable of dicts with ``prompt`` (and ``reference``).
+    * ``reward``, ``reward_kwargs``: a reward spec for ``rewards.make`` (name, ``"module:attr"``,
+      callable, or a weighted list) and its arguments. Default ``"sentiment"``.
+    * ``max_new_tokens`` (24), ``max_prompt_tokens`` (32).
+    * ``prompt_truncation``: ``"left"`` (default: keep the prompt's last ``max_prompt_tokens`` tokens, with
+      a warning) or ``"error"``. Empty prompts are always refused.
+    * ``chat_template`` (False), ``system_prompt``: wrap prompts as a chat user turn.
+    * ``eos_token_ids``, ``allowed_token_ids``, ``vocab_size``, ``trust_remote_code`` (False).
+    * ``render_mode``: ``"ansi"`` (``render()`` returns the text) or ``"human"`` (prints it).
+
+    ```python
+    >>> import gymnasium as gym, textenv
+    >>> env = gym.make("MossText-v0")
+    >>> obs, info = env.reset(seed=0)
+    ```
+    """
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+
+    def __init__(self, render_mode: str | None = None, **task_kwargs: Any) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}; expected None or one of {self.metadata['render_modes']}")
+        self.task = TextTask(**task_kwargs)
+        self.render_mode = render_mode
+        self.observation_space = self.task.observation_space()
+        self.action_space = self.task.action_space()
+        task = self.task
+        self._input_ids = np.full(task.seq_len, task.pad_token_id, dtype=np.int64)
+        self._attention_mask = np.zeros(task.seq_len, dtype=np.int64)
+        self._prompt_index = -1
+        self._prompt_text = ""
+        self._reference: str | None = None
+        self._length = 0  # completion tokens written so far
+        self._needs_reset = True
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        prompt_ids, self._prompt_index, self._prompt_text, self._reference = self.task.choose_prompt(
+            self.np_random, options.get("prompt"), options.get("prompt_index"), options.get("reference")
+        )
+        self.task.write_prompt(self._input_ids, self._attention_mask, prompt_ids)
+        self._length = 0
+        self._needs_reset = False
+        return self._observation(), {"prompt": self._prompt_text, "prompt_index": self._prompt_index}
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if self._needs_reset:
+            raise ResetNeeded("step() called before reset() or after the episode ended; call reset() first")
+        task = self.task
+        token = task.check_action(action)
+        slot = task.max_prompt_tokens + self._length
+        self._input_ids[slot] = token
+        self._attention_mask[slot] = 1
+        self._length += 1
+        terminated = bool(task.is_eos[token])
+        truncated = not terminated and self._length >= task.max_new_tokens
+        reward, info = 0.0, {}
+        if terminated or truncated:
+            try:
+                reward, info = self._final_reward()
+            except Exception:  # take the token back: the env is as before this step
+                self._input_ids[slot] = task.pad_token_id
+                self._attention_mask[slot] = 0
+                self._length -= 1
+                raise
+            self._needs_reset = True
+        if self.render_mode == "human":
+            self.render()
+        return self._observation(), reward, terminated, truncated, info
+
+    def _final_reward(self) -> tuple[float, dict[str, Any]]:
+        task = self.task
+        start = task.max_prompt_tokens
+        completion_ids = self._input_ids[start : start + self._length].tolist()
+        completion = task.decode(completion_ids)
+        result = task.score([self._prompt_text], [completion], [completion_ids], [self._reference])
+        info = task.final_info(self._prompt_text, completion, completion_ids, self._reference, result, 0)
+        return float(result.total[0]), info
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
+
+    def action_masks(self) -> np.ndarray:
+        """Boolean array of length ``vocab_size``: which tokens ``step`` accepts (for MaskablePPO)."""
+        return self.task.allowed.copy()
+
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human'")
+            return None
+        start = self.task.max_prompt_tokens
+        completion = self.task.decode(self._input_ids[start : start + self._length])
+        text = f"{self._prompt_text} >>> {completion}"
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.task.tokenizer
