@@ -1,0 +1,17 @@
+"""Built-in reward plugins; importing this package registers them (cheaply: no torch import)."""
+
+from rewards.builtin.classifier import ClassifierReward
+from rewards.builtin.fluency import FluencyReward
+from rewards.builtin.keyword import KeywordReward
+from rewards.builtin.length import LengthReward
+from rewards.builtin.repetition import RepetitionReward
+from rewards.builtin.sentiment import SentimentReward
+
+__all__ = [
+    "ClassifierReward",
+    "FluencyReward",
+    "KeywordReward",
+    "LengthReward",
+    "RepetitionReward",
+    "SentimentReward",
+]
