@@ -1,7 +1,8 @@
 """The ``textenv`` command line (also ``python -m textenv``).
 
-Sub-commands: ``envs``, ``rewards``, ``sample`` (here), and the training ones registered by
-:mod:`textenv.cli_train` (``train``, ``compare``, ``eval``) when that module is present.
+Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval``. Errors a user can act on
+(unknown names, bad arguments) print one line and exit with code 2; Ctrl-C keeps partial results, marks
+them, and exits with 130.
 """
 
 from __future__ import annotations
@@ -129,6 +130,111 @@ def _policy(args: argparse.Namespace, env: gym.Env) -> Any:
     return play_lm
 
 
+# -- train / compare / eval ---------------------------------------------------------------------------------
+def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
+    """Unknown env arguments and values of the wrong type are named, with what was expected."""
+    import inspect
+
+    from textenv.task import TextTask
+
+    params = inspect.signature(TextTask.__init__).parameters
+    valid = [name for name in params if name != "self"] + ["render_mode"]
+    for key, value in env_kwargs.items():
+        if key not in valid:
+            raise CLIError(f"unknown env argument {key!r}; valid: {', '.join(valid)}")
+        default = params[key].default if key in params else None
+        expected = type(default) if isinstance(default, (bool, int, float)) else None
+        if expected is not None and not (
+            isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+            or expected is float and isinstance(value, int) and not isinstance(value, bool)
+        ):
+            raise CLIError(f"env argument {key}={value!r}: expected {expected.__name__}")
+
+
+def _run_spec(args: argparse.Namespace, agent: str, seed: int) -> Any:
+    from agents.runner import RunSpec, UnknownAgentError
+
+    check_env_id(args.env)
+    env_kwargs = parse_kwargs(args.env_kwargs)
+    check_env_kwargs(env_kwargs)
+    if args.reward:
+        import rewards
+
+        try:
+            rewards.make(args.reward)
+        except (ValueError, TypeError) as err:
+            raise CLIError(f"--reward {args.reward!r}: {err}") from err
+    try:
+        return RunSpec(
+            agent=agent,
+            env=args.env,
+            steps=args.steps,
+            seed=seed,
+            env_kwargs=env_kwargs,
+            reward=args.reward,
+            model=args.model,
+            agent_kwargs=parse_kwargs(args.agent_kwargs, "--agent-kwargs"),
+        )
+    except UnknownAgentError as err:
+        raise CLIError(str(err)) from err
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from agents.runner import train
+
+    spec = _run_spec(args, args.agent, args.seed)
+    try:
+        summary = train(spec, args.out, progress_bar=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"textenv: interrupted; checkpoint and partial curve kept in {args.out} (rerun to resume)", file=sys.stderr)
+        return 130
+    except TypeError as err:  # a bad agent argument
+        raise CLIError(str(err)) from err
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from agents.compare import compare
+
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+    if not agents:
+        raise CLIError("--agents needs at least one agent name")
+    for agent in agents:
+        _run_spec(args, agent, 0)  # validate every name and argument before starting anything
+    if args.seeds <= 0 or args.jobs <= 0:
+        raise CLIError(f"--seeds and --jobs must be positive, got {args.seeds} and {args.jobs}")
+    passthrough = []
+    for flag, value in (("--reward", args.reward), ("--model", args.model)):
+        if value:
+            passthrough += [flag, value]
+    for flag, values in (("--env-kwargs", args.env_kwargs), ("--agent-kwargs", args.agent_kwargs)):
+        if values:
+            passthrough += [flag, *values]
+    try:
+        rows, failed = compare(args.env, agents, args.seeds, args.steps, args.out, jobs=args.jobs, train_args=passthrough)
+    except KeyboardInterrupt:
+        print(f"textenv: interrupted; partial table in {args.out}/summary.md (rerun to finish)", file=sys.stderr)
+        return 130
+    print(open(f"{args.out}/summary.md").read())
+    for pair in failed:
+        print(f"textenv: run {pair.agent} seed {pair.seed} failed; see {pair.out_dir}/train.log", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from agents.evaluate import evaluate
+
+    try:
+        result = evaluate(args.checkpoint, args.prompts, samples_per_prompt=args.samples, seed=args.seed)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from err
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textenv", description="Text generation as a Gymnasium environment.")
@@ -147,13 +253,44 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE")
     sample.set_defaults(func=cmd_sample)
 
-    try:
-        from textenv import cli_train
-    except ImportError:
-        pass
-    else:
-        cli_train.add_commands(sub)
+    train = sub.add_parser("train", help="train one agent (SB3/sb3-contrib or lm-ppo, grpo, rloo); resumable")
+    _add_run_arguments(train)
+    train.add_argument("--agent", required=True, help="one of: " + ", ".join(_agents()))
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True, help="run directory: checkpoints, curve.csv, summary.json")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    compare = sub.add_parser("compare", help="every (agent, seed) pair on one env: table, CSVs, PNG of curves")
+    _add_run_arguments(compare, steps_flag="--budget")
+    compare.add_argument("--agents", required=True, help="comma-separated, e.g. ppo,a2c,dqn")
+    compare.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 per agent")
+    compare.add_argument("--out", required=True)
+    compare.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    compare.set_defaults(func=cmd_compare)
+
+    evaluate = sub.add_parser("eval", help="reward (and, for LM agents, KL/perplexity) statistics on held-out prompts")
+    evaluate.add_argument("--checkpoint", required=True, help="a run directory (from train) or its checkpoint/")
+    evaluate.add_argument("--prompts", required=True, help="a .txt/.jsonl file or builtin:test")
+    evaluate.add_argument("--samples", type=int, default=1, help="completions per prompt")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.set_defaults(func=cmd_eval)
     return parser
+
+
+def _agents() -> tuple[str, ...]:
+    from agents.runner import AGENTS
+
+    return AGENTS
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, steps_flag: str = "--steps") -> None:
+    parser.add_argument("--env", required=True, help="a registered env id (see: textenv envs)")
+    parser.add_argument(steps_flag, dest="steps", type=int, required=True, help="environment steps (tokens) per run")
+    parser.add_argument("--reward", help="reward spec overriding the env's (name or module:attr)")
+    parser.add_argument("--model", help="LM agents: the policy model (default: the env's tokenizer model)")
+    parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="env arguments (JSON values)")
+    parser.add_argument("--agent-kwargs", nargs="*", metavar="KEY=VALUE", help="agent/config arguments (JSON values)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

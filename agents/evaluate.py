@@ -1,0 +1,107 @@
+"""Held-out evaluation of a trained run: reward statistics, and for LM agents KL and perplexity.
+
+LM agents (``lm-ppo``, ``grpo``, ``rloo``): the checkpoint's policy samples one completion per prompt and
+sample through the run's env (with the held-out prompts); the KL to the reference (the run's initial model)
+is ``sum_t [log pi(y_t) - log ref(y_t)]`` over each sampled completion, a Monte-Carlo estimate of
+``KL(pi || ref)`` per sequence; perplexity is ``exp(-mean log ref(y_t))`` over all completion tokens.
+SB3 agents act through the same env; KL is not defined for them (their policy is not an LM).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.runner import LM_AGENTS, load_spec
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    x = np.asarray(values, dtype=float)
+    return {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max())}
+
+
+def evaluate(
+    run_dir: str | os.PathLike, prompts: Any, samples_per_prompt: int = 1, seed: int = 0, batch_size: int = 16
+) -> dict[str, Any]:
+    """Evaluate the latest checkpoint of ``run_dir`` on ``prompts`` (any textenv prompt source)."""
+    from agents.lm.checkpoint import find_checkpoint
+    from textenv.prompts import load_prompts
+
+    run_dir = Path(run_dir)
+    if find_checkpoint(run_dir) is None and find_checkpoint(run_dir.parent) is not None:
+        run_dir = run_dir.parent  # given the checkpoint directory itself
+    spec = load_spec(run_dir)
+    checkpoint = find_checkpoint(run_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(f"no whole checkpoint in {str(run_dir)!r}")
+    texts = [p.text for p in load_prompts(prompts)] * samples_per_prompt
+    env_kwargs = {**spec.full_env_kwargs(), "prompts": texts}
+    if spec.agent in LM_AGENTS:
+        result = _evaluate_lm(spec, checkpoint, env_kwargs, len(texts), seed, batch_size)
+    else:
+        result = _evaluate_sb3(spec, checkpoint, env_kwargs, len(texts), seed)
+    return {"agent": spec.agent, "env": spec.env, "checkpoint": str(checkpoint), "episodes": len(texts), **result}
+
+
+def _evaluate_lm(
+    spec: Any, checkpoint: Path, env_kwargs: dict[str, Any], episodes: int, seed: int, batch_size: int
+) -> dict[str, Any]:
+    import gymnasium as gym
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agents.lm.rollout import RolloutEngine, sequence_logprobs
+    from textenv.models import load_causal_lm
+    from textenv.registration import ENV_IDS
+
+    policy = AutoModelForCausalLM.from_pretrained(checkpoint / "policy").eval()
+    base_model = spec.model or env_kwargs.get("tokenizer") or ENV_IDS[spec.env][0]["tokenizer"]
+    reference = load_causal_lm(base_model, seed=spec.seed).eval()
+    generator = torch.Generator().manual_seed(seed)
+    rewards, kls, ref_logprob_sum, tokens = [], [], 0.0, 0
+    for start in range(0, episodes, batch_size):
+        rows = min(batch_size, episodes - start)
+        env = gym.make_vec(
+            spec.env, num_envs=rows, vectorization_mode="vector_entry_point",
+            autoreset_mode=gym.vector.AutoresetMode.DISABLED, **env_kwargs,
+        )
+        rollout = RolloutEngine(env, policy).collect(generator, prompt_indices=np.arange(start, start + rows))
+        with torch.no_grad():
+            policy_lp = sequence_logprobs(policy, rollout)
+            reference_lp = sequence_logprobs(reference, rollout)
+        rewards += rollout.scores.tolist()
+        kls += ((policy_lp - reference_lp) * rollout.mask).sum(1).tolist()
+        ref_logprob_sum += float((reference_lp * rollout.mask).sum())
+        tokens += rollout.num_tokens
+        env.close()
+    return {
+        "reward": _stats(rewards),
+        "kl_to_reference": _stats(kls),
+        "perplexity_under_reference": math.exp(-ref_logprob_sum / max(tokens, 1)),
+    }
+
+
+def _evaluate_sb3(spec: Any, checkpoint: Path, env_kwargs: dict[str, Any], episodes: int, seed: int) -> dict[str, Any]:
+    from safetensors.torch import load_model
+
+    from agents.runner import _SB3Run
+    from agents.sb3 import make_sb3
+
+    model = make_sb3(spec.agent, spec.env, seed=seed, env_kwargs=env_kwargs, **spec.agent_kwargs)
+    load_model(model.policy, checkpoint / _SB3Run.WEIGHTS)
+    env = model.get_env()
+    rewards: list[float] = []
+    obs = env.reset()
+    state, starts = None, np.ones(env.num_envs, dtype=bool)
+    masked = spec.agent == "maskable_ppo"
+    while len(rewards) < episodes:
+        extra = {"action_masks": np.stack(env.env_method("action_masks"))} if masked else {}
+        action, state = model.predict(obs, state=state, episode_start=starts, deterministic=False, **extra)
+        obs, reward, dones, infos = env.step(action)
+        starts = dones
+        rewards += [float(r) for r, d in zip(reward, dones) if d]
+    return {"reward": _stats(rewards[:episodes]), "kl_to_reference": None, "perplexity_under_reference": None}
