@@ -126,7 +126,7 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
         self._input_ids[slot] = token
         self._attention_mask[slot] = 1
         self._length += 1
-        terminated = bool(task.is_eos[token])
+        terminated = token in task.eos_token_set
         truncated = not terminated and self._length >= task.max_new_tokens
         reward, info = 0.0, {}
         if terminated or truncated:
@@ -146,7 +146,7 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
         task = self.task
         start = task.max_prompt_tokens
         completion_ids = self._input_ids[start : start + self._length].tolist()
-        completion = task.decode(completion_ids)
+        completion = task.decode_ids(completion_ids)
         result = task.score([self._prompt_text], [completion], [completion_ids], [self._reference])
         info = task.final_info(self._prompt_text, completion, completion_ids, self._reference, result, 0)
         return float(result.total[0]), info

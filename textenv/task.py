@@ -13,6 +13,7 @@ observation to the model unchanged.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -90,11 +91,14 @@ class TextTask:
         self.eos_token_ids = tuple(self._check_token_ids("eos_token_ids", eos_token_ids))
         self.is_eos = np.zeros(self.vocab_size, dtype=bool)
         self.is_eos[list(self.eos_token_ids)] = True
+        self.eos_token_set = frozenset(self.eos_token_ids)
         self.allowed = np.ones(self.vocab_size, dtype=bool)
         if allowed_token_ids is not None:
             self.allowed[:] = False
             self.allowed[self._check_token_ids("allowed_token_ids", allowed_token_ids)] = True
+        self.all_allowed = bool(self.allowed.all())  # lets check_action(s) skip the mask lookup
         self._encoded: dict[int, np.ndarray] = {}
+        self._fast_decode = _plain_fast_tokenizer(self.tokenizer)
 
     # -- spaces -------------------------------------------------------------------------------------------
     def observation_space(self) -> spaces.Dict:
@@ -192,6 +196,10 @@ class TextTask:
     # -- actions and rewards ------------------------------------------------------------------------------
     def check_action(self, action: Any) -> int:
         """Return ``action`` as a token id, or raise a ``ValueError``/``TypeError`` saying what was expected."""
+        kind = type(action)
+        if kind is int or kind is np.int64:  # fast path: an in-range, allowed plain int
+            if 0 <= action < self.vocab_size and (self.all_allowed or self.allowed[action]):
+                return int(action)
         if isinstance(action, np.ndarray) and action.size == 1:
             action = action.reshape(())
         if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer, np.ndarray)):
@@ -209,26 +217,45 @@ class TextTask:
 
     def check_actions(self, actions: Any, num_envs: int) -> np.ndarray:
         """Vector form of :meth:`check_action`: ``actions`` must be ``num_envs`` integer token ids."""
-        array = np.asarray(actions)
-        if array.shape != (num_envs,) or not np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        array = actions if type(actions) is np.ndarray else np.asarray(actions)
+        if array.shape != (num_envs,) or array.dtype.kind not in "iu":  # "b" (bool), "f", "U", "O" refused
             raise TypeError(
                 f"actions must be {num_envs} integer token ids (shape ({num_envs},)), got dtype {array.dtype} "
                 f"shape {array.shape}: {actions!r}"
             )
-        bad = np.flatnonzero((array < 0) | (array >= self.vocab_size))
-        if bad.size:
+        array = array.astype(np.int64, copy=False)
+        # one comparison finds negatives too: as uint64 they are huge
+        if (array.view(np.uint64) >= self.vocab_size).any():
+            bad = np.flatnonzero((array < 0) | (array >= self.vocab_size))
             raise ValueError(
                 f"actions[{bad[0]}] = {array[bad[0]]} is out of range; expected token ids in [0, {self.vocab_size})"
             )
-        masked = np.flatnonzero(~self.allowed[array])
-        if masked.size:
+        if not self.all_allowed and not self.allowed[array].all():
+            masked = np.flatnonzero(~self.allowed[array])
             raise ValueError(f"actions[{masked[0]}] = {array[masked[0]]} is masked out by allowed_token_ids")
-        return array.astype(np.int64, copy=False)
+        return array
 
     def decode(self, token_ids: Sequence[int] | np.ndarray) -> str:
-        """Completion text: the tokens before any EOS, special tokens skipped."""
-        ids = [int(t) for t in token_ids if not self.is_eos[int(t)]]
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        """Completion text: the tokens other than EOS, special tokens skipped.
+
+        Equal to ``tokenizer.decode(ids, skip_special_tokens=True)``; for a plain ``PreTrainedTokenizerFast``
+        it calls the Rust backend directly (and applies the tokenizer's clean-up the same way), skipping
+        transformers' per-call conversions, which cost more than the decoding itself.
+        """
+        if isinstance(token_ids, np.ndarray):
+            return self.decode_ids(token_ids.tolist())
+        return self.decode_ids([int(t) for t in token_ids])
+
+    def decode_ids(self, ids: list[int]) -> str:
+        """:meth:`decode` for a list of Python ints (what ``ndarray.tolist()`` gives), used as given."""
+        eos = self.eos_token_set
+        if not eos.isdisjoint(ids):
+            ids = [t for t in ids if t not in eos]
+        tokenizer = self.tokenizer
+        if not self._fast_decode:
+            return tokenizer.decode(ids, skip_special_tokens=True)
+        text = tokenizer._tokenizer.decode(ids, skip_special_tokens=True)
+        return tokenizer.clean_up_tokenization(text) if tokenizer.clean_up_tokenization_spaces else text
 
     def score(
         self, prompts: list[str], completions: list[str], completion_ids: list[list[int]], references: list[Any]
@@ -260,6 +287,24 @@ class TextTask:
         self.__dict__.update(state)
         if self.tokenizer is None:
             self.tokenizer = self._load_tokenizer()
+        self._fast_decode = _plain_fast_tokenizer(self.tokenizer)
+
+
+def _plain_fast_tokenizer(tokenizer: Any) -> bool:
+    """Whether ``tokenizer.decode`` is transformers' own fast-tokenizer decode (backend + clean-up), unchanged
+    by a subclass, so :meth:`TextTask.decode` may call the backend itself."""
+    if "transformers" not in sys.modules:  # not a transformers tokenizer (and no need to import it)
+        return False
+    from transformers import PreTrainedTokenizerFast
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+    kind = type(tokenizer)
+    return (
+        isinstance(tokenizer, PreTrainedTokenizerFast)
+        and kind.decode is PreTrainedTokenizerBase.decode
+        and kind._decode is PreTrainedTokenizerFast._decode
+        and hasattr(tokenizer, "_tokenizer")
+    )
 
 
 def _check_positive_int(name: str, value: Any) -> None:

@@ -71,7 +71,16 @@ class TextGenerationVectorEnv(VectorEnv):
     * everything else: the single env's arguments (:class:`textenv.task.TextTask`).
 
     ``reset`` options: ``reset_mask`` (bool ``(num_envs,)``: reset only these rows), ``prompt_index``
-    (int array ``(num_envs,)``: each row's prompt), ``prompts`` (list of ``num_envs`` strings).
+    (int array ``(num_envs,)``: each row's prompt), ``prompts`` (list of ``num_envs`` strings). A bad option,
+    seed or action raises before anything changes; a reward plugin that fails raises
+    ``rewards.RewardPluginError`` with the step taken back. Every action is checked, also those of rows whose
+    action is ignored (ended rows under ``NEXT_STEP``/``DISABLED``).
+
+    ## Cost per step
+
+    The step itself is a handful of numpy operations on ``(num_envs,)`` arrays plus the observation copy, whatever
+    ``max_new_tokens`` is; per finished episode there is one decode, one row of infos and (per step, not per
+    episode) one reward call. ``benchmarks/env_throughput.py`` measures it.
     """
 
     metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -106,16 +115,18 @@ class TextGenerationVectorEnv(VectorEnv):
         n = self.num_envs
         self._input_ids = np.full((n, task.seq_len), task.pad_token_id, dtype=np.int64)
         self._attention_mask = np.zeros((n, task.seq_len), dtype=np.int64)
+        self._row_starts = np.arange(n, dtype=np.int64) * task.seq_len  # flat index of each row's slot 0
         self._lengths = np.zeros(n, dtype=np.int64)  # completion tokens written per row
-        self._ended = np.zeros(n, dtype=bool)  # the row's episode ended (NEXT_STEP: reset it next step)
-        self._last_terminated = np.zeros(n, dtype=bool)
-        self._last_truncated = np.zeros(n, dtype=bool)
+        # the row's episode ended: NEXT_STEP resets it on the next step, DISABLED freezes it until reset()
+        self._ended = np.zeros(n, dtype=bool)
+        self._final_terminated = np.zeros(n, dtype=bool)  # DISABLED: the flags an ended row repeats
+        self._final_truncated = np.zeros(n, dtype=bool)
         self._rngs: list[np.random.Generator] = [seeding.np_random()[0] for _ in range(n)]
         self._prompt_texts: list[str] = [""] * n
         self._prompt_indices: list[int] = [-1] * n
         self._references: list[str | None] = [None] * n
+        self._padded_prompts: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # prompt index -> prompt slots
         self._needs_reset = True
-        self._rows = np.arange(n)
 
     # -- reset --------------------------------------------------------------------------------------------
     def reset(
@@ -131,21 +142,21 @@ class TextGenerationVectorEnv(VectorEnv):
 
         # Choose every prompt before touching the buffer, so a bad option or seed changes nothing: seeded rows
         # get fresh generators (kept only on success), unseeded rows' generator states are restored on error.
-        reset_rows = np.flatnonzero(mask).tolist()
-        rngs = {row: self._rngs[row] if seeds[row] is None else seeding.np_random(seeds[row])[0] for row in reset_rows}
-        saved_states = {row: self._rngs[row].bit_generator.state for row in reset_rows if seeds[row] is None}
+        rows = np.flatnonzero(mask).tolist()
+        rngs = {row: self._rngs[row] if seeds[row] is None else seeding.np_random(seeds[row])[0] for row in rows}
+        saved_states = {row: self._rngs[row].bit_generator.state for row in rows if seeds[row] is None}
         try:
-            chosen = {row: self.task.choose_prompt(rngs[row], prompts[row], prompt_indices[row]) for row in reset_rows}
+            choices = [self.task.choose_prompt(rngs[row], prompts[row], prompt_indices[row]) for row in rows]
         except Exception:
             for row, state in saved_states.items():
                 self._rngs[row].bit_generator.state = state
             raise
         if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
             super().reset(seed=int(seed))
-        infos: dict[str, Any] = {}
-        for row in reset_rows:
+        for row in rows:
             self._rngs[row] = rngs[row]
-            infos = self._add_info(infos, self._reset_row(row, chosen[row]), row)
+        infos: dict[str, Any] = {}
+        self._reset_rows(rows, choices, infos)
         self._needs_reset = False
         return self._observation(), infos
 
@@ -162,13 +173,32 @@ class TextGenerationVectorEnv(VectorEnv):
             raise ResetNeeded("the first reset() must reset every row (no reset_mask, or an all-True one)")
         return array
 
-    def _reset_row(self, row: int, choice: tuple[np.ndarray, int, str, str | None]) -> dict[str, Any]:
-        prompt_ids, index, text, reference = choice
-        self.task.write_prompt(self._input_ids[row], self._attention_mask[row], prompt_ids)
-        self._lengths[row] = 0
-        self._ended[row] = self._last_terminated[row] = self._last_truncated[row] = False
-        self._prompt_texts[row], self._prompt_indices[row], self._references[row] = text, index, reference
-        return {"prompt": text, "prompt_index": index}
+    def _reset_rows(
+        self, rows: Sequence[int], choices: Sequence[tuple[np.ndarray, int, str, str | None]], infos: dict[str, Any]
+    ) -> None:
+        """Start new episodes in ``rows`` with the chosen prompts; add their reset infos to ``infos``."""
+        task, start = self.task, self.task.max_prompt_tokens
+        self._input_ids[rows, start:] = task.pad_token_id
+        self._attention_mask[rows, start:] = 0
+        for row, (prompt_ids, index, text, reference) in zip(rows, choices):
+            self._input_ids[row, :start], self._attention_mask[row, :start] = self._padded_prompt(prompt_ids, index)
+            self._prompt_texts[row], self._prompt_indices[row], self._references[row] = text, index, reference
+        self._lengths[rows] = 0
+        self._ended[rows] = self._final_terminated[rows] = self._final_truncated[rows] = False
+        n = self.num_envs
+        _put(infos, "prompt", rows, [choice[2] for choice in choices], n)
+        _put(infos, "prompt_index", rows, [choice[1] for choice in choices], n)
+
+    def _padded_prompt(self, prompt_ids: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The prompt slots (ids and mask) of a prompt, cached per prompt index."""
+        padded = self._padded_prompts.get(index) if index >= 0 else None
+        if padded is None:
+            size = self.task.max_prompt_tokens
+            padded = (np.empty(size, dtype=np.int64), np.empty(size, dtype=np.int64))
+            self.task.write_prompt(padded[0], padded[1], prompt_ids)
+            if index >= 0:
+                self._padded_prompts[index] = padded
+        return padded
 
     def _per_row_option(self, value: Any, name: str) -> list[Any]:
         if value is None:
@@ -200,76 +230,105 @@ class TextGenerationVectorEnv(VectorEnv):
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._needs_reset:
             raise ResetNeeded("step() called before reset(); call reset() first")
-        task, n = self.task, self.num_envs
+        task, n, mode = self.task, self.num_envs, self.autoreset_mode
         tokens = task.check_actions(actions, n)
-        if self.autoreset_mode is AutoresetMode.SAME_STEP:
-            active = np.ones(n, dtype=bool)  # ended rows were already reset in the step they ended
+        # rows whose episode ended earlier ignore their action (SAME_STEP has none: they were reset already)
+        waiting = np.flatnonzero(self._ended) if mode is not AutoresetMode.SAME_STEP else ()
+        flat_ids, flat_mask = self._input_ids.reshape(-1), self._attention_mask.reshape(-1)  # views
+        if len(waiting) == 0:  # every row writes its token: no fancy row selection
+            rows = slice(None)
+            slots = self._row_starts + (task.max_prompt_tokens + self._lengths)
+            flat_ids[slots] = tokens
+            flat_mask[slots] = 1
+            self._lengths += 1
+            terminated = task.is_eos[tokens]
+            truncated = self._lengths >= task.max_new_tokens
         else:
-            active = np.ones(n, dtype=bool)
-        rows = self._rows[active]
-        slots = task.max_prompt_tokens + self._lengths[rows]
-        self._input_ids[rows, slots] = tokens[rows]
-        self._attention_mask[rows, slots] = 1
-        self._lengths[rows] += 1
+            rows = np.flatnonzero(~self._ended)
+            slots = self._row_starts[rows] + (task.max_prompt_tokens + self._lengths[rows])
+            flat_ids[slots] = tokens[rows]
+            flat_mask[slots] = 1
+            self._lengths[rows] += 1
+            terminated = np.zeros(n, dtype=bool)
+            truncated = np.zeros(n, dtype=bool)
+            terminated[rows] = task.is_eos[tokens[rows]]
+            truncated[rows] = self._lengths[rows] >= task.max_new_tokens
+        truncated &= ~terminated
+        ended = terminated | truncated
 
-        terminated = np.zeros(n, dtype=bool)
-        truncated = np.zeros(n, dtype=bool)
-        terminated[rows] = task.is_eos[tokens[rows]]
-        truncated[rows] = ~terminated[rows] & (self._lengths[rows] >= task.max_new_tokens)
         rewards = np.zeros(n, dtype=np.float64)
-        infos: dict[str, Any] = {}
-        ended_now = np.flatnonzero(terminated | truncated)
-        if ended_now.size:
+        ended_rows = np.flatnonzero(ended)
+        finals: dict[str, Any] = {}
+        if ended_rows.size:
             try:
-                rewards[ended_now], final_infos = self._score(ended_now)
+                rewards[ended_rows] = self._score(ended_rows, finals)
             except Exception:  # take this step's tokens back: the env is as before the step
-                self._input_ids[rows, slots] = task.pad_token_id
-                self._attention_mask[rows, slots] = 0
+                flat_ids[slots] = task.pad_token_id
+                flat_mask[slots] = 0
                 self._lengths[rows] -= 1
                 raise
-        else:
-            final_infos = {}
 
-        if self.autoreset_mode is AutoresetMode.NEXT_STEP:
-            for row in np.flatnonzero(self._ended):  # ended last step: reset now, action ignored
-                infos = self._add_info(infos, self._reset_row(row, task.choose_prompt(self._rngs[row])), row)
-            for row, info in final_infos.items():
-                infos = self._add_info(infos, info, row)
-            self._ended = terminated | truncated
+        infos: dict[str, Any] = {}
+        if mode is AutoresetMode.NEXT_STEP:
+            if len(waiting):  # ended last step: reset now, their actions ignored
+                rows_to_reset = waiting.tolist()
+                self._reset_rows(rows_to_reset, [task.choose_prompt(self._rngs[r]) for r in rows_to_reset], infos)
+            self._put_finals(infos, ended_rows, finals)
+            self._ended = ended
             return self._observation(), rewards, terminated, truncated, infos
 
-        if self.autoreset_mode is AutoresetMode.SAME_STEP:
-            for row, info in final_infos.items():
-                # the row's final observation, copied before the row is reset (one row, not the whole buffer)
-                row_obs = {
-                    "input_ids": self._input_ids[row].copy(),
-                    "attention_mask": self._attention_mask[row].copy(),
-                }
-                reset_info = self._reset_row(row, task.choose_prompt(self._rngs[row]))
-                infos = self._add_info(infos, {**reset_info, "final_obs": row_obs, "final_info": info}, row)
+        if mode is AutoresetMode.SAME_STEP:
+            if ended_rows.size:
+                # each ended row's last observation, taken before the row is reset (fresh arrays, k rows)
+                final_ids, final_mask = self._input_ids[ended_rows], self._attention_mask[ended_rows]
+                final_obs = np.full(n, None, dtype=object)
+                for i, row in enumerate(ended_rows.tolist()):
+                    final_obs[row] = {"input_ids": final_ids[i], "attention_mask": final_mask[i]}
+                rows_to_reset = ended_rows.tolist()
+                self._reset_rows(rows_to_reset, [task.choose_prompt(self._rngs[r]) for r in rows_to_reset], infos)
+                final_info: dict[str, Any] = {}
+                self._put_finals(final_info, ended_rows, finals)
+                infos["final_obs"], infos["_final_obs"] = final_obs, ended.copy()
+                infos["final_info"], infos["_final_info"] = final_info, ended.copy()
             return self._observation(), rewards, terminated, truncated, infos
 
-        # DISABLED: rows that ended earlier repeat their flags; nothing resets
-        for row, info in final_infos.items():
-            infos = self._add_info(infos, info, row)
-        self._last_terminated |= terminated
-        self._last_truncated |= truncated
-        self._ended = self._last_terminated | self._last_truncated
-        return self._observation(), rewards, self._last_terminated.copy(), self._last_truncated.copy(), infos
+        # DISABLED: ended rows repeat their flags and nothing resets until reset()
+        self._put_finals(infos, ended_rows, finals)
+        self._final_terminated |= terminated
+        self._final_truncated |= truncated
+        self._ended = self._final_terminated | self._final_truncated
+        return self._observation(), rewards, self._final_terminated.copy(), self._final_truncated.copy(), infos
 
-    def _score(self, rows: np.ndarray) -> tuple[np.ndarray, dict[int, dict[str, Any]]]:
-        """Score the episodes of ``rows`` with one batched reward call; return rewards and their infos."""
+    def _score(self, rows: np.ndarray, finals: dict[str, Any]) -> np.ndarray:
+        """Score the episodes of ``rows`` with ONE batched reward call; fill ``finals`` for their infos."""
         task, start = self.task, self.task.max_prompt_tokens
-        completion_ids = [self._input_ids[row, start : start + self._lengths[row]].tolist() for row in rows]
-        completions = [task.decode(ids) for ids in completion_ids]
+        ends = (start + self._lengths[rows]).tolist()
+        completion_ids = [self._input_ids[row, start:end].tolist() for row, end in zip(rows.tolist(), ends)]
+        completions = [task.decode_ids(ids) for ids in completion_ids]
         prompts = [self._prompt_texts[row] for row in rows]
         references = [self._references[row] for row in rows]
         result = task.score(prompts, completions, completion_ids, references)
-        infos = {
-            int(row): task.final_info(prompts[i], completions[i], completion_ids[i], references[i], result, i)
-            for i, row in enumerate(rows)
-        }
-        return result.total, infos
+        finals.update(
+            prompt=prompts,
+            completion=completions,
+            completion_ids=completion_ids,
+            reward_components=result.components,
+            reference=references,
+        )
+        return result.total
+
+    def _put_finals(self, infos: dict[str, Any], rows: np.ndarray, finals: dict[str, Any]) -> None:
+        """Add the last-step infos of ``rows`` (the keys of :meth:`TextTask.final_info`), batched."""
+        if not finals:
+            return
+        n, rows = self.num_envs, rows.tolist()
+        for key in ("prompt", "completion", "completion_ids", "reference"):
+            _put(infos, key, rows, finals[key], n)
+        components = infos.setdefault("reward_components", {})
+        for name, values in finals["reward_components"].items():
+            _put(components, name, rows, [float(v) for v in values], n)
+        mask = infos.setdefault("_reward_components", np.zeros(n, dtype=bool))
+        mask[rows] = True
 
     # -- the rest -----------------------------------------------------------------------------------------
     def _observation(self) -> dict[str, np.ndarray]:
@@ -284,10 +343,30 @@ class TextGenerationVectorEnv(VectorEnv):
             return None
         start = self.task.max_prompt_tokens
         return tuple(
-            f"{self._prompt_texts[row]} >>> {self.task.decode(self._input_ids[row, start : start + self._lengths[row]])}"
+            f"{self._prompt_texts[row]} >>> "
+            f"{self.task.decode(self._input_ids[row, start : start + self._lengths[row]])}"
             for row in range(self.num_envs)
         )
 
     @property
     def tokenizer(self) -> Any:
         return self.task.tokenizer
+
+
+def _put(infos: dict[str, Any], key: str, rows: Sequence[int], values: Sequence[Any], num_envs: int) -> None:
+    """``infos[key][rows] = values`` plus the ``infos["_" + key]`` mask: Gymnasium's vector-info layout, with
+    the array type chosen from the first value exactly as ``VectorEnv._add_info`` does, for many rows at once."""
+    array = infos.get(key)
+    if array is None:
+        first = values[0]
+        if type(first) in (int, float, bool) or isinstance(first, np.number):
+            array = np.zeros(num_envs, dtype=type(first))
+        else:
+            array = np.full(num_envs, None, dtype=object)
+        infos[key], infos[f"_{key}"] = array, np.zeros(num_envs, dtype=bool)
+    if array.dtype == object:
+        for row, value in zip(rows, values):  # element-wise: lists must not broadcast into the array
+            array[row] = value
+    else:
+        array[rows] = values
+    infos[f"_{key}"][rows] = True
