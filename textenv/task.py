@@ -257,6 +257,18 @@ class TextTask:
         text = tokenizer._tokenizer.decode(ids, skip_special_tokens=True)
         return tokenizer.clean_up_tokenization(text) if tokenizer.clean_up_tokenization_spaces else text
 
+    def decode_batch(self, batch: list[list[int]]) -> list[str]:
+        """:meth:`decode_ids` for many completions at once (one call into the Rust backend when possible)."""
+        if not self._fast_decode:
+            return [self.decode_ids(ids) for ids in batch]
+        eos = self.eos_token_set
+        batch = [ids if eos.isdisjoint(ids) else [t for t in ids if t not in eos] for ids in batch]
+        tokenizer = self.tokenizer
+        texts = tokenizer._tokenizer.decode_batch(batch, skip_special_tokens=True)
+        if tokenizer.clean_up_tokenization_spaces:
+            texts = [tokenizer.clean_up_tokenization(text) for text in texts]
+        return texts
+
     def score(
         self, prompts: list[str], completions: list[str], completion_ids: list[list[int]], references: list[Any]
     ) -> rewards.RewardResult:

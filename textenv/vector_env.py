@@ -304,7 +304,7 @@ class TextGenerationVectorEnv(VectorEnv):
         task, start = self.task, self.task.max_prompt_tokens
         ends = (start + self._lengths[rows]).tolist()
         completion_ids = [self._input_ids[row, start:end].tolist() for row, end in zip(rows.tolist(), ends)]
-        completions = [task.decode_ids(ids) for ids in completion_ids]
+        completions = task.decode_batch(completion_ids)
         prompts = [self._prompt_texts[row] for row in rows]
         references = [self._references[row] for row in rows]
         result = task.score(prompts, completions, completion_ids, references)

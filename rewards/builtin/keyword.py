@@ -51,16 +51,20 @@ class KeywordReward:
             unique.setdefault(k.strip() if case_sensitive else k.strip().lower(), k.strip())
         self.keywords = tuple(unique.values())
         flags = 0 if case_sensitive else re.IGNORECASE
-        self._patterns = [re.compile(rf"(?<!\w){re.escape(k)}(?!\w)", flags) for k in self.keywords]
+        # one pattern for all keywords (longest first, so a phrase wins over a keyword inside it)
+        ordered = sorted(self.keywords, key=len, reverse=True)
+        alternatives = "|".join(re.escape(k) for k in ordered)
+        self._pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", flags)
+        self._index = {k if case_sensitive else k.lower(): i for i, k in enumerate(self.keywords)}
 
     def _score(self, text: str) -> float:
-        counts = [len(p.findall(text)) for p in self._patterns]
-        if self.mode == "count":
-            return float(sum(counts))
-        present = sum(c > 0 for c in counts)
         if self.mode == "any":
-            return float(present > 0)
-        return present / len(counts)
+            return float(self._pattern.search(text) is not None)
+        found = self._pattern.findall(text)
+        if self.mode == "count":
+            return float(len(found))
+        key = (lambda m: m) if self.case_sensitive else str.lower
+        return len({self._index[key(m)] for m in found}) / len(self.keywords)
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str], **info: Any) -> list[float]:
         return [self._score(text) for text in completions]
