@@ -1,0 +1,467 @@
+"""What every LM agent shares: the env and models, rollouts, the frozen reference, optimisation plumbing under
+``accelerate``, per-iteration seeding, logging and checkpoints. The algorithms (``ppo.py``, ``group.py``) only
+write their ``iteration_step``.
+
+Data parallelism: run the same script under ``accelerate launch`` (or ``torchrun``). Every process owns its own
+vector env and collects its own rollouts (prompts and samples are seeded per process); gradients are averaged by
+DDP and every batch statistic (reward normalisation, whitening, KL) is computed over all processes, so the
+replicas stay identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import textenv  # noqa: F401  (registers the env ids)
+from agents.lm.checkpoint import COMPLETE_MARKER, find_checkpoint, write_atomically
+from agents.lm.config import LMAgentConfig
+from agents.lm.core import masked_logprobs, masked_sum_count
+from agents.lm.logger import MetricsLogger
+from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, masked_logits, text_vector_env
+
+POLICY_DIR = "policy"
+STATE_FILE = "trainer_state.pt"
+CONFIG_FILE = "config.json"
+
+
+class LMTrainer:
+    """Base class of the LM agents.
+
+    Args:
+        env: a registered env id (built with ``gym.make_vec(..., vectorization_mode="vector_entry_point",
+            autoreset_mode=DISABLED, num_envs=config.num_envs, **env_kwargs)``) or such a vector env.
+        model: the policy: a model name or directory (:func:`textenv.load_causal_lm`) or a transformers causal LM.
+        config: the trainer's config dataclass (default: its defaults).
+        reward: a reward spec for the env (shortcut for ``env_kwargs["reward"]``; only with an env id).
+        env_kwargs: keyword arguments for the env (only with an env id).
+        accelerator: an ``accelerate.Accelerator`` (default: a new one; it reads ``accelerate launch``'s settings).
+    """
+
+    config_class: type[LMAgentConfig] = LMAgentConfig
+
+    def __init__(
+        self,
+        env: str | gym.vector.VectorEnv,
+        model: str | Any,
+        config: LMAgentConfig | None = None,
+        *,
+        reward: Any = None,
+        env_kwargs: dict[str, Any] | None = None,
+        accelerator: Any = None,
+    ) -> None:
+        from accelerate import Accelerator
+
+        config = self.config_class() if config is None else config
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        config.validate()
+        self.config = config
+        self.accelerator = accelerator if accelerator is not None else Accelerator()
+        self.device = self.accelerator.device
+        self.env = self._make_env(env, reward, env_kwargs)
+        self.task = text_vector_env(self.env).task
+        self.num_envs = text_vector_env(self.env).num_envs
+        self._check_batch_layout()
+
+        self.policy = self._load_policy(model)
+        # the frozen initial policy: the KL anchor, and the model the completions' perplexity is measured under
+        self.reference = self._make_reference() if self.uses_reference() else None
+        self.engine = RolloutEngine(self.env, self.policy, config.temperature)
+        self.iteration = 0  # iterations completed
+        self.num_timesteps = 0  # completion tokens generated, all processes
+        self.num_episodes = 0  # episodes finished, all processes
+        self.timings: dict[str, float] = defaultdict(float)
+
+    # -- construction ------------------------------------------------------------------------------------------
+    def _make_env(self, env: Any, reward: Any, env_kwargs: dict[str, Any] | None) -> Any:
+        if isinstance(env, str):
+            kwargs = dict(env_kwargs or {})
+            if reward is not None:
+                kwargs["reward"] = reward
+            return gym.make_vec(
+                env,
+                num_envs=self.config.num_envs,
+                vectorization_mode="vector_entry_point",
+                autoreset_mode=gym.vector.AutoresetMode.DISABLED,
+                **kwargs,
+            )
+        if reward is not None or env_kwargs:
+            raise ValueError("reward and env_kwargs only apply when env is an id; configure a vector env yourself")
+        text_vector_env(env)  # raises a clear error for anything else
+        return env
+
+    def _check_batch_layout(self) -> None:
+        """Subclasses check that ``num_envs`` fits their grouping and minibatching."""
+        if self.num_envs % self.config.num_minibatches:
+            raise ValueError(
+                f"num_envs={self.num_envs} is not divisible by num_minibatches={self.config.num_minibatches}"
+            )
+
+    def _load_policy(self, model: Any) -> Any:
+        if isinstance(model, (str, Path)):
+            model = textenv.load_causal_lm(str(model))
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "get_output_embeddings"):
+            raise TypeError(
+                f"model must be a model name/directory or a transformers causal LM, got {type(model).__name__}"
+            )
+        model = model.to(self.device)
+        model.eval()  # dropout off for good: rollouts and the loss must see the same function
+        return model
+
+    def uses_reference(self) -> bool:
+        """Whether the frozen reference is needed: by a KL term, or for the reference metrics."""
+        return self.config.reference_metrics
+
+    def _make_reference(self) -> Any:
+        """A frozen copy of the policy as passed in (a resumed run rebuilds it the same way)."""
+        reference = copy.deepcopy(self.policy).eval()
+        reference.requires_grad_(False)
+        return reference
+
+    def _make_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        cfg = self.config
+        return torch.optim.AdamW(groups, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+
+    @property
+    def unwrapped_policy(self) -> Any:
+        return self.accelerator.unwrap_model(self.policy)
+
+    # -- seeding -----------------------------------------------------------------------------------------------
+    def iteration_seed(self, purpose: str) -> int:
+        """A seed drawn from ``(config.seed, iteration, process, purpose)``: each iteration's randomness depends
+        only on these, so a run resumed from a checkpoint draws exactly what an uninterrupted run would."""
+        tag = int.from_bytes(hashlib.sha256(purpose.encode()).digest()[:8], "little")
+        entropy = [self.config.seed, self.iteration, self.accelerator.process_index, tag]
+        return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)[0] >> 1)
+
+    def iteration_generator(self, purpose: str) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(self.iteration_seed(purpose))
+        return generator
+
+    def iteration_rng(self, purpose: str) -> np.random.Generator:
+        return np.random.default_rng(self.iteration_seed(purpose))
+
+    # -- rollouts ----------------------------------------------------------------------------------------------
+    def prompt_indices(self, group_size: int = 1) -> np.ndarray:
+        """Each row's prompt: ``num_envs / group_size`` prompts drawn without replacement (with replacement when
+        there are fewer prompts than groups), each repeated for ``group_size`` consecutive rows."""
+        num_prompts = len(self.task.prompts)
+        groups = self.num_envs // group_size
+        chosen = self.iteration_rng("prompts").choice(num_prompts, size=groups, replace=groups > num_prompts)
+        return np.repeat(chosen, group_size)
+
+    def collect(self, group_size: int = 1) -> Rollout:
+        """One lockstep batch of episodes from the current policy (``generation``/``env`` timings recorded)."""
+        rollout = self.engine.collect(
+            generator=self.iteration_generator("sampling"),
+            seed=self.iteration_seed("env"),
+            prompt_indices=self.prompt_indices(group_size),
+        )
+        self.timings["generation_seconds"] += rollout.generation_seconds
+        self.timings["env_seconds"] += rollout.env_seconds
+        self.num_timesteps += int(self.gather(rollout.lengths.float()).sum())
+        self.num_episodes += rollout.num_sequences * self.accelerator.num_processes
+        return rollout
+
+    @torch.no_grad()
+    def reference_logprobs(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs of the completion tokens under the frozen reference, from one forward pass: at the sampling
+        temperature with the env's token mask (for the KL), and untempered over the whole vocabulary (for the
+        completions' perplexity under the reference). Both ``(N, T)``, 0 outside the mask."""
+        logits = completion_logits(self.reference, rollout).float()
+        tokens, mask = rollout.completion_ids, rollout.mask
+        natural = masked_logprobs(logits, tokens, mask)
+        temperature, allowed = self.config.temperature, self.engine.allowed
+        if temperature == 1.0 and allowed is None:
+            return natural, natural
+        tempered = masked_logprobs(masked_logits(logits / temperature, allowed), tokens, mask)
+        return tempered, natural
+
+    def policy_logprobs(self, model: Any, rollout: Rollout, with_entropy: bool = False) -> tuple[torch.Tensor, Any]:
+        """Log-probs ``(N, T)`` of the rollout's tokens under ``model`` (the trained, possibly DDP-wrapped policy),
+        tempered and masked as when sampling; also the per-token entropy when ``with_entropy``."""
+        from agents.lm.core import entropy_of
+
+        logits = completion_logits(model, rollout, self.config.temperature).float()
+        logits = masked_logits(logits, self.engine.allowed)
+        logprobs = masked_logprobs(logits, rollout.completion_ids, rollout.mask)
+        return logprobs, (entropy_of(logits) if with_entropy else None)
+
+    # -- cross-process helpers -----------------------------------------------------------------------------------
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate a per-row tensor over processes (rank order); itself when single-process."""
+        if self.accelerator.num_processes == 1:
+            return tensor
+        return self.accelerator.gather(tensor.contiguous())
+
+    def local_rows(self, gathered: torch.Tensor) -> torch.Tensor:
+        start = self.accelerator.process_index * self.num_envs
+        return gathered[start : start + self.num_envs]
+
+    def global_mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Average scalar metrics over processes."""
+        if self.accelerator.num_processes == 1 or not values:
+            return values
+        keys = sorted(values)
+        stacked = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        stacked = self.accelerator.reduce(stacked, reduction="mean")
+        return dict(zip(keys, stacked.tolist()))
+
+    def minibatches(self, num_rows: int, epoch: int) -> Iterator[torch.Tensor]:
+        """Row indices of each minibatch of one epoch, in an order drawn from the iteration's seed."""
+        rng = self.iteration_rng(f"epoch{epoch}")
+        order = torch.as_tensor(rng.permutation(num_rows), device=self.device)
+        yield from order.chunk(self.config.num_minibatches)
+
+    def optimizer_step(
+        self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, models: dict[str, Any]
+    ) -> dict[str, float]:
+        """Backward, global gradient-norm clipping of each model (``{metric name: model}``), step. Returns each
+        model's gradient norm before clipping."""
+        optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        norms = {}
+        for name, model in models.items():
+            parameters = [p for p in model.parameters() if p.grad is not None]
+            if not parameters:
+                continue
+            if self.config.max_grad_norm is not None:
+                norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+            else:
+                norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters]))
+            norms[name] = float(norm)
+        optimizer.step()
+        return norms
+
+    @contextlib.contextmanager
+    def timer(self, key: str) -> Iterator[None]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.timings[key] += time.perf_counter() - started
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def iteration_step(self) -> dict[str, float]:
+        """One iteration of the algorithm: collect rollouts, update. Returns its metrics."""
+        raise NotImplementedError
+
+    def train(self, iterations: int) -> list[dict[str, float]]:
+        """Run ``iterations`` more iterations (continuing from a loaded checkpoint); return their metrics."""
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+            raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
+        stop_at = self.iteration + iterations
+        return self._loop(lambda: self.iteration < stop_at, total=iterations)
+
+    def learn(self, total_timesteps: int) -> list[dict[str, float]]:
+        """Train until ``num_timesteps`` (completion tokens generated, all processes) reaches ``total_timesteps``
+        (SB3's convention: a resumed run continues towards the same total)."""
+        if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 0:
+            raise ValueError(f"total_timesteps must be an int >= 0, got {total_timesteps!r}")
+        return self._loop(lambda: self.num_timesteps < total_timesteps, total=None)
+
+    def _loop(self, keep_going: Any, total: int | None) -> list[dict[str, float]]:
+        logger = self._open_logger(total=total)
+        history: list[dict[str, float]] = []
+        saved_at = self.iteration
+        try:
+            while keep_going():
+                history.append(self._run_iteration(logger))
+                if self.config.save_every and self.iteration % self.config.save_every == 0:
+                    self.save_checkpoint()
+                    saved_at = self.iteration
+            if self.config.output_dir is not None and self.iteration != saved_at:
+                self.save_checkpoint()
+        finally:
+            logger.close()
+        return history
+
+    def _run_iteration(self, logger: MetricsLogger) -> dict[str, float]:
+        self.timings = defaultdict(float)
+        started = time.perf_counter()
+        metrics = self.iteration_step()
+        self.iteration += 1
+        elapsed = time.perf_counter() - started
+        metrics = {"iteration": float(self.iteration), **metrics}
+        metrics["timesteps"] = float(self.num_timesteps)
+        metrics["iteration_seconds"] = elapsed
+        for key, value in sorted(self.timings.items()):
+            metrics[key] = value
+        metrics["tokens_per_second"] = metrics.get("batch_tokens", 0.0) / max(elapsed, 1e-9)
+        logger.log(metrics)
+        return metrics
+
+    def _open_logger(self, total: int | None) -> MetricsLogger:
+        logger = MetricsLogger(
+            self.config.output_dir,
+            enabled=self.accelerator.is_main_process,
+            progress_bar=self.config.progress_bar,
+            total=total,
+        )
+        logger.truncate_to(self.iteration)
+        return logger
+
+    def rollout_metrics(
+        self, rollout: Rollout, ref_natural: torch.Tensor | None, kl: torch.Tensor | None
+    ) -> dict[str, float]:
+        """The per-iteration metrics every agent logs, over all processes."""
+        scores = self.gather(rollout.scores)
+        lengths = self.gather(rollout.lengths.float())
+        truncated = self.gather(rollout.truncated.float())
+        tokens = float(lengths.sum())
+        metrics = {
+            "reward_mean": float(scores.mean()),
+            "reward_std": float(scores.std()) if scores.numel() > 1 else 0.0,
+            "response_length": float(lengths.mean()),
+            "truncated_fraction": float(truncated.mean()),
+            "batch_tokens": tokens,
+            "generation_tokens_per_second": float(rollout.num_tokens) / max(rollout.generation_seconds, 1e-9),
+        }
+        entropy_sum, count = masked_sum_count(rollout.entropy, rollout.mask, self.accelerator)
+        metrics["entropy"] = float(entropy_sum / count.clamp(min=1))
+        if ref_natural is not None:
+            nll_sum, count = masked_sum_count(-ref_natural, rollout.mask, self.accelerator)
+            metrics["ref_perplexity"] = float(torch.exp(nll_sum / count.clamp(min=1)))
+        else:
+            metrics["ref_perplexity"] = float("nan")
+        metrics["kl"] = float(self.gather(kl.sum(1)).mean()) if kl is not None else float("nan")
+        return metrics
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def checkpoint_models(self) -> dict[str, Any]:
+        """Name -> model (unwrapped) saved in the checkpoint; subclasses add theirs."""
+        return {POLICY_DIR: self.unwrapped_policy}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """JSON-able trainer state; subclasses add theirs."""
+        return {"iteration": self.iteration, "num_timesteps": self.num_timesteps, "num_episodes": self.num_episodes}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self.iteration = int(state["iteration"])
+        self.num_timesteps = int(state["num_timesteps"])
+        self.num_episodes = int(state["num_episodes"])
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def save_checkpoint(self, output_dir: str | Path | None = None) -> Path | None:
+        """Write ``<output_dir>/checkpoint`` atomically (main process; every process waits for it)."""
+        output_dir = output_dir or self.config.output_dir
+        if output_dir is None:
+            raise ValueError("save_checkpoint needs an output_dir (argument or config.output_dir)")
+        path = None
+        if self.accelerator.is_main_process:
+            path = write_atomically(output_dir, self._write_checkpoint)
+        self.accelerator.wait_for_everyone()
+        return path or Path(output_dir) / "checkpoint"
+
+    def _write_checkpoint(self, directory: Path) -> None:
+        for name, model in self.checkpoint_models().items():
+            model.save_pretrained(directory / name, safe_serialization=True)
+        tokenizer = self.task.tokenizer
+        if hasattr(tokenizer, "save_pretrained"):
+            tokenizer.save_pretrained(directory / POLICY_DIR)
+        torch.save(
+            {
+                "optimizers": {name: opt.state_dict() for name, opt in self.optimizers().items()},
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            directory / STATE_FILE,
+        )
+        (directory / CONFIG_FILE).write_text(self.config.to_json())
+        state = {
+            **self.checkpoint_state(),
+            "numpy_rng": _jsonable(np.random.get_state()),
+            "python_rng": _jsonable(random.getstate()),
+        }
+        (directory / COMPLETE_MARKER).write_text(json.dumps(state, indent=2))  # last: marks the checkpoint whole
+
+    def load_checkpoint(self, path: str | Path | None = None) -> bool:
+        """Restore weights, optimiser, RNG and trainer state from a checkpoint (or an output_dir holding one).
+        Returns False when there is none. Build the trainer with the same env, model and config first: the
+        frozen reference is the policy as passed to the constructor."""
+        path = path or self.config.output_dir
+        found = find_checkpoint(path) if path is not None else None
+        if found is None:
+            return False
+        saved_config = json.loads((found / CONFIG_FILE).read_text())
+        self._warn_config_differences(saved_config)
+        for name, model in self.checkpoint_models().items():
+            _load_weights(model, found / name)
+        state = torch.load(found / STATE_FILE, weights_only=True, map_location="cpu")
+        for name, optimizer in self.optimizers().items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        trainer_state = json.loads((found / COMPLETE_MARKER).read_text())
+        np.random.set_state(_numpy_state(trainer_state["numpy_rng"]))
+        random.setstate(_python_state(trainer_state["python_rng"]))
+        self.load_checkpoint_state(trainer_state)
+        return True
+
+    def _warn_config_differences(self, saved: dict[str, Any]) -> None:
+        current = self.config.to_dict()
+        ignored = {"output_dir", "save_every", "progress_bar"}
+        changed = sorted(k for k in current if k not in ignored and json.dumps(saved.get(k)) != json.dumps(current[k]))
+        if changed:
+            import warnings
+
+            warnings.warn(f"resuming with a config that differs from the checkpoint's in {changed}", stacklevel=3)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _load_weights(model: Any, directory: Path) -> None:
+    """Copy saved weights (safetensors) into ``model`` in place."""
+    from agents.lm.value_model import ValueModel
+
+    if isinstance(model, ValueModel):
+        model.load_weights_from(directory)
+        return
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(directory, dtype=next(model.parameters()).dtype)
+    model.load_state_dict(saved.state_dict())
+
+
+def _jsonable(state: Any) -> Any:
+    if isinstance(state, np.ndarray):
+        return state.tolist()
+    if isinstance(state, (tuple, list)):
+        return [_jsonable(item) for item in state]
+    if isinstance(state, np.integer):
+        return int(state)
+    if isinstance(state, np.floating):
+        return float(state)
+    return state
+
+
+def _numpy_state(state: list[Any]) -> tuple[Any, ...]:
+    name, keys, pos, has_gauss, cached = state
+    return (name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached))
+
+
+def _python_state(state: list[Any]) -> tuple[Any, ...]:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)

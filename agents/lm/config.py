@@ -1,0 +1,363 @@
+"""Hyperparameters of the LM agents: one dataclass per trainer, every default with where it comes from.
+
+Sources cited below:
+
+* **MOSS-RLHF** -- OpenLMLab/MOSS-RLHF, ``config_ppo.py`` (argparse defaults), ``train_ppo_en.sh`` (the released
+  English PPO-max run), ``accelerate_config.yaml`` and ``ppo/ppo_trainer.py``; and the paper "Secrets of RLHF in
+  Large Language Models Part I: PPO" (Zheng et al., 2023, arXiv:2307.04964), whose PPO-max recipe is: reward
+  normalisation and clipping, a token-level KL penalty to the SFT model, advantage normalisation, clipped value
+  loss, global gradient clipping, a critic initialised from the reward model (and optionally pre-trained), and an
+  optional pretraining-loss term (PPO-ptx).
+* **Ziegler et al.** -- "Fine-Tuning Language Models from Human Preferences" (2019): the adaptive KL controller,
+  with TRL's ``PPOConfig`` defaults (``init_kl_coef=0.2``, ``target=6``, ``horizon=10000``).
+* **TRL** -- huggingface/trl ``GRPOConfig`` and ``RLOOConfig`` (names and defaults of the group-baseline agents).
+
+Defaults that differ from the source say why next to them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+REWARD_NORMALIZATIONS = ("normalize", "scale", "none")
+KL_ESTIMATORS = ("k1", "k3")
+GRPO_SCALE_REWARDS = ("group", "batch", "none")
+GRPO_LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
+
+
+@dataclass
+class LMAgentConfig:
+    """Settings shared by every LM agent (rollouts, optimisation, logging, checkpoints)."""
+
+    # -- run -------------------------------------------------------------------------------------------------
+    seed: int = 42
+    """Seed of everything random in a run: prompt choice, sampling, minibatch order (MOSS-RLHF ``--seed 42``).
+    Each iteration derives its own generators from ``(seed, iteration, process)``, so a resumed run draws exactly
+    what an uninterrupted one would."""
+    num_envs: int = 32
+    """Episodes decoded in lockstep per iteration and process, when the trainer builds the vector env from an id
+    (a vector env passed in keeps its own ``num_envs``). MOSS-RLHF ``--rollout_batch_size 32``."""
+
+    # -- sampling --------------------------------------------------------------------------------------------
+    temperature: float = 1.0
+    """Sampling temperature. The same temperature divides the logits in every log-prob the loss uses (policy and
+    reference), as TRL does, so the ratio and the KL are those of the distribution actually sampled. TRL
+    ``GRPOConfig``/``RLOOConfig`` default 1.0 (MOSS-RLHF samples at 0.8 with top-p 0.9 but scores the samples under
+    the untempered full distribution, an off-policy mismatch we avoid; top-p/top-k are not offered for that reason)."""
+
+    # -- optimisation ----------------------------------------------------------------------------------------
+    learning_rate: float = 1e-6
+    """Policy AdamW learning rate (TRL ``GRPOConfig``/``RLOOConfig`` 1e-6; MOSS-RLHF uses 5e-7 for 7B models).
+    Small models and toy tasks want far more (the tests use 2e-3)."""
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas (MOSS-RLHF ``--beta1 0.9 --beta2 0.95``)."""
+    adam_eps: float = 1e-6
+    """AdamW epsilon of the policy (MOSS-RLHF ``--eps 1e-6``)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (MOSS-RLHF sets 0.0 for every parameter group)."""
+    max_grad_norm: float | None = 1.0
+    """Global gradient-norm clipping, per trained model (MOSS-RLHF ``gradient_clipping: 1.0``). ``None`` turns it
+    off. MOSS clips policy and critic together; we clip each model's global norm on its own, so an early, large value
+    loss gradient cannot shrink the policy step."""
+    update_epochs: int = 1
+    """Passes over each iteration's rollouts (MOSS-RLHF trains one pass over its replay buffer; TRL
+    ``num_iterations`` 1)."""
+    num_minibatches: int = 1
+    """Optimiser steps per epoch; the rollouts of a process are split into this many minibatches."""
+
+    # -- logging and checkpoints -----------------------------------------------------------------------------
+    output_dir: str | None = None
+    """Where the CSV log (``progress.csv``), TensorBoard events (``tensorboard/``) and checkpoints
+    (``checkpoint/``) go. ``None`` writes nothing."""
+    save_every: int = 0
+    """Write a checkpoint every this many iterations (0: only when :meth:`train` returns)."""
+    progress_bar: bool = True
+    """Show a tqdm progress bar (main process only)."""
+    reference_metrics: bool = True
+    """Run the frozen reference model every iteration even when no loss term needs it, to log the KL to the
+    reference and the completions' perplexity under it. Turn off to save one forward pass per iteration when the
+    KL coefficient is 0."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a ``ValueError`` naming the first bad field."""
+        _check_int(self, "seed", minimum=0)
+        _check_int(self, "num_envs", minimum=1)
+        _check_positive(self, "temperature")
+        _check_positive(self, "learning_rate")
+        _check_nonneg(self, "weight_decay")
+        _check_positive(self, "adam_eps")
+        betas = tuple(self.adam_betas)
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"adam_betas={self.adam_betas!r}; expected two floats in [0, 1)")
+        self.adam_betas = (float(betas[0]), float(betas[1]))
+        if self.max_grad_norm is not None:
+            _check_positive(self, "max_grad_norm")
+        _check_int(self, "update_epochs", minimum=1)
+        _check_int(self, "num_minibatches", minimum=1)
+        _check_int(self, "save_every", minimum=0)
+        if self.output_dir is not None and not isinstance(self.output_dir, str):
+            self.output_dir = str(self.output_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config_class": type(self).__name__, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> LMAgentConfig:
+        values = dict(values)
+        name = values.pop("config_class", cls.__name__)
+        if name != cls.__name__:
+            raise ValueError(f"config is a {name}, not a {cls.__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}")
+        if "adam_betas" in values:
+            values["adam_betas"] = tuple(values["adam_betas"])
+        return cls(**values)
+
+
+@dataclass
+class LMPPOConfig(LMAgentConfig):
+    """LM-PPO with the MOSS-RLHF "PPO-max" details; each detail can be switched off here."""
+
+    num_envs: int = 128
+    """Episodes per iteration and process (MOSS-RLHF's replay buffer, ``--num_rollouts 128``, which it fills in
+    rollout batches of 32; here they are decoded in one lockstep batch). Lower it on CPU."""
+    learning_rate: float = 5e-7
+    """Policy AdamW learning rate (MOSS-RLHF ``--lr 5e-7``, for 7B models: small models and toy tasks want far more)."""
+    num_minibatches: int = 4
+    """MOSS-RLHF: the 128-rollout buffer is trained in minibatches of ``--batch_size 32``, i.e. 4."""
+    critic_learning_rate: float = 1.5e-6
+    """Value-model AdamW learning rate (MOSS-RLHF ``--critic_lr 15e-7``, 3x the policy's 5e-7)."""
+    critic_adam_eps: float = 1e-8
+    """AdamW epsilon of the value model (MOSS-RLHF builds the critic's parameter group with ``eps=1e-8``)."""
+
+    # -- returns ---------------------------------------------------------------------------------------------
+    gamma: float = 1.0
+    """Discount (MOSS-RLHF ``--gamma 1.``)."""
+    lam: float = 0.95
+    """GAE lambda (MOSS-RLHF ``--lam 0.95``)."""
+
+    # -- KL penalty to the frozen reference ------------------------------------------------------------------
+    kl_coef: float = 0.05
+    """Token-level KL penalty ``-kl_coef * (log pi - log pi_ref)`` added to every token's reward. 0.05 is the value
+    the paper's KL-penalty study settles on for PPO-max; MOSS-RLHF's code defaults to 0.02 and its English script
+    to 0.01. With
+    ``adaptive_kl`` this is the initial coefficient. 0 turns the penalty off."""
+    adaptive_kl: bool = False
+    """Adapt ``kl_coef`` towards ``kl_target`` with the proportional controller of Ziegler et al. (as in TRL).
+    PPO-max uses a fixed coefficient."""
+    kl_target: float = 6.0
+    """Target KL (nats per completion) of the adaptive controller (Ziegler et al.; TRL ``target=6``)."""
+    kl_horizon: int = 10000
+    """Horizon of the adaptive controller, in episodes (Ziegler et al.; TRL ``horizon=10000``)."""
+
+    # -- reward shaping --------------------------------------------------------------------------------------
+    reward_normalization: str = "normalize"
+    """Running-statistics treatment of the env's scores: ``"normalize"`` = ``(r - mean) / std`` (PPO-max, MOSS-RLHF
+    ``--use_reward_norm``), ``"scale"`` = ``r / std`` (MOSS-RLHF ``--use_reward_scaling`` alone, its English script),
+    ``"none"``. Statistics run over every score seen so far, across processes."""
+    reward_clip: float | None = 10.0
+    """Clip the (normalised) score to ``[-reward_clip, reward_clip]`` (MOSS-RLHF ``--reward_clip 10.``); ``None``
+    turns clipping off."""
+    missing_eos_penalty: float | None = None
+    """Subtracted from the score of a completion the env truncated (it never emitted EOS within
+    ``max_new_tokens``), before normalisation (TRL's ``missing_eos_penalty``). ``None``: no penalty. A truncated
+    episode is otherwise treated as finished: textenv scores the truncated completion, so its return is complete and
+    bootstrapping from the value at truncation would count the future twice."""
+
+    # -- advantages and losses -------------------------------------------------------------------------------
+    whiten_advantages: bool = True
+    """Normalise advantages to mean 0, std 1 over each minibatch's completion tokens, across processes
+    (PPO-max; MOSS-RLHF ``--use_advantage_norm``)."""
+    advantage_clip: float | None = None
+    """Clip the (whitened) advantages to ``[-advantage_clip, advantage_clip]``. MOSS-RLHF's value is 0.5 but its runs
+    leave ``--use_advantage_clip`` off, so ``None`` (off)."""
+    clip_range: float = 0.2
+    """PPO ratio clip epsilon (MOSS-RLHF ``--pg_clip 0.2``)."""
+    clip_policy_loss: bool = True
+    """Use the clipped surrogate; ``False`` gives the plain importance-weighted policy gradient (MOSS-RLHF
+    ``--use_policy_loss_clip``)."""
+    clip_range_value: float = 0.2
+    """Value clip around the rollout's values (MOSS-RLHF ``--value_clip 0.2``)."""
+    clip_value_loss: bool = True
+    """Use the clipped value loss ``max((V - R)^2, (V_clip - R)^2)`` (PPO-max; MOSS-RLHF ``--use_critic_loss_clip``)."""
+    vf_coef: float = 1.0
+    """Value-loss weight; the loss is ``vf_coef * 0.5 * mean(...)`` (MOSS-RLHF ``--vf_loss_weight 1.``)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight: the loss subtracts ``entropy_coef * mean token entropy`` (MOSS-RLHF
+    ``--entropy_loss_weight 0.``; MOSS's own form pulls the entropy towards 35 nats, we use the standard bonus)."""
+    critic_warmup_iterations: int = 0
+    """Iterations at the start of a run that train only the value model (the paper's critic pre-training; the
+    released code has none, hence 0)."""
+    value_model_init: str = "policy"
+    """Where the value model comes from when none is passed: ``"policy"`` = a copy of the policy's backbone with a
+    zero-initialised scalar head; a path = a sequence-``classifier`` reward-model directory (PPO-max initialises the
+    critic from the reward model)."""
+
+    # -- PPO-ptx ---------------------------------------------------------------------------------------------
+    ptx_coef: float = 0.0
+    """Weight of the language-modelling loss on a pretraining corpus mixed into every policy step (PPO-ptx, Ouyang
+    et al. 2022; MOSS-RLHF ``--ppo_pretrain_loss_weight 0.``). Needs ``pretrain_corpus`` on the trainer."""
+    ptx_batch_size: int = 4
+    """Corpus sequences per minibatch when ``ptx_coef > 0`` (MOSS-RLHF ``--ppo_pretrain_batch_size_ratio 1`` per
+    rollout; we use a fixed count)."""
+    ptx_block_size: int = 64
+    """Tokens per pretraining sequence (the corpus is tokenised once and cut into blocks of this length)."""
+
+    def validate(self) -> None:
+        super().validate()
+        _check_positive(self, "critic_learning_rate")
+        _check_positive(self, "critic_adam_eps")
+        _check_unit(self, "gamma")
+        _check_unit(self, "lam")
+        _check_nonneg(self, "kl_coef")
+        _check_positive(self, "kl_target")
+        _check_int(self, "kl_horizon", minimum=1)
+        _check_choice(self, "reward_normalization", REWARD_NORMALIZATIONS)
+        if self.reward_clip is not None:
+            _check_positive(self, "reward_clip")
+        if self.missing_eos_penalty is not None:
+            _check_nonneg(self, "missing_eos_penalty")
+        if self.advantage_clip is not None:
+            _check_positive(self, "advantage_clip")
+        _check_positive(self, "clip_range")
+        _check_positive(self, "clip_range_value")
+        _check_nonneg(self, "vf_coef")
+        _check_nonneg(self, "entropy_coef")
+        _check_int(self, "critic_warmup_iterations", minimum=0)
+        if not isinstance(self.value_model_init, str) or not self.value_model_init:
+            raise ValueError(f"value_model_init={self.value_model_init!r}; expected 'policy' or a classifier directory")
+        _check_nonneg(self, "ptx_coef")
+        _check_int(self, "ptx_batch_size", minimum=1)
+        _check_int(self, "ptx_block_size", minimum=2)
+
+
+@dataclass
+class GRPOConfig(LMAgentConfig):
+    """GRPO (Shao et al. 2024, DeepSeekMath): k completions per prompt, group-normalised rewards as the advantage of
+    every token, no value model. Names and defaults follow TRL's ``GRPOConfig``."""
+
+    num_generations: int = 8
+    """Completions per prompt, k (TRL ``num_generations=8``); ``num_envs`` must be a multiple of it."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas (TRL trainers use ``transformers.TrainingArguments``' defaults)."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon (``TrainingArguments`` default)."""
+    beta: float = 0.0
+    """Weight of the per-token k3 KL estimate to the reference in the loss (TRL default 0.0; DeepSeekMath used
+    0.04)."""
+    epsilon: float = 0.2
+    """Ratio clip epsilon (TRL ``epsilon=0.2``)."""
+    epsilon_high: float | None = None
+    """Upper clip epsilon (DAPO's 0.28); ``None`` = ``epsilon`` (TRL)."""
+    scale_rewards: str = "group"
+    """Divide the centred rewards by the group's std (``"group"``, TRL default), the batch's (``"batch"``), or not
+    at all (``"none"``, Dr. GRPO)."""
+    loss_type: str = "dapo"
+    """Token-loss aggregation: ``"dapo"`` = sum over all completion tokens / their count (TRL default), ``"grpo"`` =
+    per-sequence mean then batch mean, ``"dr_grpo"`` = sum / (sequences * max_new_tokens)."""
+    mask_truncated_completions: bool = False
+    """Leave completions that never emitted EOS out of the loss (DAPO; TRL default False)."""
+
+    def validate(self) -> None:
+        super().validate()
+        _check_int(self, "num_generations", minimum=2)
+        _check_nonneg(self, "beta")
+        _check_positive(self, "epsilon")
+        if self.epsilon_high is not None:
+            _check_positive(self, "epsilon_high")
+        _check_choice(self, "scale_rewards", GRPO_SCALE_REWARDS)
+        _check_choice(self, "loss_type", GRPO_LOSS_TYPES)
+
+
+@dataclass
+class RLOOConfig(LMAgentConfig):
+    """RLOO (Ahmadian et al. 2024, "Back to Basics"): k completions per prompt, each baselined by the mean reward of
+    the other k-1; the KL to the reference enters the reward at sequence level. Names and defaults follow TRL's
+    ``RLOOConfig``."""
+
+    num_generations: int = 2
+    """Completions per prompt, k (TRL ``num_generations=2``); ``num_envs`` must be a multiple of it."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas (TRL trainers use ``transformers.TrainingArguments``' defaults)."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon (``TrainingArguments`` default)."""
+    beta: float = 0.05
+    """Sequence-level KL coefficient: ``reward - beta * sum_t (log pi - log pi_ref)`` (TRL ``beta=0.05``)."""
+    epsilon: float = 0.2
+    """Ratio clip epsilon (TRL ``epsilon=0.2``)."""
+    normalize_advantages: bool = False
+    """Normalise the leave-one-out advantages over the batch (TRL default False)."""
+    reward_clip_range: tuple[float, float] | None = None
+    """Clip scores to ``(min, max)`` before the baseline (TRL ``reward_clip_range``, default off)."""
+
+    def validate(self) -> None:
+        super().validate()
+        _check_int(self, "num_generations", minimum=2)
+        _check_nonneg(self, "beta")
+        _check_positive(self, "epsilon")
+        if self.reward_clip_range is not None:
+            low, high = tuple(self.reward_clip_range)
+            if not low < high:
+                raise ValueError(f"reward_clip_range={self.reward_clip_range!r}; expected (min, max) with min < max")
+            self.reward_clip_range = (float(low), float(high))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RLOOConfig:
+        values = dict(values)
+        if values.get("reward_clip_range") is not None:
+            values["reward_clip_range"] = tuple(values["reward_clip_range"])
+        return super().from_dict(values)  # type: ignore[return-value]
+
+
+# -- field checks ----------------------------------------------------------------------------------------------
+def _value(config: Any, name: str) -> Any:
+    return getattr(config, name)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(config: Any, name: str, minimum: int) -> None:
+    value = _value(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{type(config).__name__}.{name}={value!r}; expected an int >= {minimum}")
+
+
+def _check_positive(config: Any, name: str) -> None:
+    value = _value(config, name)
+    if not _is_number(value) or value <= 0:
+        raise ValueError(f"{type(config).__name__}.{name}={value!r}; expected a finite number > 0")
+
+
+def _check_nonneg(config: Any, name: str) -> None:
+    value = _value(config, name)
+    if not _is_number(value) or value < 0:
+        raise ValueError(f"{type(config).__name__}.{name}={value!r}; expected a finite number >= 0")
+
+
+def _check_unit(config: Any, name: str) -> None:
+    value = _value(config, name)
+    if not _is_number(value) or not 0 <= value <= 1:
+        raise ValueError(f"{type(config).__name__}.{name}={value!r}; expected a number in [0, 1]")
+
+
+def _check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
+    value = _value(config, name)
+    if value not in choices:
+        raise ValueError(f"{type(config).__name__}.{name}={value!r}; expected one of {choices}")
+
+
+__all__ = ["GRPOConfig", "LMAgentConfig", "LMPPOConfig", "RLOOConfig"]

@@ -1,0 +1,209 @@
+"""Group-baseline LM agents on the same rollout engine as LM-PPO: GRPO and RLOO.
+
+Both sample ``k = num_generations`` completions of each prompt (``k`` consecutive rows of the vector env get the
+same ``prompt_index`` at reset), score them with the env's reward, and replace the value model by a baseline
+computed within each prompt's group; the resulting per-sequence advantage applies to every token of the
+completion. The policy loss is PPO's clipped surrogate on the ratio to the sampling policy.
+
+* GRPO (Shao et al. 2024): ``A = (r - mean_group) / std_group``; KL to the reference as a per-token k3 term in the
+  loss (``beta``, TRL default 0).
+* RLOO (Ahmadian et al. 2024): ``A = r' - mean of the other k-1 r'`` with ``r' = r - beta * KL(sequence)``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.lm.base import LMTrainer
+from agents.lm.config import GRPOConfig, LMAgentConfig, RLOOConfig
+from agents.lm.core import clipped_policy_loss, grpo_advantages, k3_kl, masked_sum_count, rloo_advantages, whiten
+from agents.lm.rollout import Rollout
+
+
+class GroupTrainer(LMTrainer):
+    """What GRPO and RLOO share: k completions per prompt, one optimiser, the clipped token-level update."""
+
+    config: Any
+
+    def __init__(
+        self,
+        env: Any,
+        model: Any,
+        config: LMAgentConfig | None = None,
+        *,
+        reward: Any = None,
+        env_kwargs: dict[str, Any] | None = None,
+        accelerator: Any = None,
+    ) -> None:
+        super().__init__(env, model, config, reward=reward, env_kwargs=env_kwargs, accelerator=accelerator)
+        cfg = self.config
+        self.optimizer = self._make_optimizer(
+            [{"params": list(self.policy.parameters()), "lr": cfg.learning_rate, "eps": cfg.adam_eps}]
+        )
+        self.policy = self.accelerator.prepare_model(self.policy)
+
+    def uses_reference(self) -> bool:
+        return self.config.beta > 0 or self.config.reference_metrics
+
+    def _check_batch_layout(self) -> None:
+        super()._check_batch_layout()
+        k = self.config.num_generations
+        if self.num_envs % k:
+            raise ValueError(
+                f"num_envs={self.num_envs} is not a multiple of num_generations={k}: each prompt's k completions "
+                "must be rows of the same vector env"
+            )
+
+    def policy_update(
+        self,
+        rollout: Rollout,
+        advantages: torch.Tensor,
+        ref_logprobs: torch.Tensor | None,
+        loss_mask: torch.Tensor,
+        kl_beta: float,
+        epsilon: float,
+        epsilon_high: float | None,
+        loss_type: str,
+    ) -> dict[str, float]:
+        """``update_epochs`` x ``num_minibatches`` clipped policy-gradient steps with per-sequence ``advantages``.
+
+        The loss per token is the clipped surrogate plus ``kl_beta`` times the k3 KL to the reference; tokens are
+        aggregated as ``loss_type`` says (``"dapo"``: sum / all tokens of the minibatch over processes; ``"grpo"``:
+        mean of per-sequence means; ``"dr_grpo"``: sum / (sequences x max_new_tokens)).
+        """
+        cfg = self.config
+        stats: dict[str, list[float]] = defaultdict(list)
+        with self.timer("update_seconds"):
+            for epoch in range(cfg.update_epochs):
+                for rows in self.minibatches(rollout.num_sequences, epoch):
+                    batch = rollout.select(rows)
+                    t = batch.mask.shape[1]
+                    mask = loss_mask[rows, :t]
+                    new_logprobs, _ = self.policy_logprobs(self.policy, batch)
+                    per_token, policy_stats = clipped_policy_loss(
+                        new_logprobs,
+                        batch.logprobs,
+                        advantages[rows, None].expand(-1, t),
+                        mask,
+                        epsilon,
+                        clip_range_high=epsilon_high,
+                    )
+                    if kl_beta > 0:
+                        assert ref_logprobs is not None
+                        token_kl = k3_kl(new_logprobs, ref_logprobs[rows, :t]) * mask
+                        per_token = per_token + kl_beta * token_kl
+                        stats["kl_loss"].append(float(token_kl.sum() / mask.sum().clamp(min=1)))
+                    loss = aggregate_token_loss(per_token, mask, loss_type, self.task.max_new_tokens, self.accelerator)
+                    norms = self.optimizer_step(self.optimizer, loss, {"grad_norm": self.policy})
+                    stats["policy_loss"].append(float(loss.detach()))
+                    stats["clip_fraction"].append(float(policy_stats["clip_fraction"]))
+                    stats["approx_kl"].append(float(policy_stats["approx_kl"]))
+                    for key, value in norms.items():
+                        stats[key].append(value)
+                    stats["optimizer_steps"].append(1.0)
+        optimizer_steps = float(sum(stats.pop("optimizer_steps", [])))
+        metrics = self.global_mean({key: float(np.mean(values)) for key, values in stats.items()})
+        metrics["optimizer_steps"] = optimizer_steps
+        return metrics
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
+
+def aggregate_token_loss(
+    per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_new_tokens: int, accelerator: Any = None
+) -> torch.Tensor:
+    """Reduce a ``(N, T)`` per-token loss to a scalar (see :meth:`GroupTrainer.policy_update`). Under DDP the
+    gradients are averaged over processes, so ``"dapo"`` scales by ``num_processes / global token count`` to give
+    the mean over every process's tokens."""
+    if loss_type == "dapo":
+        _, count = masked_sum_count(per_token.detach(), mask, accelerator)
+        processes = accelerator.num_processes if accelerator is not None else 1
+        return per_token.sum() * processes / count.clamp(min=1).to(per_token.dtype)
+    if loss_type == "grpo":
+        return ((per_token.sum(1) / mask.sum(1).clamp(min=1))).mean()
+    if loss_type == "dr_grpo":
+        return per_token.sum() / (per_token.shape[0] * max_new_tokens)
+    raise ValueError(f"loss_type={loss_type!r}")
+
+
+class GRPOTrainer(GroupTrainer):
+    """GRPO on a textenv vector env (see :mod:`agents.lm.group`)."""
+
+    config_class = GRPOConfig
+    config: GRPOConfig
+
+    def iteration_step(self) -> dict[str, float]:
+        cfg = self.config
+        k = cfg.num_generations
+
+        # 1. k completions of each prompt, in consecutive rows
+        rollout = self.collect(group_size=k)
+
+        # 2. the frozen reference's log-probs (for the k3 KL term, and the logged KL/perplexity)
+        ref_logprobs = ref_natural = None
+        if self.reference is not None:
+            with self.timer("forward_seconds"):
+                ref_logprobs, ref_natural = self.reference_logprobs(rollout)
+
+        # 3. group-relative advantages, over every process's groups (a group never spans processes)
+        all_scores = self.gather(rollout.scores)
+        advantages = self.local_rows(grpo_advantages(all_scores, k, cfg.scale_rewards))
+
+        # 4. clipped policy-gradient update, truncated completions optionally left out
+        loss_mask = rollout.mask
+        if cfg.mask_truncated_completions:
+            loss_mask = loss_mask * (~rollout.truncated).float()[:, None]
+        update = self.policy_update(
+            rollout, advantages, ref_logprobs, loss_mask, cfg.beta, cfg.epsilon, cfg.epsilon_high, cfg.loss_type
+        )
+
+        kl = (rollout.logprobs - ref_logprobs) * rollout.mask if ref_logprobs is not None else None
+        metrics = self.rollout_metrics(rollout, ref_natural, kl)
+        metrics.update(update)
+        metrics["advantage_std"] = float(advantages.std())
+        metrics["group_reward_std"] = float(all_scores.view(-1, k).std(1).mean())
+        return metrics
+
+
+class RLOOTrainer(GroupTrainer):
+    """RLOO on a textenv vector env (see :mod:`agents.lm.group`)."""
+
+    config_class = RLOOConfig
+    config: RLOOConfig
+
+    def iteration_step(self) -> dict[str, float]:
+        cfg = self.config
+        k = cfg.num_generations
+
+        # 1. k completions of each prompt, in consecutive rows
+        rollout = self.collect(group_size=k)
+
+        # 2. the frozen reference's log-probs: the sequence-level KL of each completion
+        ref_logprobs = ref_natural = kl = None
+        if self.reference is not None:
+            with self.timer("forward_seconds"):
+                ref_logprobs, ref_natural = self.reference_logprobs(rollout)
+            kl = (rollout.logprobs - ref_logprobs) * rollout.mask
+
+        # 3. rewards: clipped scores minus beta * KL(sequence); leave-one-out baseline within each group
+        scores = rollout.scores
+        if cfg.reward_clip_range is not None:
+            scores = scores.clamp(*cfg.reward_clip_range)
+        rewards = scores - cfg.beta * kl.sum(1) if (kl is not None and cfg.beta > 0) else scores
+        advantages = rloo_advantages(rewards, k)
+        if cfg.normalize_advantages:
+            advantages = whiten(advantages, torch.ones_like(advantages), self.accelerator)
+
+        # 4. clipped policy-gradient update (the KL is in the reward, not the loss)
+        update = self.policy_update(rollout, advantages, None, rollout.mask, 0.0, cfg.epsilon, None, "dapo")
+
+        metrics = self.rollout_metrics(rollout, ref_natural, kl)
+        metrics.update(update)
+        metrics["advantage_std"] = float(advantages.std())
+        metrics["rloo_reward_mean"] = float(self.gather(rewards).mean())
+        return metrics

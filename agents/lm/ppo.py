@@ -1,0 +1,273 @@
+"""LM-PPO with the MOSS-RLHF "PPO-max" details, reading top to bottom like CleanRL's ``ppo.py``.
+
+One iteration:
+
+1. collect ``num_envs`` episodes per process by stepping the textenv vector env (prefill once, one token per step
+   from the KV cache), keeping each token's sampling log-prob;
+2. one forward pass of the frozen reference and of the value model over the finished sequences;
+3. shape the env's scores: missing-EOS penalty, running normalisation, clipping;
+4. per-token rewards: the token-level KL penalty to the reference, plus the shaped score at the last token;
+5. GAE (gamma 1, lambda 0.95);
+6. ``update_epochs`` x ``num_minibatches`` optimiser steps on the clipped policy loss, the clipped value loss, the
+   entropy bonus and the PPO-ptx loss, with advantages whitened per minibatch and gradients clipped per model
+   (the policy is frozen during the first ``critic_warmup_iterations``);
+7. adapt the KL coefficient (if ``adaptive_kl``).
+
+Example::
+
+    from agents.lm import LMPPOConfig, LMPPOTrainer
+
+    trainer = LMPPOTrainer("MossText-v0", "smollm2-135m-instruct", LMPPOConfig(num_envs=16, learning_rate=1e-5))
+    trainer.train(iterations=50)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.lm.base import LMTrainer
+from agents.lm.config import LMPPOConfig
+from agents.lm.core import (
+    AdaptiveKLController,
+    FixedKLController,
+    RunningMoments,
+    clipped_policy_loss,
+    clipped_value_loss,
+    compute_gae,
+    explained_variance,
+    kl_penalized_rewards,
+    masked_mean,
+    process_advantages,
+    shape_scores,
+)
+from agents.lm.ptx import PretrainCorpus
+from agents.lm.rollout import Rollout, completion_positions
+from agents.lm.value_model import ValueModel
+
+VALUE_DIR = "value"
+
+
+class LMPPOTrainer(LMTrainer):
+    """LM-PPO ("PPO-max") on a textenv vector env.
+
+    Args:
+        env, model, config, reward, env_kwargs, accelerator: see :class:`agents.lm.base.LMTrainer`.
+        value_model: ``None`` (built as ``config.value_model_init`` says: a copy of the policy's backbone, or a
+            classifier reward-model directory), a classifier directory, or a :class:`ValueModel`.
+        pretrain_corpus: texts for PPO-ptx (a list of str or a ``.txt`` path); needed when ``config.ptx_coef > 0``.
+    """
+
+    config_class = LMPPOConfig
+    config: LMPPOConfig
+
+    def __init__(
+        self,
+        env: Any,
+        model: Any,
+        config: LMPPOConfig | None = None,
+        *,
+        value_model: Any = None,
+        pretrain_corpus: Any = None,
+        reward: Any = None,
+        env_kwargs: dict[str, Any] | None = None,
+        accelerator: Any = None,
+    ) -> None:
+        super().__init__(env, model, config, reward=reward, env_kwargs=env_kwargs, accelerator=accelerator)
+        cfg = self.config
+        self.value_model = self._make_value_model(value_model).to(self.device).eval()
+        self.pretrain = None
+        if pretrain_corpus is not None:
+            self.pretrain = PretrainCorpus(pretrain_corpus, self.task.tokenizer, cfg.ptx_block_size)
+        if cfg.ptx_coef > 0 and self.pretrain is None:
+            raise ValueError(f"ptx_coef={cfg.ptx_coef} needs a pretrain_corpus (a list of str or a .txt path)")
+
+        # one AdamW, two parameter groups (MOSS-RLHF): the policy's and the critic's learning rate and epsilon
+        self.optimizer = self._make_optimizer(
+            [
+                {"params": list(self.policy.parameters()), "lr": cfg.learning_rate, "eps": cfg.adam_eps},
+                {
+                    "params": list(self.value_model.parameters()),
+                    "lr": cfg.critic_learning_rate,
+                    "eps": cfg.critic_adam_eps,
+                },
+            ]
+        )
+        self.policy = self.accelerator.prepare_model(self.policy)  # DDP-wrapped when distributed
+        self.value_model = self.accelerator.prepare_model(self.value_model)
+        if cfg.adaptive_kl:
+            self.kl_controller: FixedKLController = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+        else:
+            self.kl_controller = FixedKLController(cfg.kl_coef)
+        self.reward_moments = RunningMoments()
+
+    def uses_reference(self) -> bool:
+        return self.config.kl_coef > 0 or self.config.reference_metrics
+
+    def _make_value_model(self, value_model: Any) -> ValueModel:
+        if isinstance(value_model, ValueModel):
+            return value_model
+        source = self.config.value_model_init if value_model is None else value_model
+        if source == "policy":
+            return ValueModel.from_policy(self.policy)
+        if isinstance(source, (str, Path)):
+            return ValueModel.from_classifier(source, tokenizer=self.task.tokenizer)
+        raise TypeError(f"value_model must be None, 'policy', a classifier directory or a ValueModel, got {source!r}")
+
+    # -- one iteration -------------------------------------------------------------------------------------------
+    def iteration_step(self) -> dict[str, float]:
+        cfg = self.config
+
+        # 1. rollouts: step the vector env, one token per step from the policy's KV cache
+        rollout = self.collect()
+        mask = rollout.mask
+
+        # 2. one forward pass over the finished sequences: the frozen reference's log-probs and the values
+        with self.timer("forward_seconds"):
+            ref_logprobs, ref_natural = (None, None)
+            if self.reference is not None:
+                ref_logprobs, ref_natural = self.reference_logprobs(rollout)
+            with torch.no_grad():
+                old_values = self.predict_values(self.accelerator.unwrap_model(self.value_model), rollout)
+
+        # 3. score shaping (PPO-max): missing-EOS penalty, running mean/std normalisation, clipping; over all
+        #    processes' scores, so every replica keeps the same running statistics
+        shaped = self.local_rows(
+            shape_scores(
+                self.gather(rollout.scores),
+                self.gather(rollout.truncated.float()),
+                self.reward_moments,
+                cfg.reward_normalization,
+                cfg.reward_clip,
+                cfg.missing_eos_penalty,
+            )
+        )
+
+        # 4. per-token rewards: -kl_coef * (log pi - log pi_ref) at every token, the shaped score at the last one
+        kl_coef = self.kl_controller.value
+        reference = ref_logprobs if ref_logprobs is not None else rollout.logprobs  # kl_coef == 0: no penalty
+        rewards, kl = kl_penalized_rewards(shaped, rollout.logprobs, reference, mask, kl_coef)
+
+        # 5. generalised advantage estimation
+        advantages, returns = compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+
+        # 6. minibatch epochs
+        train_policy = self.iteration >= cfg.critic_warmup_iterations
+        stats: dict[str, list[float]] = defaultdict(list)
+        with self.timer("update_seconds"):
+            for epoch in range(cfg.update_epochs):
+                for index, rows in enumerate(self.minibatches(rollout.num_sequences, epoch)):
+                    batch = rollout.select(rows)
+                    t = batch.mask.shape[1]
+                    mb_mask = batch.mask
+                    # advantage whitening over the minibatch (all processes), then optional clipping
+                    mb_advantages = process_advantages(
+                        advantages[rows, :t], mb_mask, cfg.whiten_advantages, cfg.advantage_clip, self.accelerator
+                    )
+
+                    # clipped value loss around the rollout's values
+                    new_values = self.predict_values(self.value_model, batch)
+                    value_loss, value_clip_fraction = clipped_value_loss(
+                        new_values,
+                        old_values[rows, :t],
+                        returns[rows, :t],
+                        mb_mask,
+                        cfg.clip_range_value,
+                        cfg.clip_value_loss,
+                    )
+                    loss = cfg.vf_coef * value_loss
+                    stats["value_loss"].append(float(value_loss.detach()))
+                    stats["value_clip_fraction"].append(float(value_clip_fraction))
+
+                    if train_policy:
+                        # clipped surrogate on the ratio to the sampling policy, plus entropy bonus and PPO-ptx
+                        need_entropy = cfg.entropy_coef > 0
+                        new_logprobs, entropy = self.policy_logprobs(self.policy, batch, with_entropy=need_entropy)
+                        per_token, policy_stats = clipped_policy_loss(
+                            new_logprobs, batch.logprobs, mb_advantages, mb_mask, cfg.clip_range, cfg.clip_policy_loss
+                        )
+                        policy_loss = per_token.sum() / mb_mask.sum().clamp(min=1)
+                        loss = loss + policy_loss
+                        if need_entropy:
+                            entropy_bonus = masked_mean(entropy, mb_mask)
+                            loss = loss - cfg.entropy_coef * entropy_bonus
+                            stats["entropy_bonus"].append(float(entropy_bonus.detach()))
+                        if cfg.ptx_coef > 0:
+                            ptx_loss = self.pretrain_loss(epoch, index)
+                            loss = loss + cfg.ptx_coef * ptx_loss
+                            stats["ptx_loss"].append(float(ptx_loss.detach()))
+                        stats["policy_loss"].append(float(policy_loss.detach()))
+                        stats["clip_fraction"].append(float(policy_stats["clip_fraction"]))
+                        stats["approx_kl"].append(float(policy_stats["approx_kl"]))
+
+                    # backward, global gradient-norm clipping per model, AdamW step
+                    models = {"value_grad_norm": self.value_model}
+                    if train_policy:
+                        models["grad_norm"] = self.policy
+                    norms = self.optimizer_step(self.optimizer, loss, models)
+                    for key, value in norms.items():
+                        stats[key].append(value)
+                    stats["optimizer_steps"].append(1.0)
+
+        # 7. adaptive KL coefficient (Ziegler et al.): one update per iteration, from the batch's mean KL
+        all_kl = self.gather(kl.sum(1))
+        if ref_logprobs is not None:
+            self.kl_controller.update(float(all_kl.mean()), n_steps=int(all_kl.numel()))
+
+        metrics = self.rollout_metrics(rollout, ref_natural, kl if ref_logprobs is not None else None)
+        optimizer_steps = float(sum(stats.pop("optimizer_steps", [])))
+        metrics.update(self.global_mean({key: float(np.mean(values)) for key, values in stats.items()}))
+        metrics.update(
+            {
+                "optimizer_steps": optimizer_steps,
+                "kl_coef": kl_coef,
+                "score_shaped_mean": float(self.gather(shaped).mean()),
+                "value_mean": float(masked_mean(old_values, mask, self.accelerator)),
+                "return_mean": float(masked_mean(returns, mask, self.accelerator)),
+                "advantage_mean": float(masked_mean(advantages, mask, self.accelerator)),
+                "explained_variance": explained_variance(old_values, returns, mask, self.accelerator),
+                "reward_running_mean": self.reward_moments.mean,
+                "reward_running_std": self.reward_moments.std,
+                "critic_warmup": float(not train_policy),
+            }
+        )
+        return metrics
+
+    # -- pieces ------------------------------------------------------------------------------------------------
+    def predict_values(self, value_model: Any, rollout: Rollout) -> torch.Tensor:
+        """``V(s_t)`` ``(N, T)`` for every completion token's state, read at the slot before the token."""
+        p, t = rollout.prompt_slots, rollout.mask.shape[1]
+        width = p + t - 1
+        attention = rollout.attention_mask[:, :width]
+        values = value_model(rollout.input_ids[:, :width], attention, completion_positions(attention))
+        return values[:, p - 1 :].float() * rollout.mask
+
+    def pretrain_loss(self, epoch: int, minibatch: int) -> torch.Tensor:
+        """PPO-ptx: the policy's next-token cross-entropy on a batch of corpus blocks."""
+        assert self.pretrain is not None
+        rng = self.iteration_rng(f"ptx{epoch}.{minibatch}")
+        blocks = self.pretrain.sample(rng, self.config.ptx_batch_size).to(self.device)
+        return self.policy(input_ids=blocks, labels=blocks, use_cache=False).loss
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
+    def checkpoint_models(self) -> dict[str, Any]:
+        return {**super().checkpoint_models(), VALUE_DIR: self.accelerator.unwrap_model(self.value_model)}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            **super().checkpoint_state(),
+            "kl_controller": self.kl_controller.state_dict(),
+            "reward_moments": self.reward_moments.state_dict(),
+        }
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        super().load_checkpoint_state(state)
+        self.kl_controller.load_state_dict(state["kl_controller"])
+        self.reward_moments.load_state_dict(state["reward_moments"])
