@@ -106,8 +106,10 @@ def test_rollout_prefills_once_then_decodes_one_token_per_step_in_lockstep(token
     engine = RolloutEngine(env, model)
     rollout = engine.collect(torch.Generator().manual_seed(0), seed=1, prompt_indices=np.array([0, 1, 2, 3, 0]))
     steps = rollout.mask.shape[1]
-    # one prefill of the prompt slots, then one single-token forward per further step: nothing re-encoded
-    assert widths == [12] + [1] * (steps - 1)
+    # one prefill of the prompt slots (less the columns that are padding in every row: the longest prompt's
+    # length), then one single-token forward per further step: nothing re-encoded
+    longest = max(len(tokenizer(PROMPTS[i])["input_ids"]) for i in (0, 1, 2, 3))
+    assert longest < 12 and widths == [longest] + [1] * (steps - 1)
     lengths = rollout.lengths.tolist()
     assert max(lengths) == steps
     for row in range(5):

@@ -103,15 +103,26 @@ def completion_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def leading_padding(prompt_mask: Any) -> int:
+    """How many leading prompt columns are padding in every row (prompts are left-padded to ``max_prompt_tokens``,
+    usually far more than the batch's longest prompt). Dropping them changes no log-prob: position ids come from
+    the mask's cumulative sum. Measured on SmolLM2 (16 x 24-token completions of the built-in prompts): the loss
+    forward+backward went from 18.5 s to 11.4 s."""
+    used = np.asarray(prompt_mask.cpu() if isinstance(prompt_mask, torch.Tensor) else prompt_mask).any(axis=0)
+    return int(np.argmax(used)) if used.any() else 0
+
+
 def completion_logits(model: Any, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
     """Logits ``(N, T, V)`` that predict each completion token, from ONE forward pass over the finished sequences
     (the sequence up to the last completion token; only the ``T`` needed positions go through the LM head)."""
     p, t_max = rollout.prompt_slots, rollout.mask.shape[1]
     width = p + t_max - 1
+    first = leading_padding(rollout.attention_mask[:, :p])  # columns that are padding in every row carry nothing
+    attention_mask = rollout.attention_mask[:, first:width]
     out = model(
-        input_ids=rollout.input_ids[:, :width],
-        attention_mask=rollout.attention_mask[:, :width],
-        position_ids=completion_positions(rollout.attention_mask[:, :width]),
+        input_ids=rollout.input_ids[:, first:width],
+        attention_mask=attention_mask,
+        position_ids=completion_positions(attention_mask),
         use_cache=False,
         logits_to_keep=t_max,
     )
@@ -165,10 +176,12 @@ class RolloutEngine:
         env_seconds += time.perf_counter() - started
         p = task.max_prompt_tokens
 
-        # prefill the prompt slots once; only the last position's logits are needed
-        prompt_mask = torch.as_tensor(obs["attention_mask"][:, :p], device=device)
+        # prefill the prompt slots once (without the columns that are padding in every row); only the last
+        # position's logits are needed
+        first = leading_padding(obs["attention_mask"][:, :p])
+        prompt_mask = torch.as_tensor(obs["attention_mask"][:, first:p], device=device)
         out = self.model(
-            input_ids=torch.as_tensor(obs["input_ids"][:, :p], device=device),
+            input_ids=torch.as_tensor(obs["input_ids"][:, first:p], device=device),
             attention_mask=prompt_mask,
             position_ids=completion_positions(prompt_mask),
             use_cache=True,
