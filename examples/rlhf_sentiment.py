@@ -1,0 +1,152 @@
+"""RLHF on CPU: fine-tune SmolLM2-135M-Instruct on MossText-v0 (VADER sentiment) through the Gymnasium env.
+
+The policy acts in a textenv vector env one token per step; an LM agent from :mod:`agents.lm` updates it.
+Before and after training, completions of the 40 held-out prompts (``builtin:test``, never used in training)
+are scored: mean VADER compound, KL to the untuned model, perplexity under the untuned model. Results go to
+``--out``: ``results.json``, ``learning_curves.png`` and the trainer's ``progress.csv``/TensorBoard logs.
+
+    python examples/rlhf_sentiment.py --minutes 20            # the real run (2 CPU cores)
+    python examples/rlhf_sentiment.py --model tiny-random-smollm2 --minutes 1   # a smoke test
+
+``--train-layers N`` trains only the top N transformer blocks (and the final norm): the backward pass then
+stops there, which is what makes a 135M-parameter policy affordable on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import textenv
+from agents import lm
+
+AGENTS = {"rloo": (lm.RLOOTrainer, lm.RLOOConfig), "grpo": (lm.GRPOTrainer, lm.GRPOConfig), "lm-ppo": (lm.LMPPOTrainer, lm.LMPPOConfig)}
+
+
+def freeze_lower_layers(model: Any, train_layers: int) -> int:
+    """Keep only the top ``train_layers`` decoder blocks and the final norm trainable; return trainable params."""
+    if train_layers <= 0:
+        return sum(p.numel() for p in model.parameters())
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for block in model.model.layers[-train_layers:]:
+        block.requires_grad_(True)
+    model.model.norm.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def evaluate(policy: Any, reference: Any, samples: int, seed: int, temperature: float) -> dict[str, float]:
+    """Score one completion per held-out prompt (x ``samples``): VADER, KL to the reference, perplexity."""
+    prompts = [p.text for p in textenv.load_prompts("builtin:test")] * samples
+    env = gym.make_vec("MossText-v0", num_envs=len(prompts), vectorization_mode="vector_entry_point",
+                       autoreset_mode=gym.vector.AutoresetMode.DISABLED, prompts=prompts)
+    rollout = lm.RolloutEngine(env, policy, temperature).collect(
+        torch.Generator().manual_seed(seed), prompt_indices=np.arange(len(prompts))
+    )
+    policy_lp = lm.sequence_logprobs(policy, rollout, temperature)
+    reference_lp = lm.sequence_logprobs(reference, rollout, temperature)
+    kl = ((policy_lp - reference_lp) * rollout.mask).sum(1)
+    ref_natural = lm.sequence_logprobs(reference, rollout)
+    env.close()
+    return {
+        "sentiment_mean": float(rollout.scores.mean()),
+        "sentiment_std": float(rollout.scores.std()),
+        "kl_to_reference": float(kl.mean()),
+        "perplexity_under_reference": math.exp(-float((ref_natural * rollout.mask).sum()) / rollout.num_tokens),
+        "mean_length": float(rollout.lengths.float().mean()),
+        "examples": [f"{p} >>> {c.strip()}" for p, c in zip(rollout.prompts[:4], rollout.completions[:4])],
+    }
+
+
+def plot(history: list[dict[str, float]], before: dict[str, Any], after: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = np.cumsum([h["iteration_seconds"] for h in history]) / 60
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
+    axes[0].plot(minutes, [h["reward_mean"] for h in history], label="training batch")
+    axes[0].axhline(before["sentiment_mean"], color="grey", ls="--", label="held-out, before")
+    axes[0].axhline(after["sentiment_mean"], color="green", ls="--", label="held-out, after")
+    axes[0].axhline(0.8, color="red", ls=":", label="target 0.8")
+    axes[0].set_ylabel("VADER compound")
+    axes[1].plot(minutes, [h.get("kl", math.nan) for h in history])
+    axes[1].set_ylabel("KL to reference (per sequence)")
+    axes[2].plot(minutes, [h.get("ref_perplexity", math.nan) for h in history])
+    axes[2].set_ylabel("perplexity under reference")
+    for ax in axes:
+        ax.set_xlabel("training minutes")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("SmolLM2-135M-Instruct on MossText-v0 (2 CPU cores)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agent", choices=sorted(AGENTS), default="grpo")
+    parser.add_argument("--model", default=textenv.DEFAULT_MODEL)
+    parser.add_argument("--minutes", type=float, default=20.0, help="training wall-time budget")
+    parser.add_argument("--max-iterations", type=int, default=10_000)
+    parser.add_argument("--num-envs", type=int, default=16, help="episodes per iteration")
+    parser.add_argument("--generations", type=int, default=4, help="completions per prompt (rloo/grpo)")
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--beta", type=float, default=0.04, help="KL coefficient to the reference (rloo/grpo)")
+    parser.add_argument("--minibatches", type=int, default=2, help="optimiser steps per iteration")
+    parser.add_argument("--train-layers", type=int, default=8, help="top decoder blocks to train (0 = all)")
+    parser.add_argument("--eval-samples", type=int, default=1, help="completions per held-out prompt")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/rlhf_sentiment")
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer_class, config_class = AGENTS[args.agent]
+    extra = {} if args.agent == "lm-ppo" else {"num_generations": args.generations, "beta": args.beta}
+    config = config_class(
+        seed=args.seed, num_envs=args.num_envs, learning_rate=args.lr, num_minibatches=args.minibatches,
+        output_dir=str(out), progress_bar=False, **extra
+    )
+    policy = textenv.load_causal_lm(args.model)
+    trainable = freeze_lower_layers(policy, args.train_layers)
+    trainer = trainer_class("MossText-v0", policy, config, env_kwargs={"prompts": "builtin:train"})
+    reference = trainer.reference if trainer.reference is not None else textenv.load_causal_lm(args.model)
+    print(f"{args.agent} on MossText-v0 with {args.model}: {trainable / 1e6:.1f}M trainable parameters, "
+          f"{args.num_envs} episodes per iteration, budget {args.minutes} min")
+
+    before = evaluate(policy, reference, args.eval_samples, seed=1234, temperature=config.temperature)
+    print(f"held-out before: sentiment {before['sentiment_mean']:+.3f}")
+    started, history = time.perf_counter(), []
+    while time.perf_counter() - started < args.minutes * 60 and len(history) < args.max_iterations:
+        metrics = trainer.train(1)[-1]
+        history.append(metrics)
+        print(f"it {len(history):3d}  {(time.perf_counter() - started) / 60:5.1f} min  reward {metrics['reward_mean']:+.3f}"
+              f"  kl {metrics.get('kl', math.nan):.3f}  len {metrics.get('response_length', math.nan):.1f}", flush=True)
+    train_minutes = (time.perf_counter() - started) / 60
+    after = evaluate(policy, reference, args.eval_samples, seed=1234, temperature=config.temperature)
+    results = {
+        "agent": args.agent, "model": args.model, "iterations": len(history), "train_minutes": train_minutes,
+        "episodes": len(history) * args.num_envs, "settings": vars(args), "before": before, "after": after,
+        "perplexity_ratio": after["perplexity_under_reference"] / before["perplexity_under_reference"],
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot(history, before, after, out / "learning_curves.png")
+    trainer.save_checkpoint()
+    print(json.dumps({k: v for k, v in results.items() if k != "settings"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
