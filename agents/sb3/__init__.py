@@ -1,0 +1,46 @@
+"""stable-baselines3 and sb3-contrib agents on textenv.
+
+* :func:`make_sb3` -- a ready agent (``ppo``, ``a2c``, ``dqn``, ``qrdqn``, ``trpo``, ``maskable_ppo``,
+  ``recurrent_ppo``) with the token features extractor.
+* :class:`TokenFeaturesExtractor` -- embeds token ids and pools them over the attention mask.
+* :class:`TopKActionWrapper` / :class:`TopKVecEnvWrapper` -- action ``i`` = the ``i``-th most likely next
+  token under a reference LM; :class:`NucleusMaskWrapper` / :class:`NucleusMaskVecEnvWrapper` -- top-p
+  action masks for MaskablePPO; :class:`FlattenTokenObservation` -- the ``Dict`` observation as a flat ``Box``.
+* :mod:`agents.sb3.word_task` -- MossWords-v0's vocabulary, prompts and reward.
+
+Names are imported on first use, so ``import agents.sb3.word_task`` (the MossWords-v0 reward) does not
+import stable-baselines3.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "make_sb3": "agents.sb3.factory",
+    "default_policy_kwargs": "agents.sb3.factory",
+    "ALGORITHMS": "agents.sb3.factory",
+    "DEFAULT_HYPERPARAMS": "agents.sb3.factory",
+    "DICT_LIMITATIONS": "agents.sb3.factory",
+    "TokenFeaturesExtractor": "agents.sb3.features",
+    "TopKActionWrapper": "agents.sb3.wrappers",
+    "NucleusMaskWrapper": "agents.sb3.wrappers",
+    "FlattenTokenObservation": "agents.sb3.wrappers",
+    "TopKVecEnvWrapper": "agents.sb3.vec_wrappers",
+    "NucleusMaskVecEnvWrapper": "agents.sb3.vec_wrappers",
+    "ReferenceLM": "agents.sb3.reference_lm",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agents.sb3' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

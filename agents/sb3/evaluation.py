@@ -1,0 +1,104 @@
+"""Measuring SB3 agents on textenv: training curves from finished episodes, and the random-policy baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+
+class EpisodeRewardRecorder(BaseCallback):
+    """Records ``(timestep, episode reward)`` for every episode that ends during ``learn``.
+
+    It reads the ``episode`` entry SB3's ``Monitor`` adds to the last step's info (``make_vec_env`` and the
+    algorithms' own env wrapping add a ``Monitor``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timesteps: list[int] = []
+        self.rewards: list[float] = []
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            episode = info.get("episode")
+            if episode is not None:
+                self.timesteps.append(self.num_timesteps)
+                self.rewards.append(float(episode["r"]))
+        return True
+
+    def last_mean(self, episodes: int) -> float:
+        """Mean reward of the last ``episodes`` finished episodes."""
+        if not self.rewards:
+            raise RuntimeError("no episode has finished yet")
+        return float(np.mean(self.rewards[-episodes:]))
+
+    def curve(self, bins: int, total_timesteps: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mean episode reward in ``bins`` equal slices of training: ``(slice ends, means)`` (NaN if empty)."""
+        edges = np.linspace(0, total_timesteps, bins + 1)
+        steps, rewards = np.asarray(self.timesteps), np.asarray(self.rewards)
+        means = np.full(bins, np.nan)
+        for i in range(bins):
+            inside = (steps > edges[i]) & (steps <= edges[i + 1])
+            if inside.any():
+                means[i] = rewards[inside].mean()
+        return edges[1:], means
+
+
+def random_policy_rewards(env: gym.Env, episodes: int, seed: int = 0) -> np.ndarray:
+    """Final rewards of ``episodes`` episodes of uniformly random actions (masked actions excluded when the
+    env has ``action_masks()``)."""
+    rng = np.random.default_rng(seed)
+    has_masks = callable(getattr(env.unwrapped, "action_masks", None))
+    rewards = np.empty(episodes)
+    env.reset(seed=seed)
+    for episode in range(episodes):
+        env.reset()
+        total, done = 0.0, False
+        while not done:
+            if has_masks:
+                action = int(rng.choice(np.flatnonzero(env.get_wrapper_attr("action_masks")())))
+            else:
+                action = int(rng.integers(env.action_space.n))
+            _, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        rewards[episode] = total
+    return rewards
+
+
+@dataclass
+class TrainingRun:
+    """One algorithm trained with one seed: the model, its training episodes and the wall time."""
+
+    algo: str
+    seed: int
+    timesteps: int
+    seconds: float
+    model: Any = field(repr=False)
+    recorder: EpisodeRewardRecorder = field(repr=False)
+
+
+def train_and_record(
+    algo: str,
+    env_id: str,
+    total_timesteps: int,
+    seed: int = 0,
+    n_envs: int = 4,
+    env_kwargs: dict[str, Any] | None = None,
+    **make_kwargs: Any,
+) -> TrainingRun:
+    """Build ``algo`` on ``n_envs`` copies of ``env_id`` with :func:`agents.make_sb3`, train it, and record
+    every finished episode's reward."""
+    import time
+
+    from agents.sb3.factory import make_sb3
+
+    model = make_sb3(algo, env_id, n_envs=n_envs, env_kwargs=env_kwargs, seed=seed, **make_kwargs)
+    recorder = EpisodeRewardRecorder()
+    start = time.perf_counter()
+    model.learn(total_timesteps, callback=recorder)
+    return TrainingRun(algo, seed, total_timesteps, time.perf_counter() - start, model, recorder)

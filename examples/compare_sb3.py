@@ -1,0 +1,123 @@
+"""Compare stable-baselines3 / sb3-contrib algorithms on one textenv task: same env, same seeds.
+
+Prints a table (algorithm, steps, seeds, random-policy mean, final mean) and writes a learning-curve PNG
+and the raw numbers (JSON) to ``--out``.
+
+    python examples/compare_sb3.py                                   # all seven on MossWords-v0, 3 seeds
+    python examples/compare_sb3.py --algos ppo dqn --seeds 0 1 --steps 20000
+
+"Final mean" is the mean reward of the last ``--last`` training episodes of each run (exploration on, as
+in training), averaged over seeds; "random" is a uniformly random policy on the same env and seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import textenv  # noqa: E402,F401  (registers the ids)
+from agents.sb3.evaluation import random_policy_rewards, train_and_record  # noqa: E402
+from agents.sb3.factory import ALGORITHMS  # noqa: E402
+
+# Step budgets on MossWords-v0 that take 10-25 s each on one CPU core (tests/test_sb3_learning.py uses these).
+DEFAULT_STEPS = {
+    "ppo": 30_000,
+    "a2c": 40_000,
+    "dqn": 25_000,
+    "qrdqn": 30_000,
+    "trpo": 20_000,
+    "maskable_ppo": 30_000,
+    "recurrent_ppo": 20_000,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="MossWords-v0")
+    parser.add_argument("--algos", nargs="+", default=list(ALGORITHMS), choices=list(ALGORITHMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (default: a budget per algorithm)")
+    parser.add_argument("--n-envs", type=int, default=4)
+    parser.add_argument("--last", type=int, default=200, help="episodes averaged for the final mean")
+    parser.add_argument("--random-episodes", type=int, default=2000)
+    parser.add_argument("--bins", type=int, default=10, help="points per learning curve")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", type=Path, default=Path("runs/compare_sb3"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    env = gym.make(args.env)
+    random_means = [random_policy_rewards(env, args.random_episodes, seed=s).mean() for s in args.seeds]
+    random_mean = float(np.mean(random_means))
+    print(f"{args.env}: random policy mean reward {random_mean:.3f} ({args.random_episodes} episodes x {len(args.seeds)} seeds)")
+
+    results: dict[str, dict] = {}
+    for algo in args.algos:
+        steps = args.steps or DEFAULT_STEPS[algo]
+        runs = []
+        for seed in args.seeds:
+            run = train_and_record(algo, args.env, steps, seed=seed, n_envs=args.n_envs)
+            final = run.recorder.last_mean(args.last)
+            ends, curve = run.recorder.curve(args.bins, steps)
+            print(f"  {algo:14s} seed {seed}: final {final:.3f} in {run.seconds:5.1f} s  curve {np.round(curve, 2).tolist()}")
+            runs.append({"seed": seed, "final": final, "seconds": run.seconds, "curve": curve.tolist(), "ends": ends.tolist()})
+        results[algo] = {"steps": steps, "runs": runs}
+
+    print()
+    header = f"| {'algorithm':14s} | {'steps':>6s} | seeds | random mean | final mean (per seed) | seconds/run |"
+    print(header)
+    print("|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|")
+    for algo, result in results.items():
+        finals = [r["final"] for r in result["runs"]]
+        per_seed = ", ".join(f"{f:.2f}" for f in finals)
+        seconds = np.mean([r["seconds"] for r in result["runs"]])
+        print(
+            f"| {algo:14s} | {result['steps']:6d} | {len(finals):5d} | {random_mean:11.3f} | "
+            f"{np.mean(finals):.3f} ({per_seed}) | {seconds:11.1f} |"
+        )
+
+    summary = {"env": args.env, "random_mean": random_mean, "random_means": random_means, "results": results,
+               "n_envs": args.n_envs, "last": args.last, "date": time.strftime("%Y-%m-%d %H:%M")}
+    (args.out / "results.json").write_text(json.dumps(summary, indent=1))
+    plot(results, random_mean, args.env, args.out / "learning_curves.png")
+    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'learning_curves.png'}")
+
+
+def plot(results: dict[str, dict], random_mean: float, env_id: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for algo, result in results.items():
+        ends = np.asarray(result["runs"][0]["ends"])
+        curves = np.array([r["curve"] for r in result["runs"]], dtype=float)
+        mean = np.nanmean(curves, axis=0)
+        ax.plot(ends, mean, marker="o", markersize=3, label=algo)
+        if len(curves) > 1:
+            ax.fill_between(ends, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), alpha=0.15)
+    ax.axhline(random_mean, color="gray", linestyle="--", label="random policy")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("mean episode reward (training episodes)")
+    ax.set_title(f"{env_id}: SB3 / sb3-contrib, mean over seeds (band: min-max)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
