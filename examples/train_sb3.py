@@ -30,7 +30,7 @@ from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 import textenv  # noqa: E402,F401  (registers the ids)
 from agents.sb3 import TopKVecEnvWrapper, make_sb3  # noqa: E402
 from agents.sb3.evaluation import EpisodeRewardRecorder  # noqa: E402
-from agents.sb3.factory import ALGORITHMS, algorithm_class  # noqa: E402
+from agents.sb3.factory import ALGORITHMS, TOP_K_FEATURES, TOP_K_PPO_HYPERPARAMS, algorithm_class  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--env", default="MossWords-v0")
     parser.add_argument("--steps", type=int, default=30_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-envs", type=int, default=4)
+    parser.add_argument("--n-envs", type=int, default=None, help="envs (default 4; 32 with --top-k)")
     parser.add_argument("--top-k", type=int, default=0, help="act over the reference LM's top K tokens (0: off)")
     parser.add_argument("--reference-lm", default="smollm2-135m-instruct")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="override the env's completion budget")
@@ -52,12 +52,16 @@ def main() -> None:
     env_kwargs = {"render_mode": None}
     if args.max_new_tokens:
         env_kwargs["max_new_tokens"] = args.max_new_tokens
-    venv = make_vec_env(args.env, n_envs=args.n_envs, seed=args.seed, env_kwargs=env_kwargs)
+    n_envs = args.n_envs or (32 if args.top_k else 4)
+    venv = make_vec_env(args.env, n_envs=n_envs, seed=args.seed, env_kwargs=env_kwargs)
     extractor: dict = {}
+    hyperparams: dict = {}
     if args.top_k:
         venv = TopKVecEnvWrapper(venv, args.reference_lm, k=args.top_k)
-        extractor = {"embedding_init": args.reference_lm, "freeze_embeddings": True}
-    model = make_sb3(args.algo, venv, seed=args.seed, features_extractor_kwargs=extractor)
+        extractor = {"embedding_init": args.reference_lm, **TOP_K_FEATURES}
+        if args.algo in ("ppo", "maskable_ppo", "recurrent_ppo"):
+            hyperparams = TOP_K_PPO_HYPERPARAMS
+    model = make_sb3(args.algo, venv, seed=args.seed, features_extractor_kwargs=extractor, **hyperparams)
     print(f"{args.algo} on {args.env} ({venv.num_envs} envs, action space {venv.action_space}), {args.steps} steps")
 
     recorder = EpisodeRewardRecorder()
@@ -76,7 +80,7 @@ def main() -> None:
     model.save(save)
     reloaded = algorithm_class(args.algo).load(save, device="cpu")
     print(f"saved to {save}.zip")
-    show_samples(reloaded, venv, n=args.n_envs)
+    show_samples(reloaded, venv, n=min(n_envs, 8))
 
 
 def show_samples(model, venv, n: int) -> None:

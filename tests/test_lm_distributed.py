@@ -60,6 +60,7 @@ SCRIPT = textwrap.dedent(
     if trainer.accelerator.is_main_process:
         with open(sys.argv[1], "w") as f:
             json.dump(reports, f)
+    trainer.close()  # barrier + destroy_process_group: a clean exit on every rank
     """
 )
 

@@ -429,7 +429,16 @@ class LMTrainer:
             warnings.warn(f"resuming with a config that differs from the checkpoint's in {changed}", stacklevel=3)
 
     def close(self) -> None:
+        """Close the environments and, under ``accelerate launch``, leave the process group cleanly.
+
+        Every process waits for the others first, so no rank tears down its gloo/NCCL sockets while another
+        is still communicating (exiting without this can abort with "terminate called without an active
+        exception").
+        """
         self.env.close()
+        if self.accelerator.num_processes > 1:
+            self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
 
 
 def _load_weights(model: Any, directory: Path) -> None:

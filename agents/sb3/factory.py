@@ -79,6 +79,15 @@ DEFAULT_HYPERPARAMS: dict[str, dict[str, Any]] = {
 }
 
 
+#: PPO on MossText-v0 through :class:`agents.sb3.TopKVecEnvWrapper` (top 8 of SmolLM2-135M-Instruct, 32 envs):
+#: one scalar reward per 24-token episode, so no GAE discounting of the credit (gae_lambda 1), large batches,
+#: and a candidate scorer shared by the 8 ranks on top of SmolLM2's frozen input embeddings.
+#: Measured in examples/train_sb3.py and tests/test_sb3_moss_text.py (slow).
+TOP_K_PPO_HYPERPARAMS: dict[str, Any] = dict(
+    n_steps=32, batch_size=256, n_epochs=4, learning_rate=1e-3, gamma=1.0, gae_lambda=1.0, ent_coef=0.01
+)
+TOP_K_FEATURES: dict[str, Any] = dict(freeze_embeddings=True, candidate_scores=4)
+
 def algorithm_class(algo: str) -> type[BaseAlgorithm]:
     """The SB3 / sb3-contrib class behind an algorithm name of :data:`ALGORITHMS`."""
     import importlib
