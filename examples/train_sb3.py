@@ -29,7 +29,7 @@ from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 
 import textenv  # noqa: E402,F401  (registers the ids)
 from agents.sb3 import TopKVecEnvWrapper, make_sb3  # noqa: E402
-from agents.sb3.evaluation import EpisodeRewardRecorder  # noqa: E402
+from agents.sb3.evaluation import EpisodeRewardRecorder, random_vec_policy_rewards  # noqa: E402
 from agents.sb3.factory import ALGORITHMS, TOP_K_FEATURES, TOP_K_PPO_HYPERPARAMS, algorithm_class  # noqa: E402
 
 
@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="override the env's completion budget")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--episodes", type=int, default=200, help="episodes averaged for the first/last means")
+    parser.add_argument("--random-episodes", type=int, default=0,
+                        help="first measure a uniformly random policy on the same (wrapped) env for this many episodes")
     parser.add_argument("--save", type=Path, default=None, help="where to save the agent (default runs/sb3/...)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,6 +65,11 @@ def main() -> None:
             hyperparams = TOP_K_PPO_HYPERPARAMS
     model = make_sb3(args.algo, venv, seed=args.seed, features_extractor_kwargs=extractor, **hyperparams)
     print(f"{args.algo} on {args.env} ({venv.num_envs} envs, action space {venv.action_space}), {args.steps} steps")
+
+    if args.random_episodes:
+        random_rewards = random_vec_policy_rewards(venv, args.random_episodes, seed=args.seed + 10_000)
+        print(f"random policy on the same env: mean reward {random_rewards.mean():.3f} "
+              f"(± {random_rewards.std() / np.sqrt(len(random_rewards)):.3f} s.e., {len(random_rewards)} episodes)")
 
     recorder = EpisodeRewardRecorder()
     start = time.perf_counter()

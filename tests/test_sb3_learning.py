@@ -23,7 +23,7 @@ pytest.importorskip("sb3_contrib")
 import gymnasium as gym  # noqa: E402
 
 import textenv  # noqa: E402,F401
-from agents.sb3.evaluation import random_policy_rewards, train_and_record  # noqa: E402
+from agents.sb3.evaluation import random_policy_rewards, random_vec_policy_rewards, train_and_record  # noqa: E402
 
 RANDOM_MEAN = 0.031  # checked below, so a change of the task that makes random play score higher fails loudly
 LAST_EPISODES = 200
@@ -42,6 +42,15 @@ BUDGETS = {
 
 def test_random_policy_scores_low():
     rewards = random_policy_rewards(gym.make("MossWords-v0"), episodes=1000, seed=7)
+    assert abs(rewards.mean() - RANDOM_MEAN) < 0.01, rewards.mean()
+
+
+def test_random_policy_on_a_vec_env_scores_the_same():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("MossWords-v0", n_envs=4, seed=0, env_kwargs={"render_mode": None})  # SB3 defaults to rgb_array
+    rewards = random_vec_policy_rewards(venv, episodes=1000, seed=7)
+    assert len(rewards) == 1000
     assert abs(rewards.mean() - RANDOM_MEAN) < 0.01, rewards.mean()
 
 

@@ -70,6 +70,21 @@ def random_policy_rewards(env: gym.Env, episodes: int, seed: int = 0) -> np.ndar
     return rewards
 
 
+def random_vec_policy_rewards(venv: Any, episodes: int, seed: int = 0) -> np.ndarray:
+    """Final rewards of the first ``episodes`` episodes finished by uniformly random actions on an SB3 ``VecEnv``
+    (such as :class:`agents.sb3.TopKVecEnvWrapper`, whose random policy picks one of the reference LM's top k
+    tokens), the baseline a trained agent on that same vec env is compared with."""
+    rng = np.random.default_rng(seed)
+    venv.seed(seed)
+    venv.reset()
+    rewards: list[float] = []
+    while len(rewards) < episodes:
+        actions = rng.integers(venv.action_space.n, size=venv.num_envs)
+        _, _, dones, infos = venv.step(actions)
+        rewards.extend(float(info["episode"]["r"]) for done, info in zip(dones, infos) if done and "episode" in info)
+    return np.asarray(rewards[:episodes])
+
+
 @dataclass
 class TrainingRun:
     """One algorithm trained with one seed: the model, its training episodes and the wall time."""
