@@ -236,7 +236,7 @@ def timed_method(
     setattr(obj, name, wrapper)
 
 
-def make_ours(settings: Settings) -> tuple[GRPOTrainer, dict[str, float]]:
+def make_ours(settings: Settings) -> tuple[GRPOTrainer, dict[str, float], list[int]]:
     """Our GRPO trainer, configured like TRL's defaults where they differ (AdamW betas/eps) and like the TRL run."""
     from accelerate import Accelerator
 
@@ -265,7 +265,23 @@ def make_ours(settings: Settings) -> tuple[GRPOTrainer, dict[str, float]]:
     parts: dict[str, float] = defaultdict(float)
     timed_method(trainer, "policy_logprobs", parts, "policy_forward")
     timed_method(trainer, "optimizer_step", parts, "backward_and_step")
-    return trainer, parts
+    record_forward_widths(trainer, widths := [])
+    return trainer, parts, widths
+
+
+def record_forward_widths(trainer: GRPOTrainer, widths: list[int]) -> None:
+    """Append to ``widths`` the positions per row of each loss forward: the prompt columns left after dropping
+    those that are padding in every row, plus the completion (minus its last token, which predicts nothing)."""
+    from agents.lm.rollout import leading_padding
+
+    forward = trainer.policy_logprobs
+
+    def recording(model: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        p, t = batch.prompt_slots, batch.mask.shape[1]
+        widths.append(p - leading_padding(batch.attention_mask[:, :p]) + t - 1)
+        return forward(model, batch, *args, **kwargs)
+
+    trainer.policy_logprobs = recording
 
 
 def sentiment_reward_function() -> Callable[..., list[float]]:
@@ -381,7 +397,7 @@ def grpo_ours_vs_trl(settings: Settings) -> dict[str, Any]:
     except ImportError as error:
         return {"skipped": f"TRL is not installed ({error}); pip install -e '.[bench]'"}
 
-    ours, ours_parts = make_ours(settings)
+    ours, ours_parts, ours_widths = make_ours(settings)
     ours_times: list[float] = []
     ours_parts_per_iteration: list[dict[str, float]] = []
     ours_metrics: list[dict[str, float]] = []
@@ -457,9 +473,9 @@ def grpo_ours_vs_trl(settings: Settings) -> dict[str, Any]:
         "trl_all_seconds": trl_times,
         "ours_breakdown_seconds": median_parts(ours_parts_per_iteration),
         "trl_breakdown_seconds": median_parts(trl_parts_per_iteration),
-        # positions per row in the policy's loss forward: ours = prompt slots + completion - 1 (every row is left-
-        # padded to max_prompt_tokens), TRL = longest prompt of the batch + completion
-        "ours_forward_width": ours.task.max_prompt_tokens + settings.tokens - 1,
+        # positions per row in the policy's loss forward: ours = the prompt columns that are not padding in every
+        # row + completion - 1, TRL = longest prompt of the batch + completion
+        "ours_forward_widths": ours_widths,
         "trl_forward_widths": trl_widths,
         "ours_reward_mean": [m["reward_mean"] for m in ours_metrics],
         "trl_version": version("trl"),
@@ -516,8 +532,8 @@ def print_report(settings: Settings, results: dict[str, Any]) -> None:
             for key, value in parts.items():
                 print(f"  {key:<48} {value:8.3f} s  {100 * value / total:5.1f}%")
         print(
-            f"\nR2 positions per row in the loss forward: ours {r2['ours_forward_width']} (prompts left-padded to the "
-            f"env's max_prompt_tokens), TRL {r2['trl_forward_widths']} (padded to the batch's longest prompt)"
+            f"\nR2 positions per row in the loss forward: ours {r2['ours_forward_widths']}, TRL {r2['trl_forward_widths']} "
+            "(both: the batch's longest prompt + the completion)"
         )
 
 

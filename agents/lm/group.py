@@ -96,7 +96,7 @@ class GroupTrainer(LMTrainer):
                         assert ref_logprobs is not None
                         token_kl = k3_kl(new_logprobs, ref_logprobs[rows, :t]) * mask
                         per_token = per_token + kl_beta * token_kl
-                        stats["kl_loss"].append(float(token_kl.sum() / mask.sum().clamp(min=1)))
+                        stats["kl_loss"].append(float(token_kl.detach().sum() / mask.sum().clamp(min=1)))
                     loss = aggregate_token_loss(per_token, mask, loss_type, self.task.max_new_tokens, self.accelerator)
                     norms = self.optimizer_step(self.optimizer, loss, {"grad_norm": self.policy})
                     stats["policy_loss"].append(float(loss.detach()))
