@@ -5,9 +5,14 @@ Before and after training, completions of the 40 held-out prompts (``builtin:tes
 are scored: mean VADER compound, KL to the untuned model, perplexity under the untuned model. Results go to
 ``--out``: ``results.json``, ``learning_curves.png`` and the trainer's ``progress.csv``/TensorBoard logs.
 
-    python examples/rlhf_sentiment.py --minutes 20            # the real run (2 CPU cores)
-    python examples/rlhf_sentiment.py --minutes 20 --repetition-weight 1 --out runs/rlhf_sentiment_rep
+    OMP_NUM_THREADS=1 python examples/rlhf_sentiment.py --minutes 20     # the real run (2 CPU cores)
     python examples/rlhf_sentiment.py --model tiny-random-smollm2 --minutes 1   # a smoke test
+
+The training reward is ``sentiment + 1.0 * repetition + 0.5 * fluency`` by default: pure VADER
+(``--repetition-weight 0 --fluency-weight 0``) is maximised by "love love love ..." and sentiment + repetition by
+lists of positive words; the fluency term (mean log-prob per token under the untuned model) makes both
+unprofitable. The three measured 20-minute runs are in the README and ``examples/results/``. Held-out scores are
+always pure VADER.
 
 ``--train-layers N`` trains only the top N transformer blocks (and the final norm): the backward pass then
 stops there, which is what makes a 135M-parameter policy affordable on two CPU cores.
@@ -71,7 +76,11 @@ def evaluate(policy: Any, reference: Any, samples: int, seed: int, temperature: 
     }
 
 
-def plot(history: list[dict[str, float]], before: dict[str, Any], after: dict[str, Any], path: Path) -> None:
+def plot(
+    history: list[dict[str, float]], before: dict[str, Any], after: dict[str, Any], path: Path, composite: bool
+) -> None:
+    """Training curves (minutes on x) with the held-out VADER before/after; ``composite``: trained on more than
+    VADER."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,11 +88,16 @@ def plot(history: list[dict[str, float]], before: dict[str, Any], after: dict[st
 
     minutes = np.cumsum([h["iteration_seconds"] for h in history]) / 60
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
-    axes[0].plot(minutes, [h["reward_mean"] for h in history], label="training batch")
-    axes[0].axhline(before["sentiment_mean"], color="grey", ls="--", label="held-out, before")
-    axes[0].axhline(after["sentiment_mean"], color="green", ls="--", label="held-out, after")
+    if "reward_sentiment_mean" in history[0]:  # the VADER part of the training reward, logged by the trainer
+        axes[0].plot(minutes, [h["reward_sentiment_mean"] for h in history], label="training batch, VADER")
+    if composite:
+        axes[0].plot(minutes, [h["reward_mean"] for h in history], alpha=0.6, label="training batch, whole reward")
+    elif "reward_sentiment_mean" not in history[0]:
+        axes[0].plot(minutes, [h["reward_mean"] for h in history], label="training batch, VADER")
+    axes[0].axhline(before["sentiment_mean"], color="grey", ls="--", label="held-out VADER, before")
+    axes[0].axhline(after["sentiment_mean"], color="green", ls="--", label="held-out VADER, after")
     axes[0].axhline(0.8, color="red", ls=":", label="target 0.8")
-    axes[0].set_ylabel("VADER compound")
+    axes[0].set_ylabel("reward" if composite else "VADER compound")
     axes[1].plot(minutes, [h.get("kl", math.nan) for h in history])
     axes[1].set_ylabel("KL to reference (per sequence)")
     axes[2].plot(minutes, [h.get("ref_perplexity", math.nan) for h in history])
@@ -109,9 +123,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--beta", type=float, default=0.04, help="KL coefficient to the reference (rloo/grpo)")
     parser.add_argument("--minibatches", type=int, default=4, help="optimiser steps per iteration")
-    parser.add_argument("--repetition-weight", type=float, default=0.0,
+    parser.add_argument("--repetition-weight", type=float, default=1.0,
                         help="train on sentiment + W * repetition (distinct-bigram penalty, in [-1, 0]) to stop the "
                              "policy from repeating one positive word; held-out scores stay pure VADER")
+    parser.add_argument("--fluency-weight", type=float, default=0.5,
+                        help="add W * fluency (mean log-prob per token under the untuned model) to the training "
+                             "reward, so that lists of positive words stop paying")
     parser.add_argument("--train-layers", type=int, default=8, help="top decoder blocks to train (0 = all)")
     parser.add_argument("--eval-samples", type=int, default=1, help="completions per held-out prompt")
     parser.add_argument("--seed", type=int, default=0)
@@ -130,8 +147,12 @@ def main() -> None:
     policy = textenv.load_causal_lm(args.model)
     trainable = freeze_lower_layers(policy, args.train_layers)
     env_kwargs: dict[str, Any] = {"prompts": "builtin:train"}
-    if args.repetition_weight:
-        env_kwargs["reward"] = [("sentiment", 1.0), ("repetition", args.repetition_weight)]
+    extra_rewards = [
+        {"name": "repetition", "weight": args.repetition_weight},
+        {"name": "fluency", "weight": args.fluency_weight, "kwargs": {"model": args.model}},  # the untuned model
+    ]
+    if any(part["weight"] for part in extra_rewards):
+        env_kwargs["reward"] = ["sentiment"] + [part for part in extra_rewards if part["weight"]]
     trainer = trainer_class("MossText-v0", policy, config, env_kwargs=env_kwargs)
     reference = trainer.reference if trainer.reference is not None else textenv.load_causal_lm(args.model)
     print(f"{args.agent} on MossText-v0 with {args.model}: {trainable / 1e6:.1f}M trainable parameters, "
@@ -153,7 +174,7 @@ def main() -> None:
         "perplexity_ratio": after["perplexity_under_reference"] / before["perplexity_under_reference"],
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    plot(history, before, after, out / "learning_curves.png")
+    plot(history, before, after, out / "learning_curves.png", composite="reward" in env_kwargs)
     trainer.save_checkpoint()
     print(json.dumps({k: v for k, v in results.items() if k != "settings"}, indent=2))
 

@@ -166,6 +166,22 @@ def test_agent_raises_the_reward_and_starts_at_zero_kl(name, seed):
         assert np.isfinite(history[-1][key]), key
 
 
+def test_each_part_of_a_composite_reward_is_logged_and_the_reward_is_their_weighted_sum():
+    cfg = LMPPOConfig(**{**FAST, "critic_learning_rate": 2e-3})
+    trainer = LMPPOTrainer(
+        "MossText-v0", TINY_MODEL, cfg, env_kwargs=env_kwargs(reward=[(count_target, 1.0), ("repetition", 0.5)])
+    )
+    [metrics] = trainer.train(1)
+    target, repetition = metrics["reward_count_target_mean"], metrics["reward_repetition_mean"]
+    assert target > 0 and repetition <= 0
+    assert metrics["reward_mean"] == pytest.approx(target + 0.5 * repetition, abs=1e-5)
+    batch = trainer.collect()
+    rows = batch.select([1, 0])  # minibatches keep each row's parts
+    assert torch.equal(rows.reward_components["count_target"], batch.reward_components["count_target"][[1, 0]])
+    assert torch.equal(batch.reward_components["count_target"], torch.tensor(
+        [float(ids.count(TARGET)) for ids in batch.completion_ids.tolist()]))
+
+
 # -- the PPO-max switches, effects at trainer level ----------------------------------------------------------------
 def test_critic_warmup_trains_only_the_value_model_and_minibatch_epochs_count_steps(tmp_path):
     trainer = ppo(num_envs=8, critic_warmup_iterations=1, update_epochs=2, num_minibatches=2, output_dir=str(tmp_path))

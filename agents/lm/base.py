@@ -335,6 +335,8 @@ class LMTrainer:
             "batch_tokens": tokens,
             "generation_tokens_per_second": float(rollout.num_tokens) / max(rollout.generation_seconds, 1e-9),
         }
+        for name, values in sorted(rollout.reward_components.items()):  # each part of a composite reward, unweighted
+            metrics[f"reward_{name}_mean"] = float(self.gather(values).mean())
         entropy_sum, count = masked_sum_count(rollout.entropy, rollout.mask, self.accelerator)
         metrics["entropy"] = float(entropy_sum / count.clamp(min=1))
         if ref_natural is not None:

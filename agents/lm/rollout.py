@@ -43,6 +43,7 @@ class Rollout:
     prompt_slots: int
     prompts: list[str] = field(default_factory=list)
     completions: list[str] = field(default_factory=list)
+    reward_components: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N,) unweighted part
     generation_seconds: float = 0.0  # model prefill + decoding + sampling
     env_seconds: float = 0.0  # inside env.reset/env.step (reward plugin included)
 
@@ -76,6 +77,7 @@ class Rollout:
             prompt_slots=self.prompt_slots,
             prompts=[self.prompts[i] for i in rows_t.tolist()] if self.prompts else [],
             completions=[self.completions[i] for i in rows_t.tolist()] if self.completions else [],
+            reward_components={name: values[rows_t] for name, values in self.reward_components.items()},
         )
 
 
@@ -193,6 +195,7 @@ class RolloutEngine:
 
         tokens_per_step, logprobs_per_step, entropy_per_step, active_per_step = [], [], [], []
         scores = np.zeros(n, dtype=np.float64)
+        components: dict[str, np.ndarray] = {}
         done = np.zeros(n, dtype=bool)
         terminated = truncated = np.zeros(n, dtype=bool)
         prompts, completions = [""] * n, [""] * n
@@ -211,6 +214,8 @@ class RolloutEngine:
             env_seconds += time.perf_counter() - started
             newly_done = (terminated | truncated) & ~done
             scores[newly_done] = rewards[newly_done]
+            for name, values in infos.get("reward_components", {}).items():
+                components.setdefault(name, np.zeros(n, dtype=np.float64))[newly_done] = np.asarray(values)[newly_done]
             for row in np.flatnonzero(newly_done):
                 prompts[row], completions[row] = infos["prompt"][row], infos["completion"][row]
             done = done | newly_done
@@ -245,6 +250,9 @@ class RolloutEngine:
             logprobs=torch.stack(logprobs_per_step, dim=1) * mask,
             entropy=torch.stack(entropy_per_step, dim=1) * mask,
             scores=torch.as_tensor(scores, dtype=torch.float32, device=device),
+            reward_components={
+                name: torch.as_tensor(values, dtype=torch.float32, device=device) for name, values in components.items()
+            },
             terminated=torch.as_tensor(terminated, device=device),
             truncated=torch.as_tensor(truncated, device=device),
             prompt_slots=p,
