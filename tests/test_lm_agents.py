@@ -174,6 +174,7 @@ def test_each_part_of_a_composite_reward_is_logged_and_the_reward_is_their_weigh
     [metrics] = trainer.train(1)
     target, repetition = metrics["reward_count_target_mean"], metrics["reward_repetition_mean"]
     assert target > 0 and repetition <= 0
+    assert not [k for k in metrics if k.startswith("reward__")]  # not Gymnasium's "_name" row masks
     assert metrics["reward_mean"] == pytest.approx(target + 0.5 * repetition, abs=1e-5)
     batch = trainer.collect()
     rows = batch.select([1, 0])  # minibatches keep each row's parts

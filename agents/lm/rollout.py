@@ -215,6 +215,8 @@ class RolloutEngine:
             newly_done = (terminated | truncated) & ~done
             scores[newly_done] = rewards[newly_done]
             for name, values in infos.get("reward_components", {}).items():
+                if name.startswith("_"):  # Gymnasium's "_name" masks of which rows carry the value
+                    continue
                 components.setdefault(name, np.zeros(n, dtype=np.float64))[newly_done] = np.asarray(values)[newly_done]
             for row in np.flatnonzero(newly_done):
                 prompts[row], completions[row] = infos["prompt"][row], infos["completion"][row]
