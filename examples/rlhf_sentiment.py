@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=16, help="episodes per iteration")
     parser.add_argument("--generations", type=int, default=4, help="completions per prompt (rloo/grpo)")
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--critic-lr", type=float, default=1e-4, help="value model learning rate (lm-ppo)")
     parser.add_argument("--beta", type=float, default=0.04, help="KL coefficient to the reference (rloo/grpo)")
     parser.add_argument("--minibatches", type=int, default=4, help="optimiser steps per iteration")
     parser.add_argument("--repetition-weight", type=float, default=1.0,
@@ -139,7 +140,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     trainer_class, config_class = AGENTS[args.agent]
-    extra = {} if args.agent == "lm-ppo" else {"num_generations": args.generations, "beta": args.beta}
+    if args.agent == "lm-ppo":  # the KL penalty is MOSS-RLHF's per-token one in the reward (kl_coef 0.05)
+        extra = {"critic_learning_rate": args.critic_lr}
+    else:
+        extra = {"num_generations": args.generations, "beta": args.beta}
     config = config_class(
         seed=args.seed, num_envs=args.num_envs, learning_rate=args.lr, num_minibatches=args.minibatches,
         output_dir=str(out), progress_bar=False, **extra
@@ -154,6 +158,11 @@ def main() -> None:
     if any(part["weight"] for part in extra_rewards):
         env_kwargs["reward"] = ["sentiment"] + [part for part in extra_rewards if part["weight"]]
     trainer = trainer_class("MossText-v0", policy, config, env_kwargs=env_kwargs)
+    if args.agent == "lm-ppo" and args.train_layers > 0:  # the critic (a copy of the policy) trains the same blocks
+        critic = trainer.accelerator.unwrap_model(trainer.value_model)
+        for block in critic.backbone.layers[: -args.train_layers]:
+            block.requires_grad_(False)
+        critic.backbone.embed_tokens.requires_grad_(False)
     reference = trainer.reference if trainer.reference is not None else textenv.load_causal_lm(args.model)
     print(f"{args.agent} on MossText-v0 with {args.model}: {trainable / 1e6:.1f}M trainable parameters, "
           f"{args.num_envs} episodes per iteration, budget {args.minutes} min")
