@@ -11,8 +11,8 @@ are scored: mean VADER compound, KL to the untuned model, perplexity under the u
 The training reward is ``sentiment + 1.0 * repetition + 0.5 * fluency`` by default: pure VADER
 (``--repetition-weight 0 --fluency-weight 0``) is maximised by "love love love ..." and sentiment + repetition by
 lists of positive words; the fluency term (mean log-prob per token under the untuned model) makes both
-unprofitable. The three measured 20-minute runs are in the README and ``examples/results/``. Held-out scores are
-always pure VADER.
+unprofitable. The measured 20-minute runs (GRPO x3, LM-PPO) are in the README and ``examples/results/``.
+Held-out scores are always pure VADER.
 
 ``--train-layers N`` trains only the top N transformer blocks (and the final norm): the backward pass then
 stops there, which is what makes a 135M-parameter policy affordable on two CPU cores.
