@@ -38,15 +38,16 @@ from rewards.builtin.repetition import distinct_n
 AGENTS = {"rloo": (lm.RLOOTrainer, lm.RLOOConfig), "grpo": (lm.GRPOTrainer, lm.GRPOConfig), "lm-ppo": (lm.LMPPOTrainer, lm.LMPPOConfig)}
 
 
-def freeze_lower_layers(model: Any, train_layers: int) -> int:
-    """Keep only the top ``train_layers`` decoder blocks and the final norm trainable; return trainable params."""
+def freeze_lower_layers(model: Any, decoder: Any, train_layers: int) -> int:
+    """Freeze ``model`` except the top ``train_layers`` blocks of its ``decoder`` (the transformer stack inside it,
+    with ``layers`` and a final ``norm``) and that norm; return the trainable parameter count. 0 keeps all."""
     if train_layers <= 0:
         return sum(p.numel() for p in model.parameters())
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    for block in model.model.layers[-train_layers:]:
+    for block in decoder.layers[-train_layers:]:
         block.requires_grad_(True)
-    model.model.norm.requires_grad_(True)
+    decoder.norm.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -149,7 +150,7 @@ def main() -> None:
         output_dir=str(out), progress_bar=False, **extra
     )
     policy = textenv.load_causal_lm(args.model)
-    trainable = freeze_lower_layers(policy, args.train_layers)
+    trainable = freeze_lower_layers(policy, policy.model, args.train_layers)
     env_kwargs: dict[str, Any] = {"prompts": "builtin:train"}
     extra_rewards = [
         {"name": "repetition", "weight": args.repetition_weight},
@@ -158,11 +159,9 @@ def main() -> None:
     if any(part["weight"] for part in extra_rewards):
         env_kwargs["reward"] = ["sentiment"] + [part for part in extra_rewards if part["weight"]]
     trainer = trainer_class("MossText-v0", policy, config, env_kwargs=env_kwargs)
-    if args.agent == "lm-ppo" and args.train_layers > 0:  # the critic (a copy of the policy) trains the same blocks
-        critic = trainer.accelerator.unwrap_model(trainer.value_model)
-        for block in critic.backbone.layers[: -args.train_layers]:
-            block.requires_grad_(False)
-        critic.backbone.embed_tokens.requires_grad_(False)
+    if args.agent == "lm-ppo":  # the critic (a copy of the policy's backbone + a value head) trains the same blocks
+        backbone = trainer.accelerator.unwrap_model(trainer.value_model).backbone
+        freeze_lower_layers(backbone, backbone, args.train_layers)
     reference = trainer.reference if trainer.reference is not None else textenv.load_causal_lm(args.model)
     print(f"{args.agent} on MossText-v0 with {args.model}: {trainable / 1e6:.1f}M trainable parameters, "
           f"{args.num_envs} episodes per iteration, budget {args.minutes} min")

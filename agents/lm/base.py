@@ -438,8 +438,7 @@ class LMTrainer:
         exception").
         """
         self.env.close()
-        if self.accelerator.num_processes > 1:
-            self.accelerator.wait_for_everyone()
+        self.accelerator.wait_for_everyone()  # a no-op in a single process
         self.accelerator.end_training()
 
 
