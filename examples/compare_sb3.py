@@ -26,19 +26,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import textenv  # noqa: E402,F401  (registers the ids)
-from agents.sb3.evaluation import random_policy_rewards, train_and_record  # noqa: E402
+from agents.sb3.evaluation import MOSS_WORDS_STEPS, random_policy_rewards, train_and_record  # noqa: E402
 from agents.sb3.factory import ALGORITHMS  # noqa: E402
-
-# Step budgets on MossWords-v0 that take 10-25 s each on one CPU core (tests/test_sb3_learning.py uses these).
-DEFAULT_STEPS = {
-    "ppo": 30_000,
-    "a2c": 40_000,
-    "dqn": 25_000,
-    "qrdqn": 30_000,
-    "trpo": 20_000,
-    "maskable_ppo": 30_000,
-    "recurrent_ppo": 20_000,
-}
 
 
 def main() -> None:
@@ -64,7 +53,7 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     for algo in args.algos:
-        steps = args.steps or DEFAULT_STEPS[algo]
+        steps = args.steps or MOSS_WORDS_STEPS.get(algo, 30_000)
         runs = []
         for seed in args.seeds:
             run = train_and_record(algo, args.env, steps, seed=seed, n_envs=args.n_envs)

@@ -30,9 +30,9 @@ import torch  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 
 import textenv  # noqa: E402,F401  (registers the ids)
-from agents.sb3 import TopKVecEnvWrapper, make_sb3  # noqa: E402
+from agents.sb3 import make_sb3, make_top_k_sb3  # noqa: E402
 from agents.sb3.evaluation import EpisodeRewardRecorder, random_vec_policy_rewards  # noqa: E402
-from agents.sb3.factory import ALGORITHMS, TOP_K_FEATURES, TOP_K_PPO_HYPERPARAMS, algorithm_class  # noqa: E402
+from agents.sb3.factory import ALGORITHMS, algorithm_class  # noqa: E402
 
 
 def main() -> None:
@@ -58,14 +58,11 @@ def main() -> None:
         env_kwargs["max_new_tokens"] = args.max_new_tokens
     n_envs = args.n_envs or (32 if args.top_k else 4)
     venv = make_vec_env(args.env, n_envs=n_envs, seed=args.seed, env_kwargs=env_kwargs)
-    extractor: dict = {}
-    hyperparams: dict = {}
     if args.top_k:
-        venv = TopKVecEnvWrapper(venv, args.reference_lm, k=args.top_k)
-        extractor = {"embedding_init": args.reference_lm, **TOP_K_FEATURES}
-        if args.algo in ("ppo", "maskable_ppo", "recurrent_ppo"):
-            hyperparams = TOP_K_PPO_HYPERPARAMS
-    model = make_sb3(args.algo, venv, seed=args.seed, features_extractor_kwargs=extractor, **hyperparams)
+        model = make_top_k_sb3(args.algo, venv, args.reference_lm, k=args.top_k, seed=args.seed)
+        venv = model.get_env()  # the top-k wrapper around venv
+    else:
+        model = make_sb3(args.algo, venv, seed=args.seed)
     print(f"{args.algo} on {args.env} ({venv.num_envs} envs, action space {venv.action_space}), {args.steps} steps")
 
     if args.random_episodes:

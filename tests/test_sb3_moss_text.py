@@ -1,7 +1,8 @@
 """PPO improves the mean reward on MossText-v0 itself, through the top-k wrapper over SmolLM2-135M-Instruct (slow).
 
 The recipe is examples/train_sb3.py's ``--env MossText-v0 --top-k 8``: 32 envs, action i = SmolLM2's i-th most
-likely next token, frozen SmolLM2 input embeddings, ``TOP_K_PPO_HYPERPARAMS``, 60k steps (~11 min on one core).
+likely next token, frozen SmolLM2 input embeddings, PPO with ``TOP_K_PPO_HYPERPARAMS`` (all built by
+``agents.sb3.make_top_k_sb3``), 60k steps (~11 min on one core).
 Measured with seed 0 (2,520 episodes): the mean VADER reward of the first 400 episodes 0.204, of the last 400
 0.420; curve per tenth of training 0.21 0.20 0.18 0.22 0.29 0.29 0.37 0.39 0.42 0.41. A uniformly random
 policy over the same top 8 scores 0.218 (+- 0.018 s.e., 480 episodes), so the asserted margin of 0.10 over
@@ -19,27 +20,24 @@ pytest.importorskip("stable_baselines3")
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 
 import textenv  # noqa: E402,F401
-from agents.sb3 import TopKVecEnvWrapper, make_sb3  # noqa: E402
+from agents.sb3 import TopKVecEnvWrapper, make_top_k_sb3  # noqa: E402
 from agents.sb3.evaluation import EpisodeRewardRecorder, random_vec_policy_rewards  # noqa: E402
-from agents.sb3.factory import TOP_K_FEATURES, TOP_K_PPO_HYPERPARAMS  # noqa: E402
 
 STEPS, EPISODES = 60_000, 400
 
 
-def top_k_venv(seed: int) -> TopKVecEnvWrapper:
-    venv = make_vec_env("MossText-v0", n_envs=32, seed=seed, env_kwargs={"render_mode": None})
-    return TopKVecEnvWrapper(venv, "smollm2-135m-instruct", k=8)
+def moss_text_venv(seed: int):
+    return make_vec_env("MossText-v0", n_envs=32, seed=seed, env_kwargs={"render_mode": None})
 
 
 @pytest.mark.slow
 def test_ppo_with_top_k_wrapper_improves_moss_text_reward():
     torch.set_num_threads(1)
-    random_mean = float(random_vec_policy_rewards(top_k_venv(seed=10_000), EPISODES, seed=10_000).mean())
+    baseline_venv = TopKVecEnvWrapper(moss_text_venv(seed=10_000), "smollm2-135m-instruct", k=8)
+    random_mean = float(random_vec_policy_rewards(baseline_venv, EPISODES, seed=10_000).mean())
     assert 0.1 < random_mean < 0.35, random_mean  # the untrained baseline the margin is measured from
 
-    venv = top_k_venv(seed=0)
-    features = {"embedding_init": "smollm2-135m-instruct", **TOP_K_FEATURES}
-    model = make_sb3("ppo", venv, seed=0, features_extractor_kwargs=features, **TOP_K_PPO_HYPERPARAMS)
+    model = make_top_k_sb3("ppo", moss_text_venv(seed=0), "smollm2-135m-instruct", k=8, seed=0)
     recorder = EpisodeRewardRecorder()
     model.learn(STEPS, callback=recorder)
 

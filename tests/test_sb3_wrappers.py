@@ -175,3 +175,27 @@ def test_nucleus_vec_wrapper_answers_env_method(lm):
         assert probs[masks[row]].sum() >= 0.3 - 1e-5 and probs[~masks[row]].max() <= probs[masks[row]].min() + 1e-6
     assert venv.has_attr("action_masks")
     assert venv.env_method("action_masks", indices=[1])[0].shape == (49152,)
+
+
+def test_make_top_k_sb3_builds_the_measured_recipe():
+    """``make_top_k_sb3`` wraps the env, starts the frozen embeddings from the reference LM, gives the PPO family
+    TOP_K_PPO_HYPERPARAMS (overridable), and the agent trains through the wrapper."""
+    from agents.sb3 import make_top_k_sb3
+    from agents.sb3.factory import DEFAULT_HYPERPARAMS, TOP_K_PPO_HYPERPARAMS
+
+    name = "tiny-random-smollm2"
+    venv = DummyVecEnv([lambda: moss(), lambda: moss()])
+    model = make_top_k_sb3("ppo", venv, name, k=K, seed=0, n_steps=8, batch_size=16)
+    assert isinstance(model.get_env(), TopKVecEnvWrapper) and model.action_space.n == K
+    assert (model.n_steps, model.batch_size) == (8, 16)  # the overrides win ...
+    assert model.n_epochs == TOP_K_PPO_HYPERPARAMS["n_epochs"] and model.gamma == TOP_K_PPO_HYPERPARAMS["gamma"]
+    extractor = model.policy.features_extractor
+    reference = load_causal_lm(name, seed=0).get_input_embeddings().weight
+    embeddings = [m for m in extractor.modules() if isinstance(m, torch.nn.Embedding)]
+    assert any(e.weight.shape == reference.shape and torch.equal(e.weight, reference) for e in embeddings)
+    assert not any(e.weight.requires_grad for e in embeddings if e.weight.shape == reference.shape)  # frozen
+    model.learn(32)
+    dqn = make_top_k_sb3("dqn", DummyVecEnv([lambda: moss()]), name, k=K, seed=0)
+    dqn_defaults = DEFAULT_HYPERPARAMS["dqn"]
+    assert (dqn.gamma, dqn.batch_size) == (dqn_defaults["gamma"], dqn_defaults["batch_size"])
+    assert dqn.batch_size != TOP_K_PPO_HYPERPARAMS["batch_size"]  # DQN keeps its own defaults, not the PPO recipe

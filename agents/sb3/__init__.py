@@ -1,7 +1,8 @@
 """stable-baselines3 and sb3-contrib agents on textenv.
 
 * :func:`make_sb3` -- a ready agent (``ppo``, ``a2c``, ``dqn``, ``qrdqn``, ``trpo``, ``maskable_ppo``,
-  ``recurrent_ppo``) with the token features extractor.
+  ``recurrent_ppo``) with the token features extractor; :func:`make_top_k_sb3` -- the same on the top-k
+  action wrapper, with the measured MossText-v0 recipe.
 * :class:`TokenFeaturesExtractor` -- embeds token ids and pools them over the attention mask.
 * :class:`TopKActionWrapper` / :class:`TopKVecEnvWrapper` -- action ``i`` = the ``i``-th most likely next
   token under a reference LM; :class:`NucleusMaskWrapper` / :class:`NucleusMaskVecEnvWrapper` -- top-p
@@ -19,6 +20,7 @@ from typing import Any
 
 _EXPORTS = {
     "make_sb3": "agents.sb3.factory",
+    "make_top_k_sb3": "agents.sb3.factory",
     "default_policy_kwargs": "agents.sb3.factory",
     "ALGORITHMS": "agents.sb3.factory",
     "DEFAULT_HYPERPARAMS": "agents.sb3.factory",

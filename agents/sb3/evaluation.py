@@ -9,6 +9,18 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+# Step budgets per algorithm on MossWords-v0 (``make_sb3`` defaults, 4 envs): 10-25 s each on one CPU core, and
+# enough for every seed of 0-4 to learn (examples/compare_sb3.py runs them; tests/test_sb3_learning.py asserts them).
+MOSS_WORDS_STEPS = {
+    "ppo": 30_000,
+    "a2c": 40_000,
+    "dqn": 25_000,
+    "qrdqn": 30_000,
+    "trpo": 20_000,
+    "maskable_ppo": 30_000,
+    "recurrent_ppo": 20_000,
+}
+
 
 class EpisodeRewardRecorder(BaseCallback):
     """Records ``(timestep, episode reward)`` for every episode that ends during ``learn``.

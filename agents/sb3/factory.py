@@ -183,6 +183,34 @@ def make_sb3(
     return cls(policy, env, policy_kwargs=policy_kwargs, seed=seed, verbose=verbose, **hyperparams)
 
 
+#: the algorithms :func:`make_top_k_sb3` gives :data:`TOP_K_PPO_HYPERPARAMS`
+PPO_FAMILY = ("ppo", "maskable_ppo", "recurrent_ppo")
+
+
+def make_top_k_sb3(
+    algo: str, venv: VecEnv, reference_lm: str, *, k: int = 8, seed: int | None = None, **algo_kwargs: Any
+) -> BaseAlgorithm:
+    """The measured MossText-v0 recipe: ``venv`` wrapped in :class:`agents.sb3.TopKVecEnvWrapper` (action ``i`` =
+    the ``i``-th most likely next token under ``reference_lm``), a features extractor whose token embeddings start
+    from ``reference_lm``'s and stay frozen (:data:`TOP_K_FEATURES`), and, for the PPO family,
+    :data:`TOP_K_PPO_HYPERPARAMS`. ``algo_kwargs`` override those hyperparameters.
+
+    Args:
+        algo: a name of :data:`ALGORITHMS`.
+        venv: an SB3 ``VecEnv`` of a textenv env (not yet wrapped), e.g. ``make_vec_env("MossText-v0", 32,
+            env_kwargs={"render_mode": None})``.
+        reference_lm: the reference LM's name or directory (its tokenizer must be the env's).
+        k: candidates per step.
+        seed: the agent's seed.
+    """
+    from agents.sb3.vec_wrappers import TopKVecEnvWrapper
+
+    wrapped = TopKVecEnvWrapper(venv, reference_lm, k=k)
+    hyperparams = {**(TOP_K_PPO_HYPERPARAMS if algo in PPO_FAMILY else {}), **algo_kwargs}
+    features = {"embedding_init": reference_lm, **TOP_K_FEATURES}
+    return make_sb3(algo, wrapped, seed=seed, features_extractor_kwargs=features, **hyperparams)
+
+
 def _is_dict_env(env: Any) -> bool:
     if isinstance(env, str):
         return True  # a textenv id
