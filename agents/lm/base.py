@@ -181,8 +181,13 @@ class LMTrainer:
     def reference_logprobs(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs of the completion tokens under the frozen reference, from one forward pass: at the sampling
         temperature with the env's token mask (for the KL), and untempered over the whole vocabulary (for the
-        completions' perplexity under the reference). Both ``(N, T)``, 0 outside the mask."""
-        logits = completion_logits(self.reference, rollout).float()
+        completions' perplexity under the reference). Both ``(N, T)``, 0 outside the mask.
+
+        Runs under the accelerator's autocast, like the policy (``accelerate``'s ``prepare`` patches the policy's
+        forward, not the reference copy's): with ``mixed_precision="bf16"`` both read the same bf16 numerics, so
+        the KL of the untouched policy stays ~0 instead of measuring the bf16-vs-fp32 gap."""
+        with self.accelerator.autocast():
+            logits = completion_logits(self.reference, rollout).float()
         tokens, mask = rollout.completion_ids, rollout.mask
         natural = masked_logprobs(logits, tokens, mask)
         temperature, allowed = self.config.temperature, self.engine.allowed
