@@ -14,6 +14,12 @@ How the lengths are matched: every completion is exactly ``--tokens`` tokens on 
 TRL get ``min_new_tokens = max_new_tokens`` (transformers' ``MinNewTokensLengthLogitsProcessor`` masks EOS until
 then). Both checks are asserted on the outputs (lengths, never timings).
 
+Precision is the same on both sides: ``--precision fp32`` (default) or ``bf16`` (mixed precision: autocast over
+float32 weights; TRL's own default, ``bf16=True``; ours under ``Accelerator(mixed_precision="bf16")``, as with
+``accelerate launch --mixed_precision bf16``; R1 runs both sides under ``torch.autocast``). TRL keeps its default
+``gradient_checkpointing=True`` (it recomputes the forward during backward; ours does not) unless
+``--trl-no-gradient-checkpointing``.
+
 Each pair is timed interleaved (A, B, A, B, ...) after one untimed warm-up of each side, and ratios are taken of
 the medians, so both sides see the same machine load. Torch threads are fixed (``--threads``, default 1).
 
@@ -27,6 +33,7 @@ R2 needs TRL (``pip install -e ".[bench]"``); without it R2 is reported as skipp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -74,6 +81,8 @@ class Settings:
     threads: int = 1
     seed: int = 0
     learning_rate: float = 1e-6  # TRL GRPOConfig's default (ours too)
+    precision: str = "fp32"  # both sides: "fp32", or "bf16" mixed precision (TRL's default; autocast, fp32 weights)
+    trl_gradient_checkpointing: bool = True  # TRL GRPOConfig's default (ours never recomputes activations)
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -132,6 +141,13 @@ def version(package: str) -> str | None:
         return None
 
 
+def autocast(settings: Settings) -> Callable[[], Any]:
+    """A context-manager factory for ``settings.precision`` (R1; R2 goes through each trainer's own setting)."""
+    if settings.precision == "bf16":
+        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 # -- R1: rollout tokens/s through the env against model.generate ------------------------------------------
 def rollout_vs_generate(settings: Settings) -> dict[str, Any]:
     from transformers import GenerationConfig
@@ -165,12 +181,14 @@ def rollout_vs_generate(settings: Settings) -> dict[str, Any]:
 
     breakdown: dict[str, list[float]] = defaultdict(list)
     calls = {"env": 0, "generate": 0}
+    precision = autocast(settings)
 
     def env_side() -> float:
         calls["env"] += 1
         generator = torch.Generator().manual_seed(settings.seed + calls["env"])
         started = time.perf_counter()
-        rollout = engine.collect(generator, seed=settings.seed, prompt_indices=prompt_indices)
+        with precision():
+            rollout = engine.collect(generator, seed=settings.seed, prompt_indices=prompt_indices)
         elapsed = time.perf_counter() - started
         if rollout.num_tokens != n * length or rollout.mask.shape != (n, length):
             raise RuntimeError(f"the env rollout has {rollout.num_tokens} tokens, expected {n} x {length}")
@@ -182,7 +200,7 @@ def rollout_vs_generate(settings: Settings) -> dict[str, Any]:
         calls["generate"] += 1
         torch.manual_seed(settings.seed + calls["generate"])
         started = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), precision():
             out = model.generate(
                 input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config
             )
@@ -260,7 +278,8 @@ def make_ours(settings: Settings) -> tuple[GRPOTrainer, dict[str, float], list[i
         progress_bar=False,
     )
     env = make_env(settings, settings.batch)
-    trainer = GRPOTrainer(env, load_model(settings.model, settings.seed), config, accelerator=Accelerator(cpu=True))
+    accelerator = Accelerator(cpu=True, mixed_precision="bf16" if settings.precision == "bf16" else "no")
+    trainer = GRPOTrainer(env, load_model(settings.model, settings.seed), config, accelerator=accelerator)
     # split the update into policy forward (log-probs) and backward + clip + optimiser step
     parts: dict[str, float] = defaultdict(float)
     timed_method(trainer, "policy_logprobs", parts, "policy_forward")
@@ -326,7 +345,8 @@ def make_trl(settings: Settings, max_steps: int, output_dir: str) -> tuple[Any, 
         logging_strategy="no",  # keeps the per-step metrics in trainer._metrics for the length check
         save_strategy="no",
         report_to=[],
-        bf16=False,
+        bf16=settings.precision == "bf16",
+        gradient_checkpointing=settings.trl_gradient_checkpointing,
         use_cpu=True,
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -479,6 +499,8 @@ def grpo_ours_vs_trl(settings: Settings) -> dict[str, Any]:
         "trl_forward_widths": trl_widths,
         "ours_reward_mean": [m["reward_mean"] for m in ours_metrics],
         "trl_version": version("trl"),
+        "precision": settings.precision,
+        "trl_gradient_checkpointing": settings.trl_gradient_checkpointing,
     }
 
 
@@ -559,6 +581,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     )
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default=defaults.precision, help="both sides (bf16: mixed precision)"
+    )
+    parser.add_argument(
+        "--trl-no-gradient-checkpointing",
+        action="store_true",
+        help="turn off TRL's default gradient checkpointing (ours never recomputes activations)",
+    )
     parser.add_argument("--only", choices=("rollout", "grpo"), help="run one comparison")
     parser.add_argument("--json", type=Path, help="also write settings and results to this JSON file")
     args = parser.parse_args(argv)
@@ -577,6 +607,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         train_repeats=args.train_repeats,
         threads=args.threads,
         seed=args.seed,
+        precision=args.precision,
+        trl_gradient_checkpointing=not args.trl_no_gradient_checkpointing,
     )
     return settings, args
 
