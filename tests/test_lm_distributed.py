@@ -60,7 +60,10 @@ SCRIPT = textwrap.dedent(
     if trainer.accelerator.is_main_process:
         with open(sys.argv[1], "w") as f:
             json.dump(reports, f)
-    trainer.close()  # barrier + destroy_process_group: a clean exit on every rank
+    trainer.close()  # barrier, drop the DDP wrappers, destroy_process_group: a clean exit on every rank
+    assert not dist.is_initialized()
+    assert not isinstance(trainer.policy, torch.nn.parallel.DistributedDataParallel)
+    assert not isinstance(trainer.value_model, torch.nn.parallel.DistributedDataParallel)
     """
 )
 

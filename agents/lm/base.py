@@ -51,6 +51,7 @@ class LMTrainer:
     """
 
     config_class: type[LMAgentConfig] = LMAgentConfig
+    prepared_models: tuple[str, ...] = ("policy",)  # attributes holding models passed to accelerator.prepare_model
 
     def __init__(
         self,
@@ -444,7 +445,12 @@ class LMTrainer:
         """
         self.env.close()
         self.accelerator.wait_for_everyone()  # a no-op in a single process
-        self.accelerator.end_training()
+        # DDP wrappers keep the process group alive (their reducer holds it): drop them, and accelerate's own
+        # references, while the interpreter is fully alive, so gloo's threads are not torn down at exit
+        for name in self.prepared_models:
+            setattr(self, name, self.accelerator.unwrap_model(getattr(self, name)))
+        self.accelerator.free_memory()  # forgets the prepared models and runs the garbage collector
+        self.accelerator.end_training()  # destroy_process_group
 
 
 def _load_weights(model: Any, directory: Path) -> None:

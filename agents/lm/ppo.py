@@ -63,6 +63,7 @@ class LMPPOTrainer(LMTrainer):
     """
 
     config_class = LMPPOConfig
+    prepared_models = ("policy", "value_model")
     config: LMPPOConfig
 
     def __init__(
