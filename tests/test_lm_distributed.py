@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import os
 import socket
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from accelerate_launch import launch, tiny_ppo_script
 
-SCRIPT = textwrap.dedent(
-    """
-    import hashlib, json, sys
-    import torch
-    torch.set_num_threads(1)
-    import torch.distributed as dist
-    from agents.lm import LMPPOConfig, LMPPOTrainer
-
-    TARGET = 107
-
-    def count_target(prompts, completions, completion_ids, **info):
-        return [float(ids.count(TARGET)) for ids in completion_ids]
-
+SCRIPT = tiny_ppo_script(
+    num_envs=4,
+    body="""
     def digest(model):
         h = hashlib.sha256()
         for name, tensor in sorted(model.state_dict().items()):
             h.update(name.encode()); h.update(tensor.detach().cpu().numpy().tobytes())
         return h.hexdigest()
 
-    config = LMPPOConfig(num_envs=4, num_minibatches=2, update_epochs=1, learning_rate=2e-3,
-                         critic_learning_rate=2e-3, ptx_coef=0.1, ptx_batch_size=2, ptx_block_size=8,
-                         progress_bar=False, seed=0)
-    trainer = LMPPOTrainer(
-        "MossText-v0", "tiny-random-smollm2", config,
-        pretrain_corpus=["A short corpus for the pretraining loss, long enough for a few blocks of tokens."],
-        env_kwargs=dict(tokenizer="tiny-random-smollm2", prompts=["The movie was", "My friend said", "I think"],
-                        reward=count_target, max_new_tokens=6, max_prompt_tokens=12,
-                        allowed_token_ids=list(range(100, 115)) + [2]),
-    )
     initial = digest(trainer.unwrapped_policy)
     history = trainer.train(2)
     rollout = trainer.collect()  # one more batch, to show that the processes sample different episodes
@@ -64,7 +38,7 @@ SCRIPT = textwrap.dedent(
     assert not dist.is_initialized()
     assert not isinstance(trainer.policy, torch.nn.parallel.DistributedDataParallel)
     assert not isinstance(trainer.value_model, torch.nn.parallel.DistributedDataParallel)
-    """
+    """,
 )
 
 
@@ -75,16 +49,8 @@ def free_port() -> int:
 
 
 def test_two_process_data_parallel_run_keeps_replicas_identical(tmp_path):
-    script, out = tmp_path / "train.py", tmp_path / "reports.json"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), str(script), str(out)]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    reports = json.loads(out.read_text())
+    reports = launch(tmp_path, SCRIPT, "--multi_gpu", "--num_processes", "2", "--mixed_precision", "no",
+                     "--main_process_port", str(free_port()))
     assert [r["rank"] for r in reports] == [0, 1]
     assert {r["distributed_type"] for r in reports} == {"DistributedType.MULTI_CPU"}
     assert {r["backend"] for r in reports} == {"gloo"}
