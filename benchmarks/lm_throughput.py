@@ -18,7 +18,9 @@ Precision is the same on both sides: ``--precision fp32`` (default) or ``bf16`` 
 float32 weights; TRL's own default, ``bf16=True``; ours under ``Accelerator(mixed_precision="bf16")``, as with
 ``accelerate launch --mixed_precision bf16``; R1 runs both sides under ``torch.autocast``). TRL keeps its default
 ``gradient_checkpointing=True`` (it recomputes the forward during backward; ours does not) unless
-``--trl-no-gradient-checkpointing``.
+``--trl-no-gradient-checkpointing``. Ours forwards each distinct prompt once in the loss and shares its KV cache
+among its completions (``share_prompt_forward``, our default; exact), unless ``--no-share-prompt-forward``: the
+same tokens are trained on, through fewer model positions.
 
 Each pair is timed interleaved (A, B, A, B, ...) after one untimed warm-up of each side, and ratios are taken of
 the medians, so both sides see the same machine load. Torch threads are fixed (``--threads``, default 1).
@@ -83,6 +85,7 @@ class Settings:
     learning_rate: float = 1e-6  # TRL GRPOConfig's default (ours too)
     precision: str = "fp32"  # both sides: "fp32", or "bf16" mixed precision (TRL's default; autocast, fp32 weights)
     trl_gradient_checkpointing: bool = True  # TRL GRPOConfig's default (ours never recomputes activations)
+    share_prompt_forward: bool = True  # ours: each distinct prompt forwarded once in the loss (our default)
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -275,6 +278,7 @@ def make_ours(settings: Settings) -> tuple[GRPOTrainer, dict[str, float], list[i
         weight_decay=0.0,
         max_grad_norm=1.0,
         reference_metrics=False,  # beta = 0: no reference forward on either side
+        share_prompt_forward=settings.share_prompt_forward,
         progress_bar=False,
     )
     env = make_env(settings, settings.batch)
@@ -284,21 +288,30 @@ def make_ours(settings: Settings) -> tuple[GRPOTrainer, dict[str, float], list[i
     parts: dict[str, float] = defaultdict(float)
     timed_method(trainer, "policy_logprobs", parts, "policy_forward")
     timed_method(trainer, "optimizer_step", parts, "backward_and_step")
-    record_forward_widths(trainer, widths := [])
-    return trainer, parts, widths
+    record_loss_positions(trainer, positions := [])
+    return trainer, parts, positions
 
 
-def record_forward_widths(trainer: GRPOTrainer, widths: list[int]) -> None:
-    """Append to ``widths`` the positions per row of each loss forward: the prompt columns left after dropping
-    those that are padding in every row, plus the completion (minus its last token, which predicts nothing)."""
-    from agents.lm.rollout import leading_padding
-
+def record_loss_positions(trainer: GRPOTrainer, positions: list[int]) -> None:
+    """Append to ``positions`` how many token positions went through the policy in each loss forward (a forward
+    hook counts every model call made inside ``policy_logprobs``: one over the full sequences, or, with
+    ``share_prompt_forward``, one over the distinct prompts plus one over the completions)."""
     forward = trainer.policy_logprobs
+    counting = [False]
+    trainer.unwrapped_policy.register_forward_pre_hook(
+        lambda module, args, kwargs: positions.__setitem__(-1, positions[-1] + kwargs["input_ids"].numel())
+        if counting[0]
+        else None,
+        with_kwargs=True,
+    )
 
-    def recording(model: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
-        p, t = batch.prompt_slots, batch.mask.shape[1]
-        widths.append(p - leading_padding(batch.attention_mask[:, :p]) + t - 1)
-        return forward(model, batch, *args, **kwargs)
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        positions.append(0)
+        counting[0] = True
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            counting[0] = False
 
     trainer.policy_logprobs = recording
 
@@ -364,13 +377,14 @@ def make_trl(settings: Settings, max_steps: int, output_dir: str) -> tuple[Any, 
     timed_method(trainer, "_generate", parts, "generation")  # model.generate + prompt tokenising + decoding
     timed_method(trainer, "_calculate_rewards", parts, "reward")
     timed_method(trainer, "_prepare_inputs", parts, "prepare_inputs")  # generation + reward + advantages
-    widths: list[int] = []  # positions per row in the loss forward: the batch's longest prompt + completion
+    positions: list[int] = []  # positions in each loss forward: rows x (the batch's longest prompt + completion)
 
-    def record_width(model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> None:
-        widths.append(int(inputs["prompt_ids"].shape[1] + inputs["completion_ids"].shape[1]))
+    def record_positions(model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        ids = inputs["prompt_ids"]
+        positions.append(int(ids.shape[0] * (ids.shape[1] + inputs["completion_ids"].shape[1])))
 
-    trainer.forward_widths = widths
-    timed_method(trainer, "compute_loss", parts, "policy_forward_and_loss", on_call=record_width)
+    trainer.loss_positions = positions
+    timed_method(trainer, "compute_loss", parts, "policy_forward_and_loss", on_call=record_positions)
     timed_method(trainer, "training_step", parts, "training_step")  # prepare + loss + backward
     return trainer, parts
 
@@ -417,7 +431,7 @@ def grpo_ours_vs_trl(settings: Settings) -> dict[str, Any]:
     except ImportError as error:
         return {"skipped": f"TRL is not installed ({error}); pip install -e '.[bench]'"}
 
-    ours, ours_parts, ours_widths = make_ours(settings)
+    ours, ours_parts, ours_positions = make_ours(settings)
     ours_times: list[float] = []
     ours_parts_per_iteration: list[dict[str, float]] = []
     ours_metrics: list[dict[str, float]] = []
@@ -467,7 +481,7 @@ def grpo_ours_vs_trl(settings: Settings) -> dict[str, Any]:
         trl_trainer.add_callback(callback)
         trl_trainer.remove_callback(PrinterCallback)  # no end-of-training metrics dump
         trl_trainer.train()  # TRL step, ours, TRL step, ours, ... (the first of each is the warm-up)
-        trl_widths = list(trl_trainer.forward_widths)
+        trl_positions = list(trl_trainer.loss_positions)
     if len(trl_lengths) != 1 + settings.train_repeats or any(
         x != settings.tokens for pair in trl_lengths for x in pair
     ):
@@ -495,12 +509,13 @@ def grpo_ours_vs_trl(settings: Settings) -> dict[str, Any]:
         "trl_breakdown_seconds": median_parts(trl_parts_per_iteration),
         # positions per row in the policy's loss forward: ours = the prompt columns that are not padding in every
         # row + completion - 1, TRL = longest prompt of the batch + completion
-        "ours_forward_widths": ours_widths,
-        "trl_forward_widths": trl_widths,
+        "ours_loss_positions": ours_positions,
+        "trl_loss_positions": trl_positions,
         "ours_reward_mean": [m["reward_mean"] for m in ours_metrics],
         "trl_version": version("trl"),
         "precision": settings.precision,
         "trl_gradient_checkpointing": settings.trl_gradient_checkpointing,
+        "share_prompt_forward": settings.share_prompt_forward,
     }
 
 
@@ -554,8 +569,9 @@ def print_report(settings: Settings, results: dict[str, Any]) -> None:
             for key, value in parts.items():
                 print(f"  {key:<48} {value:8.3f} s  {100 * value / total:5.1f}%")
         print(
-            f"\nR2 positions per row in the loss forward: ours {r2['ours_forward_widths']}, TRL {r2['trl_forward_widths']} "
-            "(both: the batch's longest prompt + the completion)"
+            f"\nR2 token positions through the policy per loss forward: ours {r2['ours_loss_positions']}, "
+            f"TRL {r2['trl_loss_positions']} (rows x (longest prompt + completion); ours forwards each distinct "
+            "prompt once unless --no-share-prompt-forward)"
         )
 
 
@@ -589,6 +605,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         action="store_true",
         help="turn off TRL's default gradient checkpointing (ours never recomputes activations)",
     )
+    parser.add_argument(
+        "--no-share-prompt-forward",
+        action="store_true",
+        help="ours: one loss forward over every full sequence, as TRL does (default: each distinct prompt once)",
+    )
     parser.add_argument("--only", choices=("rollout", "grpo"), help="run one comparison")
     parser.add_argument("--json", type=Path, help="also write settings and results to this JSON file")
     args = parser.parse_args(argv)
@@ -609,6 +630,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
         seed=args.seed,
         precision=args.precision,
         trl_gradient_checkpointing=not args.trl_no_gradient_checkpointing,
+        share_prompt_forward=not args.no_share_prompt_forward,
     )
     return settings, args
 

@@ -96,6 +96,45 @@ def test_sampling_logprobs_equal_a_fresh_forward(temperature, allowed):
     assert torch.all(rollout.logprobs[rollout.mask == 0] == 0)
 
 
+def test_shared_prompt_forward_gives_the_same_logits_and_gradients_with_fewer_positions():
+    """Each distinct prompt forwarded once, its KV cache shared by its rows: the logits and the parameter gradients
+    of a loss on them equal those of one forward over the full sequences."""
+    from agents.lm.core import masked_logprobs
+    from agents.lm.rollout import completion_logits
+
+    model = load_causal_lm(TINY_MODEL)
+    engine = RolloutEngine(make_vec(num_envs=8), model)
+    # repeats out of order, prompts of different lengths, and one row alone with its prompt
+    prompt_indices = np.array([0, 0, 1, 2, 1, 0, 2, 3])
+    rollout = engine.collect(torch.Generator().manual_seed(0), seed=1, prompt_indices=prompt_indices)
+    n, t = rollout.mask.shape
+    weights = torch.randn(n, t, generator=torch.Generator().manual_seed(1))
+    positions = []
+    model.register_forward_pre_hook(lambda m, args, kw: positions.append(kw["input_ids"].numel()), with_kwargs=True)
+
+    def logits_and_grads(prompt_model):
+        model.zero_grad(set_to_none=True)
+        positions.clear()
+        logits = completion_logits(model, rollout, 0.7, prompt_model=prompt_model)
+        (masked_logprobs(logits.float(), rollout.completion_ids, rollout.mask) * weights).sum().backward()
+        return logits.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}, list(positions)
+
+    full_logits, full_grads, full_positions = logits_and_grads(None)
+    shared_logits, shared_grads, shared_positions = logits_and_grads(model)
+    torch.testing.assert_close(shared_logits, full_logits, atol=1e-5, rtol=1e-5)
+    assert full_grads.keys() == shared_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    prompt_columns = full_positions[0] // n - (t - 1)  # the longest prompt's length
+    assert full_positions == [n * (prompt_columns + t - 1)]
+    assert shared_positions == [4 * prompt_columns, n * (t - 1)]  # 4 distinct prompts, then the completions
+
+    distinct = engine.collect(torch.Generator().manual_seed(0), seed=1, prompt_indices=np.array([0, 1, 2, 3] * 2))
+    positions.clear()
+    completion_logits(model, distinct.select([0, 1, 2, 3]), prompt_model=model)
+    assert len(positions) == 1  # no prompt repeats: the single forward
+
+
 def test_rollout_prefills_once_then_decodes_one_token_per_step_in_lockstep(tokenizer):
     env = make_vec(num_envs=5)
     model = load_causal_lm(TINY_MODEL)

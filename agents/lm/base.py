@@ -187,8 +187,9 @@ class LMTrainer:
         Runs under the accelerator's autocast, like the policy (``accelerate``'s ``prepare`` patches the policy's
         forward, not the reference copy's): with ``mixed_precision="bf16"`` both read the same bf16 numerics, so
         the KL of the untouched policy stays ~0 instead of measuring the bf16-vs-fp32 gap."""
+        prompt_model = self.reference if self.config.share_prompt_forward else None
         with self.accelerator.autocast():
-            logits = completion_logits(self.reference, rollout).float()
+            logits = completion_logits(self.reference, rollout, prompt_model=prompt_model).float()
         tokens, mask = rollout.completion_ids, rollout.mask
         natural = masked_logprobs(logits, tokens, mask)
         temperature, allowed = self.config.temperature, self.engine.allowed
@@ -202,7 +203,9 @@ class LMTrainer:
         tempered and masked as when sampling; also the per-token entropy when ``with_entropy``."""
         from agents.lm.core import entropy_of
 
-        logits = completion_logits(model, rollout, self.config.temperature).float()
+        # the prompt forward bypasses the DDP wrapper: one DDP forward per backward, whatever the prompts
+        prompt_model = self.accelerator.unwrap_model(model) if self.config.share_prompt_forward else None
+        logits = completion_logits(model, rollout, self.config.temperature, prompt_model=prompt_model).float()
         logits = masked_logits(logits, self.engine.allowed)
         logprobs = masked_logprobs(logits, rollout.completion_ids, rollout.mask)
         return logprobs, (entropy_of(logits) if with_entropy else None)

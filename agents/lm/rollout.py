@@ -114,22 +114,70 @@ def leading_padding(prompt_mask: Any) -> int:
     return int(np.argmax(used)) if used.any() else 0
 
 
-def completion_logits(model: Any, rollout: Rollout, temperature: float = 1.0) -> torch.Tensor:
-    """Logits ``(N, T, V)`` that predict each completion token, from ONE forward pass over the finished sequences
-    (the sequence up to the last completion token; only the ``T`` needed positions go through the LM head)."""
+def completion_logits(
+    model: Any, rollout: Rollout, temperature: float = 1.0, prompt_model: Any = None
+) -> torch.Tensor:
+    """Logits ``(N, T, V)`` that predict each completion token, from the finished sequences (each up to its last
+    completion token; only the ``T`` needed positions go through the LM head).
+
+    With ``prompt_model`` (the same weights as ``model``: the model itself, or the module inside its DDP wrapper),
+    each distinct prompt of the batch is forwarded once by ``prompt_model`` and its KV cache is shared by every row
+    that has that prompt; the completions then go through ``model`` on top of it. Same logits and gradients as one
+    forward over the full sequences (the prompt's positions never attend to the completion), with fewer positions
+    when prompts repeat, as with GRPO/RLOO's k completions per prompt. Without repeats it is the single forward.
+    """
     p, t_max = rollout.prompt_slots, rollout.mask.shape[1]
     width = p + t_max - 1
     first = leading_padding(rollout.attention_mask[:, :p])  # columns that are padding in every row carry nothing
-    attention_mask = rollout.attention_mask[:, first:width]
-    out = model(
-        input_ids=rollout.input_ids[:, first:width],
-        attention_mask=attention_mask,
-        position_ids=completion_positions(attention_mask),
-        use_cache=False,
-        logits_to_keep=t_max,
-    )
-    logits = out.logits[:, -t_max:]
+    input_ids, attention_mask = rollout.input_ids[:, first:width], rollout.attention_mask[:, first:width]
+    positions = completion_positions(attention_mask)
+    shared = distinct_prompts(input_ids[:, : p - first], attention_mask[:, : p - first]) if prompt_model is not None else None
+    if shared is None:
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            use_cache=False,
+            logits_to_keep=t_max,
+        )
+        logits = out.logits[:, -t_max:]
+    else:
+        rows, row_of = shared  # one row per distinct prompt; the distinct prompt of every row
+        lp = p - first
+        prompt_mask = attention_mask[rows, :lp]
+        out = prompt_model(
+            input_ids=input_ids[rows, :lp],
+            attention_mask=prompt_mask,
+            position_ids=positions[rows, :lp],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.past_key_values
+        cache.batch_select_indices(row_of)  # every row gets its prompt's keys and values (autograd flows back)
+        logits = out.logits[row_of, -1:]  # the last prompt position predicts the first completion token
+        if t_max > 1:
+            out = model(
+                input_ids=input_ids[:, lp:],
+                attention_mask=attention_mask,
+                position_ids=positions[:, lp:],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=t_max - 1,
+            )
+            logits = torch.cat([logits, out.logits[:, -(t_max - 1) :]], dim=1)
     return logits / temperature if temperature != 1.0 else logits
+
+
+def distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(rows, row_of)``: one row index per distinct prompt (ids and padding alike) and, for every row, the index
+    into ``rows`` of its prompt; ``None`` when no prompt repeats."""
+    keyed = torch.where(prompt_mask > 0, prompt_ids, torch.full_like(prompt_ids, -1))
+    unique, row_of = torch.unique(keyed, dim=0, return_inverse=True)
+    if unique.shape[0] == keyed.shape[0]:
+        return None
+    rows = torch.empty(unique.shape[0], dtype=torch.long, device=prompt_ids.device)
+    rows[row_of] = torch.arange(keyed.shape[0], device=prompt_ids.device)  # any row of each prompt will do
+    return rows, row_of
 
 
 def masked_logits(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
