@@ -138,17 +138,18 @@ def test_shared_prompt_forward_gives_the_same_logits_and_gradients_with_fewer_po
 def test_rollout_prefills_once_then_decodes_one_token_per_step_in_lockstep(tokenizer):
     env = make_vec(num_envs=5)
     model = load_causal_lm(TINY_MODEL)
-    widths = []
+    shapes = []
     model.register_forward_pre_hook(
-        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
     )
     engine = RolloutEngine(env, model)
     rollout = engine.collect(torch.Generator().manual_seed(0), seed=1, prompt_indices=np.array([0, 1, 2, 3, 0]))
     steps = rollout.mask.shape[1]
     # one prefill of the prompt slots (less the columns that are padding in every row: the longest prompt's
-    # length), then one single-token forward per further step: nothing re-encoded
+    # length) for each of the 4 distinct prompts, then one single-token forward of all 5 rows per further step:
+    # nothing re-encoded
     longest = max(len(tokenizer(PROMPTS[i])["input_ids"]) for i in (0, 1, 2, 3))
-    assert longest < 12 and widths == [longest] + [1] * (steps - 1)
+    assert longest < 12 and shapes == [(4, longest)] + [(5, 1)] * (steps - 1)
     lengths = rollout.lengths.tolist()
     assert max(lengths) == steps
     for row in range(5):

@@ -2,8 +2,8 @@
 
 The engine talks to the env through the plain Gymnasium vector API only: ``reset`` every row, then ``step`` one
 token per row until every row's episode is over (the env's ``autoreset_mode`` must be ``DISABLED``, so a finished
-row waits for the others). The policy prefills the observation's prompt slots once and then decodes one token per
-step from its KV cache; it never re-encodes a sequence.
+row waits for the others). The policy prefills the observation's prompt slots once (each distinct prompt once) and then
+decodes one token per step from its KV cache; it never re-encodes a sequence.
 
 Observation layout (:mod:`textenv.task`): ``P = max_prompt_tokens`` left-padded prompt slots, then the completion,
 then right padding. Completion token ``t`` sits at slot ``P + t`` and is predicted by the logits at slot
@@ -226,18 +226,24 @@ class RolloutEngine:
         env_seconds += time.perf_counter() - started
         p = task.max_prompt_tokens
 
-        # prefill the prompt slots once (without the columns that are padding in every row); only the last
-        # position's logits are needed
+        # prefill the prompt slots once (without the columns that are padding in every row), each distinct prompt
+        # once (rows that share a prompt then share its KV cache); only the last position's logits are needed
         first = leading_padding(obs["attention_mask"][:, :p])
         prompt_mask = torch.as_tensor(obs["attention_mask"][:, first:p], device=device)
+        prompt_ids = torch.as_tensor(obs["input_ids"][:, first:p], device=device)
+        shared = distinct_prompts(prompt_ids, prompt_mask)
+        rows = shared[0] if shared is not None else slice(None)
         out = self.model(
-            input_ids=torch.as_tensor(obs["input_ids"][:, first:p], device=device),
-            attention_mask=prompt_mask,
-            position_ids=completion_positions(prompt_mask),
+            input_ids=prompt_ids[rows],
+            attention_mask=prompt_mask[rows],
+            position_ids=completion_positions(prompt_mask)[rows],
             use_cache=True,
             logits_to_keep=1,
         )
         cache, logits = out.past_key_values, out.logits[:, -1]
+        if shared is not None:
+            cache.batch_select_indices(shared[1])
+            logits = logits[shared[1]]
         attention = prompt_mask
         next_position = prompt_mask.sum(-1, keepdim=True)
 
