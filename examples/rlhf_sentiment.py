@@ -7,6 +7,7 @@ are scored: mean VADER compound, KL to the untuned model, perplexity under the u
 
     OMP_NUM_THREADS=1 python examples/rlhf_sentiment.py --minutes 20     # the real run (2 CPU cores)
     python examples/rlhf_sentiment.py --model tiny-random-smollm2 --minutes 1   # a smoke test
+    ACCELERATE_MIXED_PRECISION=bf16 OMP_NUM_THREADS=1 python examples/rlhf_sentiment.py   # bf16 mixed precision
 
 The training reward is ``sentiment + 1.0 * repetition + 0.5 * fluency`` by default: pure VADER
 (``--repetition-weight 0 --fluency-weight 0``) is maximised by "love love love ..." and sentiment + repetition by
@@ -178,7 +179,8 @@ def main() -> None:
     after = evaluate(policy, reference, args.eval_samples, seed=1234, temperature=config.temperature)
     results = {
         "agent": args.agent, "model": args.model, "iterations": len(history), "train_minutes": train_minutes,
-        "episodes": len(history) * args.num_envs, "settings": vars(args), "before": before, "after": after,
+        "episodes": len(history) * args.num_envs, "mixed_precision": trainer.accelerator.mixed_precision,
+        "settings": vars(args), "before": before, "after": after,
         "perplexity_ratio": after["perplexity_under_reference"] / before["perplexity_under_reference"],
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
