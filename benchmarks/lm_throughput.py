@@ -297,21 +297,18 @@ def record_loss_positions(trainer: GRPOTrainer, positions: list[int]) -> None:
     hook counts every model call made inside ``policy_logprobs``: one over the full sequences, or, with
     ``share_prompt_forward``, one over the distinct prompts plus one over the completions)."""
     forward = trainer.policy_logprobs
-    counting = [False]
-    trainer.unwrapped_policy.register_forward_pre_hook(
-        lambda module, args, kwargs: positions.__setitem__(-1, positions[-1] + kwargs["input_ids"].numel())
-        if counting[0]
-        else None,
-        with_kwargs=True,
-    )
+    model = trainer.unwrapped_policy
+
+    def count(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        positions[-1] += kwargs["input_ids"].numel()
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         positions.append(0)
-        counting[0] = True
+        hook = model.register_forward_pre_hook(count, with_kwargs=True)  # only while inside policy_logprobs
         try:
             return forward(*args, **kwargs)
         finally:
-            counting[0] = False
+            hook.remove()
 
     trainer.policy_logprobs = recording
 
@@ -507,8 +504,8 @@ def grpo_ours_vs_trl(settings: Settings) -> dict[str, Any]:
         "trl_all_seconds": trl_times,
         "ours_breakdown_seconds": median_parts(ours_parts_per_iteration),
         "trl_breakdown_seconds": median_parts(trl_parts_per_iteration),
-        # positions per row in the policy's loss forward: ours = the prompt columns that are not padding in every
-        # row + completion - 1, TRL = longest prompt of the batch + completion
+        # token positions through the policy in each loss forward: ours = the distinct prompts (less the columns
+        # that are padding in every row) + rows x (completion - 1), TRL = rows x (longest prompt + completion)
         "ours_loss_positions": ours_positions,
         "trl_loss_positions": trl_positions,
         "ours_reward_mean": [m["reward_mean"] for m in ours_metrics],

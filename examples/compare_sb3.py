@@ -53,7 +53,7 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     for algo in args.algos:
-        steps = args.steps or MOSS_WORDS_STEPS.get(algo, 30_000)
+        steps = args.steps or MOSS_WORDS_STEPS[algo]
         runs = []
         for seed in args.seeds:
             run = train_and_record(algo, args.env, steps, seed=seed, n_envs=args.n_envs)

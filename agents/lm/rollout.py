@@ -2,8 +2,8 @@
 
 The engine talks to the env through the plain Gymnasium vector API only: ``reset`` every row, then ``step`` one
 token per row until every row's episode is over (the env's ``autoreset_mode`` must be ``DISABLED``, so a finished
-row waits for the others). The policy prefills the observation's prompt slots once (each distinct prompt once) and then
-decodes one token per step from its KV cache; it never re-encodes a sequence.
+row waits for the others). The policy prefills the observation's prompt slots once (each distinct prompt once) and
+then decodes one token per step from its KV cache; it never re-encodes a sequence.
 
 Observation layout (:mod:`textenv.task`): ``P = max_prompt_tokens`` left-padded prompt slots, then the completion,
 then right padding. Completion token ``t`` sits at slot ``P + t`` and is predicted by the logits at slot
@@ -131,7 +131,8 @@ def completion_logits(
     first = leading_padding(rollout.attention_mask[:, :p])  # columns that are padding in every row carry nothing
     input_ids, attention_mask = rollout.input_ids[:, first:width], rollout.attention_mask[:, first:width]
     positions = completion_positions(attention_mask)
-    shared = distinct_prompts(input_ids[:, : p - first], attention_mask[:, : p - first]) if prompt_model is not None else None
+    lp = p - first  # prompt columns left
+    shared = None if prompt_model is None else distinct_prompts(input_ids[:, :lp], attention_mask[:, :lp])
     if shared is None:
         out = model(
             input_ids=input_ids,
@@ -142,19 +143,9 @@ def completion_logits(
         )
         logits = out.logits[:, -t_max:]
     else:
-        rows, row_of = shared  # one row per distinct prompt; the distinct prompt of every row
-        lp = p - first
-        prompt_mask = attention_mask[rows, :lp]
-        out = prompt_model(
-            input_ids=input_ids[rows, :lp],
-            attention_mask=prompt_mask,
-            position_ids=positions[rows, :lp],
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = out.past_key_values
-        cache.batch_select_indices(row_of)  # every row gets its prompt's keys and values (autograd flows back)
-        logits = out.logits[row_of, -1:]  # the last prompt position predicts the first completion token
+        # autograd flows back through the shared cache to each prompt's one forward
+        cache, last = prefill_prompts(prompt_model, input_ids[:, :lp], attention_mask[:, :lp], shared)
+        logits = last[:, None]  # the last prompt position predicts the first completion token
         if t_max > 1:
             out = model(
                 input_ids=input_ids[:, lp:],
@@ -166,6 +157,30 @@ def completion_logits(
             )
             logits = torch.cat([logits, out.logits[:, -(t_max - 1) :]], dim=1)
     return logits / temperature if temperature != 1.0 else logits
+
+
+def prefill_prompts(
+    model: Any,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    shared: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[Any, torch.Tensor]:
+    """Forward left-padded prompts with ``use_cache``: only one row per distinct prompt when ``shared`` (from
+    :func:`distinct_prompts`), whose KV cache and logits then go to every row with that prompt. Returns the cache
+    of every row and the logits ``(N, V)`` of each row's last prompt position."""
+    rows = shared[0] if shared is not None else slice(None)
+    out = model(
+        input_ids=prompt_ids[rows],
+        attention_mask=prompt_mask[rows],
+        position_ids=completion_positions(prompt_mask)[rows],
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache, logits = out.past_key_values, out.logits[:, -1]
+    if shared is not None:
+        cache.batch_select_indices(shared[1])
+        logits = logits[shared[1]]
+    return cache, logits
 
 
 def distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -231,19 +246,7 @@ class RolloutEngine:
         first = leading_padding(obs["attention_mask"][:, :p])
         prompt_mask = torch.as_tensor(obs["attention_mask"][:, first:p], device=device)
         prompt_ids = torch.as_tensor(obs["input_ids"][:, first:p], device=device)
-        shared = distinct_prompts(prompt_ids, prompt_mask)
-        rows = shared[0] if shared is not None else slice(None)
-        out = self.model(
-            input_ids=prompt_ids[rows],
-            attention_mask=prompt_mask[rows],
-            position_ids=completion_positions(prompt_mask)[rows],
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache, logits = out.past_key_values, out.logits[:, -1]
-        if shared is not None:
-            cache.batch_select_indices(shared[1])
-            logits = logits[shared[1]]
+        cache, logits = prefill_prompts(self.model, prompt_ids, prompt_mask, distinct_prompts(prompt_ids, prompt_mask))
         attention = prompt_mask
         next_position = prompt_mask.sum(-1, keepdim=True)
 

@@ -90,6 +90,7 @@ TOP_K_PPO_HYPERPARAMS: dict[str, Any] = dict(
 )
 TOP_K_FEATURES: dict[str, Any] = dict(freeze_embeddings=True, candidate_scores=4)
 
+
 def algorithm_class(algo: str) -> type[BaseAlgorithm]:
     """The SB3 / sb3-contrib class behind an algorithm name of :data:`ALGORITHMS`."""
     import importlib
