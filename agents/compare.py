@@ -1,6 +1,6 @@
 """Fair comparison of agents: every (agent, seed) pair on the same env and budget, then statistics and plots.
 
-Each pair runs as its own process (``python -m textenv train ...``) in ``<out>/runs/<agent>/seed<k>``, at
+Each pair runs as its own process (``python -m agents train ...``) in ``<out>/runs/<agent>/seed<k>``, at
 most ``jobs`` at a time; a pair whose ``summary.json`` says ``"done"`` is skipped, so a rerun only runs what
 is missing. Statistics across seeds follow Agarwal et al. (2021, "Deep RL at the Edge of the Statistical
 Precipice"): the interquartile mean (IQM) of the per-seed final mean rewards, with a 95% percentile
@@ -87,7 +87,7 @@ def run_pairs(
                 pair = todo.pop(0)
                 pair.out_dir.mkdir(parents=True, exist_ok=True)
                 command = [
-                    sys.executable, "-m", "textenv", "train", "--agent", pair.agent, "--seed", str(pair.seed),
+                    sys.executable, "-m", "agents", "train", "--agent", pair.agent, "--seed", str(pair.seed),
                     "--out", str(pair.out_dir), "--no-progress", *train_args,
                 ]
                 log = (pair.out_dir / "train.log").open("w")

@@ -18,7 +18,7 @@ import agents.compare as compare_module
 
 def textenv(*args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "textenv", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "agents", *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     if check and result.returncode != 0:
@@ -106,7 +106,7 @@ def test_compare_two_agents_two_seeds_then_rerun_skips_done_pairs(tmp_path):
 
 def test_train_ctrl_c_keeps_a_marked_partial_run_and_resumes(tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "textenv", "train", "--env", "MossWords-v0", "--agent", "ppo", "--steps", "200000",
+    command = [sys.executable, "-m", "agents", "train", "--env", "MossWords-v0", "--agent", "ppo", "--steps", "200000",
                "--out", str(out), "--no-progress"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

@@ -26,9 +26,9 @@ ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "MossWords-v0": (
         {
-            "tokenizer": "moss-words",  # word-level, 398 tokens (textenv/data/moss_words, agents/sb3/word_task.py)
+            "tokenizer": "moss-words",  # word-level, 398 tokens (textenv/data/moss_words, textenv/word_task.py)
             "prompts": str(Path(__file__).with_name("data") / "moss_words" / "prompts.jsonl"),
-            "reward": "agents.sb3.word_task:topic_word_reward",
+            "reward": "topic_words",  # rewards/builtin/topic_words.py
             # 4 words: random play scores ~0.03, and PPO/DQN learn to write 4 distinct topic words in minutes
             "max_new_tokens": 4,
             "max_prompt_tokens": 8,  # the longest prompt, "tell me words about feelings :", is 6 words

@@ -7,10 +7,8 @@
 * :class:`TopKActionWrapper` / :class:`TopKVecEnvWrapper` -- action ``i`` = the ``i``-th most likely next
   token under a reference LM; :class:`NucleusMaskWrapper` / :class:`NucleusMaskVecEnvWrapper` -- top-p
   action masks for MaskablePPO; :class:`FlattenTokenObservation` -- the ``Dict`` observation as a flat ``Box``.
-* :mod:`agents.sb3.word_task` -- MossWords-v0's vocabulary, prompts and reward.
 
-Names are imported on first use, so ``import agents.sb3.word_task`` (the MossWords-v0 reward) does not
-import stable-baselines3.
+Names are imported on first use: ``import agents.sb3`` does not import stable-baselines3.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from rewards.builtin.keyword import KeywordReward
 from rewards.builtin.length import LengthReward
 from rewards.builtin.repetition import RepetitionReward
 from rewards.builtin.sentiment import SentimentReward
+from rewards.builtin.topic_words import TopicWordsReward
 
 __all__ = [
     "ClassifierReward",
@@ -14,4 +15,5 @@ __all__ = [
     "LengthReward",
     "RepetitionReward",
     "SentimentReward",
+    "TopicWordsReward",
 ]

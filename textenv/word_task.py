@@ -4,26 +4,23 @@ The vocabulary is a word-level tokenizer over 395 English words plus ``<pad>``, 
 tokens), shipped as package data in ``textenv/data/moss_words/`` and loaded by the built-in name
 ``"moss-words"``. Twelve topics (colors, animals, fruits, ...) have twelve words each; every prompt asks for
 words of one topic (``"name some colors :"``, 36 prompts) and carries the topic's words as its reference. The
-reward (:func:`topic_word_reward`) is the number of *distinct* topic words in the completion divided by
-``target_count`` (the completion budget, 4), capped at 1, so
+reward (the built-in plugin ``"topic_words"``, :mod:`rewards.builtin.topic_words`) is the number of *distinct*
+topic words in the completion divided by ``target_count`` (the completion budget, 4), capped at 1, so
 
 * random play scores 0.031 (a random token is on topic with probability 12/398, and ``<eos>`` ends an
   episode early);
 * writing one right word over and over scores 0.25: the agent has to read the prompt *and* its own
   completion to reach 1.0.
 
-Run ``python -m agents.sb3.word_task`` to rebuild the package data from the lists below.
+Run ``python -m textenv.word_task`` to rebuild the package data from the lists below.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>")
-TARGET_COUNT = 4
 
 TOPICS: dict[str, tuple[str, ...]] = {
     "colors": ("red", "blue", "green", "yellow", "orange", "purple", "pink", "brown", "black", "white", "gray", "gold"),
@@ -83,28 +80,6 @@ def prompts() -> list[dict[str, str]]:
     ]
 
 
-def topic_word_reward(
-    prompts: Sequence[str],
-    completions: Sequence[str],
-    references: Sequence[str | None] | None = None,
-    target_count: int = TARGET_COUNT,
-    **info: Any,
-) -> list[float]:
-    """Distinct reference words in each completion / ``target_count``, capped at 1. Range [0, 1].
-
-    ``references`` are whitespace-separated allowed words (MossWords-v0's prompts carry their topic's words);
-    a completion without a reference scores 0.
-    """
-    if references is None:
-        raise ValueError("topic_word_reward needs references (the topic words of each prompt)")
-    scores = []
-    for completion, reference in zip(completions, references, strict=True):
-        targets = set(reference.split()) if reference else set()
-        hits = len(targets.intersection(completion.lower().split()))
-        scores.append(min(1.0, hits / target_count))
-    return scores
-
-
 def build_package_data(directory: str | Path) -> Path:
     """Write the word-level tokenizer (a ``PreTrainedTokenizerFast`` directory) and ``prompts.jsonl``."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers
@@ -133,5 +108,5 @@ def build_package_data(directory: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-    target = Path(__file__).resolve().parents[2] / "textenv" / "data" / "moss_words"
+    target = Path(__file__).resolve().with_name("data") / "moss_words"
     print("wrote", build_package_data(target))

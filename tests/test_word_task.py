@@ -1,4 +1,4 @@
-"""MossWords-v0's package data, tokenizer and reward."""
+"""MossWords-v0's package data (textenv.word_task), tokenizer and reward (the built-in ``topic_words`` plugin)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
-import textenv  # noqa: F401
-from agents.sb3 import word_task
+import rewards
+import textenv
+from textenv import word_task
 from textenv.models import load_tokenizer
 
 DATA = Path(textenv.__file__).with_name("data") / "moss_words"
@@ -43,12 +44,15 @@ def test_env_episode_scores_distinct_topic_words():
 
 
 def test_reward_function():
-    reward = word_task.topic_word_reward
+    reward = rewards.make("topic_words")
     refs = ["red blue green yellow gold", "dog cat"]
-    assert reward(["p", "q"], ["red blue red", "cat dog cow"], references=refs) == [0.5, 0.5]
-    assert reward(["p"], ["RED Blue green yellow gold"], references=refs[:1]) == [1.0]  # capped at 1
-    assert reward(["p"], ["red blue"], references=[None]) == [0.0]
-    with pytest.raises(ValueError, match="needs references"):
+    assert reward(["p", "q"], ["red blue red", "cat dog cow"], references=refs).tolist() == [0.5, 0.5]
+    assert reward(["p"], ["RED Blue green yellow gold"], references=refs[:1]).tolist() == [1.0]  # capped at 1
+    assert reward(["p"], ["red blue"], references=[None]).tolist() == [0.0]
+    assert rewards.make("topic_words", target_count=2)(["p"], ["red blue"], references=refs[:1]).tolist() == [1.0]
+    with pytest.raises(rewards.RewardPluginError, match="needs info\\['references'\\]"):
         reward(["p"], ["red"])
+    with pytest.raises(ValueError, match="target_count=0"):
+        rewards.make("topic_words", target_count=0)
     prompts = [json.loads(line) for line in (DATA / "prompts.jsonl").read_text().splitlines()]
     assert len(prompts) == 36 and all(len(p["reference"].split()) == 12 for p in prompts)

@@ -1,4 +1,4 @@
-"""The ``textenv`` command line (also ``python -m textenv``).
+"""The ``textenv`` command line (also ``python -m agents``).
 
 Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval``. Errors a user can act on
 (unknown names, bad arguments) print one line and exit with code 2; Ctrl-C keeps partial results, marks

@@ -1,0 +1,7 @@
+"""``python -m agents``: the ``textenv`` command line."""
+
+import sys
+
+from agents.cli import main
+
+sys.exit(main())

@@ -1,5 +1,0 @@
-import sys
-
-from textenv.cli import main
-
-sys.exit(main())
