@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from agents.checkpoint import find_checkpoint, write_atomically
 from agents.lm import GRPOConfig, GRPOTrainer, LMPPOConfig, LMPPOTrainer
-from agents.lm.checkpoint import find_checkpoint, write_atomically
 from textenv.models import TINY_MODEL
 
 EOS, TARGET = 2, 107
