@@ -1,4 +1,5 @@
-"""Hyperparameters of the LM agents: one dataclass per trainer, every default with where it comes from.
+"""Hyperparameters of the LM agents: one dataclass per trainer; every field documents itself in
+``field(metadata={"help": ...})`` (what it does, its default and where that comes from).
 
 Sources cited below:
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 REWARD_NORMALIZATIONS = ("normalize", "scale", "none")
@@ -34,58 +35,95 @@ class LMAgentConfig:
     """Settings shared by every LM agent (rollouts, optimisation, logging, checkpoints)."""
 
     # -- run -------------------------------------------------------------------------------------------------
-    seed: int = 42
-    """Seed of everything random in a run: prompt choice, sampling, minibatch order (MOSS-RLHF ``--seed 42``).
-    Each iteration derives its own generators from ``(seed, iteration, process)``, so a resumed run draws exactly
-    what an uninterrupted one would."""
-    num_envs: int = 32
-    """Episodes decoded in lockstep per iteration and process, when the trainer builds the vector env from an id
-    (a vector env passed in keeps its own ``num_envs``). MOSS-RLHF ``--rollout_batch_size 32``."""
+    seed: int = field(
+        default=42,
+        metadata={"help": "Seed of everything random in a run: prompt choice, sampling, minibatch order (MOSS-RLHF "
+        "``--seed 42``). Each iteration derives its own generators from ``(seed, iteration, "
+        "process)``, so a resumed run draws exactly what an uninterrupted one would."},
+    )
+    num_envs: int = field(
+        default=32,
+        metadata={"help": "Episodes decoded in lockstep per iteration and process, when the trainer builds the "
+        "vector env from an id (a vector env passed in keeps its own ``num_envs``). MOSS-RLHF "
+        "``--rollout_batch_size 32``."},
+    )
 
     # -- sampling --------------------------------------------------------------------------------------------
-    temperature: float = 1.0
-    """Sampling temperature. The same temperature divides the logits in every log-prob the loss uses (policy and
-    reference), as TRL does, so the ratio and the KL are those of the distribution actually sampled. TRL
-    ``GRPOConfig``/``RLOOConfig`` default 1.0 (MOSS-RLHF samples at 0.8 with top-p 0.9 but scores the samples under
-    the untempered full distribution, an off-policy mismatch we avoid; top-p/top-k are not offered for that reason)."""
+    temperature: float = field(
+        default=1.0,
+        metadata={"help": "Sampling temperature. The same temperature divides the logits in every log-prob the loss "
+        "uses (policy and reference), as TRL does, so the ratio and the KL are those of the "
+        "distribution actually sampled. TRL ``GRPOConfig``/``RLOOConfig`` default 1.0 (MOSS-RLHF "
+        "samples at 0.8 with top-p 0.9 but scores the samples under the untempered full "
+        "distribution, an off-policy mismatch we avoid; top-p/top-k are not offered for that "
+        "reason)."},
+    )
 
     # -- optimisation ----------------------------------------------------------------------------------------
-    learning_rate: float = 1e-6
-    """Policy AdamW learning rate (TRL ``GRPOConfig``/``RLOOConfig`` 1e-6; MOSS-RLHF uses 5e-7 for 7B models).
-    Small models and toy tasks want far more (the tests use 2e-3)."""
-    adam_betas: tuple[float, float] = (0.9, 0.95)
-    """AdamW betas (MOSS-RLHF ``--beta1 0.9 --beta2 0.95``)."""
-    adam_eps: float = 1e-6
-    """AdamW epsilon of the policy (MOSS-RLHF ``--eps 1e-6``)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay (MOSS-RLHF sets 0.0 for every parameter group)."""
-    max_grad_norm: float | None = 1.0
-    """Global gradient-norm clipping, per trained model (MOSS-RLHF ``gradient_clipping: 1.0``). ``None`` turns it
-    off. MOSS clips policy and critic together; we clip each model's global norm on its own, so an early, large value
-    loss gradient cannot shrink the policy step."""
-    update_epochs: int = 1
-    """Passes over each iteration's rollouts (MOSS-RLHF trains one pass over its replay buffer; TRL
-    ``num_iterations`` 1)."""
-    num_minibatches: int = 1
-    """Optimiser steps per epoch; the rollouts of a process are split into this many minibatches."""
-    share_prompt_forward: bool = True
-    """In the loss and reference forwards, run each distinct prompt of a (mini)batch once and let its completions
-    share its KV cache. Exact (same log-probs and gradients, to float rounding) and cheaper when prompts repeat:
-    GRPO/RLOO's k completions per prompt (8 completions of 24 tokens per 4-15-token prompt: ~390 positions per loss
-    forward instead of ~516; the README's benchmark). ``False``: one forward over every full sequence, as TRL does."""
+    learning_rate: float = field(
+        default=1e-6,
+        metadata={"help": "Policy AdamW learning rate (TRL ``GRPOConfig``/``RLOOConfig`` 1e-6; MOSS-RLHF uses 5e-7 "
+        "for 7B models). Small models and toy tasks want far more (the tests use 2e-3)."},
+    )
+    adam_betas: tuple[float, float] = field(
+        default=(0.9, 0.95),
+        metadata={"help": "AdamW betas (MOSS-RLHF ``--beta1 0.9 --beta2 0.95``)."},
+    )
+    adam_eps: float = field(
+        default=1e-6,
+        metadata={"help": "AdamW epsilon of the policy (MOSS-RLHF ``--eps 1e-6``)."},
+    )
+    weight_decay: float = field(
+        default=0.0,
+        metadata={"help": "AdamW weight decay (MOSS-RLHF sets 0.0 for every parameter group)."},
+    )
+    max_grad_norm: float | None = field(
+        default=1.0,
+        metadata={"help": "Global gradient-norm clipping, per trained model (MOSS-RLHF ``gradient_clipping: 1.0``). "
+        "``None`` turns it off. MOSS clips policy and critic together; we clip each model's "
+        "global norm on its own, so an early, large value loss gradient cannot shrink the policy "
+        "step."},
+    )
+    update_epochs: int = field(
+        default=1,
+        metadata={"help": "Passes over each iteration's rollouts (MOSS-RLHF trains one pass over its replay buffer; "
+        "TRL ``num_iterations`` 1)."},
+    )
+    num_minibatches: int = field(
+        default=1,
+        metadata={"help": "Optimiser steps per epoch; the rollouts of a process are split into this many "
+        "minibatches."},
+    )
+    share_prompt_forward: bool = field(
+        default=True,
+        metadata={"help": "In the loss and reference forwards, run each distinct prompt of a (mini)batch once and "
+        "let its completions share its KV cache. Exact (same log-probs and gradients, to float "
+        "rounding) and cheaper when prompts repeat: GRPO/RLOO's k completions per prompt (8 "
+        "completions of 24 tokens per 4-15-token prompt: ~390 positions per loss forward instead "
+        "of ~516; the README's benchmark). ``False``: one forward over every full sequence, as "
+        "TRL does."},
+    )
 
     # -- logging and checkpoints -----------------------------------------------------------------------------
-    output_dir: str | None = None
-    """Where the CSV log (``progress.csv``), TensorBoard events (``tensorboard/``) and checkpoints
-    (``checkpoint/``) go. ``None`` writes nothing."""
-    save_every: int = 0
-    """Write a checkpoint every this many iterations (0: only when :meth:`train` returns)."""
-    progress_bar: bool = True
-    """Show a tqdm progress bar (main process only)."""
-    reference_metrics: bool = True
-    """Run the frozen reference model every iteration even when no loss term needs it, to log the KL to the
-    reference and the completions' perplexity under it. Turn off to save one forward pass per iteration when the
-    KL coefficient is 0."""
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where the CSV log (``progress.csv``), TensorBoard events (``tensorboard/``) and "
+        "checkpoints (``checkpoint/``) go. ``None`` writes nothing."},
+    )
+    save_every: int = field(
+        default=0,
+        metadata={"help": "Write a checkpoint every this many iterations (0: only when :meth:`train` returns)."},
+    )
+    progress_bar: bool = field(
+        default=True,
+        metadata={"help": "Show a tqdm progress bar (main process only)."},
+    )
+    reference_metrics: bool = field(
+        default=True,
+        metadata={"help": "Run the frozen reference model every iteration even when no loss term needs it, to log "
+        "the KL to the reference and the completions' perplexity under it. Turn off to save one "
+        "forward pass per iteration when the KL coefficient is 0."},
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -135,90 +173,157 @@ class LMAgentConfig:
 class LMPPOConfig(LMAgentConfig):
     """LM-PPO with the MOSS-RLHF "PPO-max" details; each detail can be switched off here."""
 
-    num_envs: int = 128
-    """Episodes per iteration and process (MOSS-RLHF's replay buffer, ``--num_rollouts 128``, which it fills in
-    rollout batches of 32; here they are decoded in one lockstep batch). Lower it on CPU."""
-    learning_rate: float = 5e-7
-    """Policy AdamW learning rate (MOSS-RLHF ``--lr 5e-7``, for 7B models: small models and toy tasks want far more)."""
-    num_minibatches: int = 4
-    """MOSS-RLHF: the 128-rollout buffer is trained in minibatches of ``--batch_size 32``, i.e. 4."""
-    critic_learning_rate: float = 1.5e-6
-    """Value-model AdamW learning rate (MOSS-RLHF ``--critic_lr 15e-7``, 3x the policy's 5e-7)."""
-    critic_adam_eps: float = 1e-8
-    """AdamW epsilon of the value model (MOSS-RLHF builds the critic's parameter group with ``eps=1e-8``)."""
+    num_envs: int = field(
+        default=128,
+        metadata={"help": "Episodes per iteration and process (MOSS-RLHF's replay buffer, ``--num_rollouts 128``, "
+        "which it fills in rollout batches of 32; here they are decoded in one lockstep batch). "
+        "Lower it on CPU."},
+    )
+    learning_rate: float = field(
+        default=5e-7,
+        metadata={"help": "Policy AdamW learning rate (MOSS-RLHF ``--lr 5e-7``, for 7B models: small models and toy "
+        "tasks want far more)."},
+    )
+    num_minibatches: int = field(
+        default=4,
+        metadata={"help": "MOSS-RLHF: the 128-rollout buffer is trained in minibatches of ``--batch_size 32``, i.e. "
+        "4."},
+    )
+    critic_learning_rate: float = field(
+        default=1.5e-6,
+        metadata={"help": "Value-model AdamW learning rate (MOSS-RLHF ``--critic_lr 15e-7``, 3x the policy's 5e-7)."},
+    )
+    critic_adam_eps: float = field(
+        default=1e-8,
+        metadata={"help": "AdamW epsilon of the value model (MOSS-RLHF builds the critic's parameter group with "
+        "``eps=1e-8``)."},
+    )
 
     # -- returns ---------------------------------------------------------------------------------------------
-    gamma: float = 1.0
-    """Discount (MOSS-RLHF ``--gamma 1.``)."""
-    lam: float = 0.95
-    """GAE lambda (MOSS-RLHF ``--lam 0.95``)."""
+    gamma: float = field(
+        default=1.0,
+        metadata={"help": "Discount (MOSS-RLHF ``--gamma 1.``)."},
+    )
+    lam: float = field(
+        default=0.95,
+        metadata={"help": "GAE lambda (MOSS-RLHF ``--lam 0.95``)."},
+    )
 
     # -- KL penalty to the frozen reference ------------------------------------------------------------------
-    kl_coef: float = 0.05
-    """Token-level KL penalty ``-kl_coef * (log pi - log pi_ref)`` added to every token's reward. 0.05 is the value
-    the paper's KL-penalty study settles on for PPO-max; MOSS-RLHF's code defaults to 0.02 and its English script
-    to 0.01. With
-    ``adaptive_kl`` this is the initial coefficient. 0 turns the penalty off."""
-    adaptive_kl: bool = False
-    """Adapt ``kl_coef`` towards ``kl_target`` with the proportional controller of Ziegler et al. (as in TRL).
-    PPO-max uses a fixed coefficient."""
-    kl_target: float = 6.0
-    """Target KL (nats per completion) of the adaptive controller (Ziegler et al.; TRL ``target=6``)."""
-    kl_horizon: int = 10000
-    """Horizon of the adaptive controller, in episodes (Ziegler et al.; TRL ``horizon=10000``)."""
+    kl_coef: float = field(
+        default=0.05,
+        metadata={"help": "Token-level KL penalty ``-kl_coef * (log pi - log pi_ref)`` added to every token's "
+        "reward. 0.05 is the value the paper's KL-penalty study settles on for PPO-max; "
+        "MOSS-RLHF's code defaults to 0.02 and its English script to 0.01. With ``adaptive_kl`` "
+        "this is the initial coefficient. 0 turns the penalty off."},
+    )
+    adaptive_kl: bool = field(
+        default=False,
+        metadata={"help": "Adapt ``kl_coef`` towards ``kl_target`` with the proportional controller of Ziegler et "
+        "al. (as in TRL). PPO-max uses a fixed coefficient."},
+    )
+    kl_target: float = field(
+        default=6.0,
+        metadata={"help": "Target KL (nats per completion) of the adaptive controller (Ziegler et al.; TRL "
+        "``target=6``)."},
+    )
+    kl_horizon: int = field(
+        default=10000,
+        metadata={"help": "Horizon of the adaptive controller, in episodes (Ziegler et al.; TRL ``horizon=10000``)."},
+    )
 
     # -- reward shaping --------------------------------------------------------------------------------------
-    reward_normalization: str = "normalize"
-    """Running-statistics treatment of the env's scores: ``"normalize"`` = ``(r - mean) / std`` (PPO-max, MOSS-RLHF
-    ``--use_reward_norm``), ``"scale"`` = ``r / std`` (MOSS-RLHF ``--use_reward_scaling`` alone, its English script),
-    ``"none"``. Statistics run over every score seen so far, across processes."""
-    reward_clip: float | None = 10.0
-    """Clip the (normalised) score to ``[-reward_clip, reward_clip]`` (MOSS-RLHF ``--reward_clip 10.``); ``None``
-    turns clipping off."""
-    missing_eos_penalty: float | None = None
-    """Subtracted from the score of a completion the env truncated (it never emitted EOS within
-    ``max_new_tokens``), before normalisation (TRL's ``missing_eos_penalty``). ``None``: no penalty. A truncated
-    episode is otherwise treated as finished: textenv scores the truncated completion, so its return is complete and
-    bootstrapping from the value at truncation would count the future twice."""
+    reward_normalization: str = field(
+        default="normalize",
+        metadata={"help": "Running-statistics treatment of the env's scores: ``\"normalize\"`` = ``(r - mean) / std`` "
+        "(PPO-max, MOSS-RLHF ``--use_reward_norm``), ``\"scale\"`` = ``r / std`` (MOSS-RLHF "
+        "``--use_reward_scaling`` alone, its English script), ``\"none\"``. Statistics run over "
+        "every score seen so far, across processes."},
+    )
+    reward_clip: float | None = field(
+        default=10.0,
+        metadata={"help": "Clip the (normalised) score to ``[-reward_clip, reward_clip]`` (MOSS-RLHF "
+        "``--reward_clip 10.``); ``None`` turns clipping off."},
+    )
+    missing_eos_penalty: float | None = field(
+        default=None,
+        metadata={"help": "Subtracted from the score of a completion the env truncated (it never emitted EOS within "
+        "``max_new_tokens``), before normalisation (TRL's ``missing_eos_penalty``). ``None``: no "
+        "penalty. A truncated episode is otherwise treated as finished: textenv scores the "
+        "truncated completion, so its return is complete and bootstrapping from the value at "
+        "truncation would count the future twice."},
+    )
 
     # -- advantages and losses -------------------------------------------------------------------------------
-    whiten_advantages: bool = True
-    """Normalise advantages to mean 0, std 1 over each minibatch's completion tokens, across processes
-    (PPO-max; MOSS-RLHF ``--use_advantage_norm``)."""
-    advantage_clip: float | None = None
-    """Clip the (whitened) advantages to ``[-advantage_clip, advantage_clip]``. MOSS-RLHF's value is 0.5 but its runs
-    leave ``--use_advantage_clip`` off, so ``None`` (off)."""
-    clip_range: float = 0.2
-    """PPO ratio clip epsilon (MOSS-RLHF ``--pg_clip 0.2``)."""
-    clip_policy_loss: bool = True
-    """Use the clipped surrogate; ``False`` gives the plain importance-weighted policy gradient (MOSS-RLHF
-    ``--use_policy_loss_clip``)."""
-    clip_range_value: float = 0.2
-    """Value clip around the rollout's values (MOSS-RLHF ``--value_clip 0.2``)."""
-    clip_value_loss: bool = True
-    """Use the clipped value loss ``max((V - R)^2, (V_clip - R)^2)`` (PPO-max; MOSS-RLHF ``--use_critic_loss_clip``)."""
-    vf_coef: float = 1.0
-    """Value-loss weight; the loss is ``vf_coef * 0.5 * mean(...)`` (MOSS-RLHF ``--vf_loss_weight 1.``)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus weight: the loss subtracts ``entropy_coef * mean token entropy`` (MOSS-RLHF
-    ``--entropy_loss_weight 0.``; MOSS's own form pulls the entropy towards 35 nats, we use the standard bonus)."""
-    critic_warmup_iterations: int = 0
-    """Iterations at the start of a run that train only the value model (the paper's critic pre-training; the
-    released code has none, hence 0)."""
-    value_model_init: str = "policy"
-    """Where the value model comes from when none is passed: ``"policy"`` = a copy of the policy's backbone with a
-    zero-initialised scalar head; a path = a sequence-``classifier`` reward-model directory (PPO-max initialises the
-    critic from the reward model)."""
+    whiten_advantages: bool = field(
+        default=True,
+        metadata={"help": "Normalise advantages to mean 0, std 1 over each minibatch's completion tokens, across "
+        "processes (PPO-max; MOSS-RLHF ``--use_advantage_norm``)."},
+    )
+    advantage_clip: float | None = field(
+        default=None,
+        metadata={"help": "Clip the (whitened) advantages to ``[-advantage_clip, advantage_clip]``. MOSS-RLHF's "
+        "value is 0.5 but its runs leave ``--use_advantage_clip`` off, so ``None`` (off)."},
+    )
+    clip_range: float = field(
+        default=0.2,
+        metadata={"help": "PPO ratio clip epsilon (MOSS-RLHF ``--pg_clip 0.2``)."},
+    )
+    clip_policy_loss: bool = field(
+        default=True,
+        metadata={"help": "Use the clipped surrogate; ``False`` gives the plain importance-weighted policy gradient "
+        "(MOSS-RLHF ``--use_policy_loss_clip``)."},
+    )
+    clip_range_value: float = field(
+        default=0.2,
+        metadata={"help": "Value clip around the rollout's values (MOSS-RLHF ``--value_clip 0.2``)."},
+    )
+    clip_value_loss: bool = field(
+        default=True,
+        metadata={"help": "Use the clipped value loss ``max((V - R)^2, (V_clip - R)^2)`` (PPO-max; MOSS-RLHF "
+        "``--use_critic_loss_clip``)."},
+    )
+    vf_coef: float = field(
+        default=1.0,
+        metadata={"help": "Value-loss weight; the loss is ``vf_coef * 0.5 * mean(...)`` (MOSS-RLHF "
+        "``--vf_loss_weight 1.``)."},
+    )
+    entropy_coef: float = field(
+        default=0.0,
+        metadata={"help": "Entropy bonus weight: the loss subtracts ``entropy_coef * mean token entropy`` "
+        "(MOSS-RLHF ``--entropy_loss_weight 0.``; MOSS's own form pulls the entropy towards 35 "
+        "nats, we use the standard bonus)."},
+    )
+    critic_warmup_iterations: int = field(
+        default=0,
+        metadata={"help": "Iterations at the start of a run that train only the value model (the paper's critic "
+        "pre-training; the released code has none, hence 0)."},
+    )
+    value_model_init: str = field(
+        default="policy",
+        metadata={"help": "Where the value model comes from when none is passed: ``\"policy\"`` = a copy of the "
+        "policy's backbone with a zero-initialised scalar head; a path = a "
+        "sequence-``classifier`` reward-model directory (PPO-max initialises the critic from the "
+        "reward model)."},
+    )
 
     # -- PPO-ptx ---------------------------------------------------------------------------------------------
-    ptx_coef: float = 0.0
-    """Weight of the language-modelling loss on a pretraining corpus mixed into every policy step (PPO-ptx, Ouyang
-    et al. 2022; MOSS-RLHF ``--ppo_pretrain_loss_weight 0.``). Needs ``pretrain_corpus`` on the trainer."""
-    ptx_batch_size: int = 4
-    """Corpus sequences per minibatch when ``ptx_coef > 0`` (MOSS-RLHF ``--ppo_pretrain_batch_size_ratio 1`` per
-    rollout; we use a fixed count)."""
-    ptx_block_size: int = 64
-    """Tokens per pretraining sequence (the corpus is tokenised once and cut into blocks of this length)."""
+    ptx_coef: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the language-modelling loss on a pretraining corpus mixed into every policy "
+        "step (PPO-ptx, Ouyang et al. 2022; MOSS-RLHF ``--ppo_pretrain_loss_weight 0.``). Needs "
+        "``pretrain_corpus`` on the trainer."},
+    )
+    ptx_batch_size: int = field(
+        default=4,
+        metadata={"help": "Corpus sequences per minibatch when ``ptx_coef > 0`` (MOSS-RLHF "
+        "``--ppo_pretrain_batch_size_ratio 1`` per rollout; we use a fixed count)."},
+    )
+    ptx_block_size: int = field(
+        default=64,
+        metadata={"help": "Tokens per pretraining sequence (the corpus is tokenised once and cut into blocks of "
+        "this length)."},
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -249,37 +354,70 @@ class LMPPOConfig(LMAgentConfig):
 
 
 @dataclass
-class GRPOConfig(LMAgentConfig):
-    """GRPO (Shao et al. 2024, DeepSeekMath): k completions per prompt, group-normalised rewards as the advantage of
-    every token, no value model. Names and defaults follow TRL's ``GRPOConfig``."""
+class GroupConfig(LMAgentConfig):
+    """Settings GRPO and RLOO share: k completions per prompt, TRL's optimiser defaults, the ratio clip."""
 
-    num_generations: int = 8
-    """Completions per prompt, k (TRL ``num_generations=8``); ``num_envs`` must be a multiple of it."""
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    """AdamW betas (TRL trainers use ``transformers.TrainingArguments``' defaults)."""
-    adam_eps: float = 1e-8
-    """AdamW epsilon (``TrainingArguments`` default)."""
-    beta: float = 0.0
-    """Weight of the per-token k3 KL estimate to the reference in the loss (TRL default 0.0; DeepSeekMath used
-    0.04)."""
-    epsilon: float = 0.2
-    """Ratio clip epsilon (TRL ``epsilon=0.2``)."""
-    epsilon_high: float | None = None
-    """Upper clip epsilon (DAPO's 0.28); ``None`` = ``epsilon`` (TRL)."""
-    scale_rewards: str = "group"
-    """Divide the centred rewards by the group's std (``"group"``, TRL default), the batch's (``"batch"``), or not
-    at all (``"none"``, Dr. GRPO)."""
-    loss_type: str = "dapo"
-    """Token-loss aggregation: ``"dapo"`` = sum over all completion tokens / their count (TRL default), ``"grpo"`` =
-    per-sequence mean then batch mean, ``"dr_grpo"`` = sum / (sequences * max_new_tokens)."""
-    mask_truncated_completions: bool = False
-    """Leave completions that never emitted EOS out of the loss (DAPO; TRL default False)."""
+    num_generations: int = field(
+        default=2,
+        metadata={"help": "Completions per prompt, k; ``num_envs`` must be a multiple of it."},
+    )
+    adam_betas: tuple[float, float] = field(
+        default=(0.9, 0.999),
+        metadata={"help": "AdamW betas (TRL trainers use ``transformers.TrainingArguments``' defaults)."},
+    )
+    adam_eps: float = field(
+        default=1e-8,
+        metadata={"help": "AdamW epsilon (``TrainingArguments`` default)."},
+    )
+    epsilon: float = field(
+        default=0.2,
+        metadata={"help": "Ratio clip epsilon (TRL ``epsilon=0.2``)."},
+    )
 
     def validate(self) -> None:
         super().validate()
         _check_int(self, "num_generations", minimum=2)
-        _check_nonneg(self, "beta")
         _check_positive(self, "epsilon")
+
+
+@dataclass
+class GRPOConfig(GroupConfig):
+    """GRPO (Shao et al. 2024, DeepSeekMath): k completions per prompt, group-normalised rewards as the advantage of
+    every token, no value model. Names and defaults follow TRL's ``GRPOConfig``."""
+
+    num_generations: int = field(
+        default=8,
+        metadata={"help": "Completions per prompt, k (TRL ``num_generations=8``); ``num_envs`` must be a multiple "
+        "of it."},
+    )
+    beta: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the per-token k3 KL estimate to the reference in the loss (TRL default 0.0; "
+        "DeepSeekMath used 0.04)."},
+    )
+    epsilon_high: float | None = field(
+        default=None,
+        metadata={"help": "Upper clip epsilon (DAPO's 0.28); ``None`` = ``epsilon`` (TRL)."},
+    )
+    scale_rewards: str = field(
+        default="group",
+        metadata={"help": "Divide the centred rewards by the group's std (``\"group\"``, TRL default), the batch's "
+        "(``\"batch\"``), or not at all (``\"none\"``, Dr. GRPO)."},
+    )
+    loss_type: str = field(
+        default="dapo",
+        metadata={"help": "Token-loss aggregation: ``\"dapo\"`` = sum over all completion tokens / their count (TRL "
+        "default), ``\"grpo\"`` = per-sequence mean then batch mean, ``\"dr_grpo\"`` = sum / "
+        "(sequences * max_new_tokens)."},
+    )
+    mask_truncated_completions: bool = field(
+        default=False,
+        metadata={"help": "Leave completions that never emitted EOS out of the loss (DAPO; TRL default False)."},
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        _check_nonneg(self, "beta")
         if self.epsilon_high is not None:
             _check_positive(self, "epsilon_high")
         _check_choice(self, "scale_rewards", GRPO_SCALE_REWARDS)
@@ -287,31 +425,34 @@ class GRPOConfig(LMAgentConfig):
 
 
 @dataclass
-class RLOOConfig(LMAgentConfig):
+class RLOOConfig(GroupConfig):
     """RLOO (Ahmadian et al. 2024, "Back to Basics"): k completions per prompt, each baselined by the mean reward of
     the other k-1; the KL to the reference enters the reward at sequence level. Names and defaults follow TRL's
     ``RLOOConfig``."""
 
-    num_generations: int = 2
-    """Completions per prompt, k (TRL ``num_generations=2``); ``num_envs`` must be a multiple of it."""
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    """AdamW betas (TRL trainers use ``transformers.TrainingArguments``' defaults)."""
-    adam_eps: float = 1e-8
-    """AdamW epsilon (``TrainingArguments`` default)."""
-    beta: float = 0.05
-    """Sequence-level KL coefficient: ``reward - beta * sum_t (log pi - log pi_ref)`` (TRL ``beta=0.05``)."""
-    epsilon: float = 0.2
-    """Ratio clip epsilon (TRL ``epsilon=0.2``)."""
-    normalize_advantages: bool = False
-    """Normalise the leave-one-out advantages over the batch (TRL default False)."""
-    reward_clip_range: tuple[float, float] | None = None
-    """Clip scores to ``(min, max)`` before the baseline (TRL ``reward_clip_range``, default off)."""
+    num_generations: int = field(
+        default=2,
+        metadata={"help": "Completions per prompt, k (TRL ``num_generations=2``); ``num_envs`` must be a multiple "
+        "of it."},
+    )
+    beta: float = field(
+        default=0.05,
+        metadata={"help": "Sequence-level KL coefficient: ``reward - beta * sum_t (log pi - log pi_ref)`` (TRL "
+        "``beta=0.05``)."},
+    )
+    normalize_advantages: bool = field(
+        default=False,
+        metadata={"help": "Normalise the leave-one-out advantages over the batch (TRL default False)."},
+    )
+    reward_clip_range: tuple[float, float] | None = field(
+        default=None,
+        metadata={"help": "Clip scores to ``(min, max)`` before the baseline (TRL ``reward_clip_range``, default "
+        "off)."},
+    )
 
     def validate(self) -> None:
         super().validate()
-        _check_int(self, "num_generations", minimum=2)
         _check_nonneg(self, "beta")
-        _check_positive(self, "epsilon")
         if self.reward_clip_range is not None:
             low, high = tuple(self.reward_clip_range)
             if not low < high:
@@ -365,4 +506,4 @@ def _check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{type(config).__name__}.{name}={value!r}; expected one of {choices}")
 
 
-__all__ = ["GRPOConfig", "LMAgentConfig", "LMPPOConfig", "RLOOConfig"]
+__all__ = ["GRPOConfig", "GroupConfig", "LMAgentConfig", "LMPPOConfig", "RLOOConfig"]
