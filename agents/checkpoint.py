@@ -5,9 +5,9 @@ A checkpoint is written whole into a temporary directory next to its target, the
 ``checkpoint``. A kill at any moment leaves at least one whole checkpoint, and after a successful write the one
 before it stays as ``checkpoint.old``, a fallback for a ``checkpoint`` damaged later on disk.
 
-:func:`find_checkpoint` returns the newest checkpoint whose files are whole (:func:`check_checkpoint`), warning
-about a damaged one it skips; :func:`check_checkpoint` raises :class:`DamagedCheckpointError` naming the damaged
-file. Nothing here unpickles: weights are safetensors, JSON is parsed as JSON, and a ``torch.save`` file is only
+:func:`latest_checkpoint` returns the newest checkpoint; :func:`find_checkpoint` the newest whose files are whole
+(:func:`check_checkpoint`), warning about a damaged one it skips; :func:`check_checkpoint` raises
+:class:`DamagedCheckpointError` naming the damaged file. Nothing here unpickles: weights are safetensors, JSON is parsed as JSON, and a ``torch.save`` file is only
 checked as a zip archive (its members' CRCs); loaders read it with ``torch.load(weights_only=True)``.
 """
 
@@ -20,7 +20,7 @@ import struct
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 CHECKPOINT_DIR = "checkpoint"
@@ -58,6 +58,19 @@ def write_atomically(output_dir: str | os.PathLike, write: Callable[[Path], None
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def latest_checkpoint(path: str | os.PathLike) -> Path | None:
+    """The newest checkpoint at ``path`` (a checkpoint directory or an output directory), whole or not."""
+    return next(_candidates(path), None)
+
+
+def _candidates(path: str | os.PathLike) -> Iterator[Path]:
+    """The checkpoints at ``path``, newest first: itself, its ``checkpoint``, its ``checkpoint.old``."""
+    path = Path(path)
+    for candidate in (path, path / CHECKPOINT_DIR, path / PREVIOUS_DIR):
+        if (candidate / COMPLETE_MARKER).is_file():
+            yield candidate
+
+
 def find_checkpoint(path: str | os.PathLike, *, warn: bool = True) -> Path | None:
     """The newest whole checkpoint at ``path``: a checkpoint directory itself, or an output directory holding one.
 
@@ -67,11 +80,8 @@ def find_checkpoint(path: str | os.PathLike, *, warn: bool = True) -> Path | Non
     Raises:
         DamagedCheckpointError: every checkpoint there is damaged.
     """
-    path = Path(path)
     damaged: list[DamagedCheckpointError] = []
-    for candidate in (path, path / CHECKPOINT_DIR, path / PREVIOUS_DIR):
-        if not (candidate / COMPLETE_MARKER).is_file():
-            continue
+    for candidate in _candidates(path):
         try:
             check_checkpoint(candidate)
         except DamagedCheckpointError as err:

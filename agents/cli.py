@@ -1,8 +1,12 @@
 """The ``textenv`` command line (also ``python -m agents``).
 
-Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval``. Errors a user can act on
-(unknown names, bad arguments) print one line and exit with code 2; Ctrl-C keeps partial results, marks
-them, and exits with 130.
+Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval`` (:data:`SUBCOMMANDS`). Errors a
+user can act on (unknown names, bad values, a damaged checkpoint, a run directory made for another run or asking
+to run code) print one line and exit with code 2; Ctrl-C keeps partial results, marks them, and exits with 130.
+
+Trusted: the code installed here and the flags on the command line. Untrusted: everything read from disk or a hub
+(run directories, checkpoints, model and tokenizer directories, prompt files), which is read as data only
+(:mod:`agents.untrusted`).
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -50,12 +55,18 @@ def check_env_id(env_id: str) -> None:
 def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     """``gym.make`` with errors a user can act on (bad kwarg names the argument and the expected type)."""
     check_env_id(env_id)
+    check_env_kwargs(env_kwargs)
     try:
         return gym.make(env_id, **env_kwargs)
     except TypeError as err:
         raise CLIError(f"bad env argument for {env_id}: {err}") from err
-    except (ValueError, FileNotFoundError) as err:
-        raise CLIError(str(err)) from err
+    except (ValueError, OSError, MemoryError, OverflowError) as err:  # FileNotFoundError is an OSError
+        raise CLIError(f"{env_id}: {err}") from err
+
+
+def check_positive(flag: str, value: float) -> None:
+    if not value > 0:
+        raise CLIError(f"{flag} must be > 0, got {value}")
 
 
 # -- envs / rewards -----------------------------------------------------------------------------------------
@@ -81,6 +92,8 @@ def cmd_rewards(args: argparse.Namespace) -> int:
 
 # -- sample -------------------------------------------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace) -> int:
+    check_positive("-n", args.n)
+    check_positive("--temperature", args.temperature)
     env_kwargs = parse_kwargs(args.env_kwargs)
     if args.reward:
         env_kwargs["reward"] = args.reward
@@ -95,7 +108,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"completion: {info['completion'].strip()}")
         components = ", ".join(f"{k}={v:+.3f}" for k, v in info["reward_components"].items())
         print(f"reward:     {reward:+.3f}  ({components})")
-    print(f"mean reward over {args.n} episodes: {total / max(args.n, 1):+.3f}")
+    print(f"mean reward over {args.n} episodes: {total / args.n:+.3f}")
     return 0
 
 
@@ -119,7 +132,7 @@ def _policy(args: argparse.Namespace, env: gym.Env) -> Any:
 
     try:
         model = load_causal_lm(args.policy)
-    except FileNotFoundError as err:
+    except (OSError, ValueError) as err:
         raise CLIError(f"--policy {args.policy!r}: {err}") from err
     policy = CausalLMPolicy(model, env.unwrapped.task.max_prompt_tokens, temperature=args.temperature, seed=args.seed)
 
@@ -152,20 +165,14 @@ def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
 
 
 def _run_spec(args: argparse.Namespace, agent: str, seed: int) -> Any:
+    """The run the flags ask for, every value checked (the env is built once) before anything is written."""
+    from agents.agent_args import check_agent_kwargs
     from agents.runner import RunSpec, UnknownAgentError
 
-    check_env_id(args.env)
     env_kwargs = parse_kwargs(args.env_kwargs)
-    check_env_kwargs(env_kwargs)
-    if args.reward:
-        import rewards
-
-        try:
-            rewards.make(args.reward)
-        except (ValueError, TypeError) as err:
-            raise CLIError(f"--reward {args.reward!r}: {err}") from err
+    agent_kwargs = parse_kwargs(args.agent_kwargs, "--agent-kwargs")
     try:
-        return RunSpec(
+        spec = RunSpec(
             agent=agent,
             env=args.env,
             steps=args.steps,
@@ -173,40 +180,74 @@ def _run_spec(args: argparse.Namespace, agent: str, seed: int) -> Any:
             env_kwargs=env_kwargs,
             reward=args.reward,
             model=args.model,
-            agent_kwargs=parse_kwargs(args.agent_kwargs, "--agent-kwargs"),
+            agent_kwargs=agent_kwargs,
         )
-    except UnknownAgentError as err:
+        check_agent_kwargs(agent, agent_kwargs)
+    except (UnknownAgentError, ValueError) as err:
         raise CLIError(str(err)) from err
+    if args.reward:
+        import rewards
+
+        try:
+            rewards.make(args.reward)
+        except (ValueError, TypeError, ImportError) as err:
+            raise CLIError(f"--reward {args.reward!r}: {err}") from err
+    make_env(args.env, spec.full_env_kwargs()).close()
+    return spec
+
+
+def _save_schedule(args: argparse.Namespace) -> Any:
+    from agents.runner import SaveSchedule
+
+    try:
+        return SaveSchedule(every_steps=args.save_every_steps, every_minutes=args.save_every_minutes)
     except ValueError as err:
         raise CLIError(str(err)) from err
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from agents.runner import train
+    from agents.checkpoint import DamagedCheckpointError
+    from agents.runner import RunArgumentError, RunMismatchError, train
 
+    if args.help_agent:
+        return _help_agent(args.agent)
+    missing = [flag for flag, value in (("--env", args.env), ("--steps", args.steps), ("--out", args.out)) if value is None]
+    if missing:
+        raise CLIError(f"train needs {', '.join(missing)} (see textenv train --help)")
     spec = _run_spec(args, args.agent, args.seed)
     try:
-        summary = train(spec, args.out, progress_bar=not args.no_progress)
+        summary = train(spec, args.out, progress_bar=not args.no_progress, save=_save_schedule(args))
     except KeyboardInterrupt:
         print(f"textenv: interrupted; checkpoint and partial curve kept in {args.out} (rerun to resume)", file=sys.stderr)
         return 130
-    except TypeError as err:  # a bad agent argument
+    except (RunMismatchError, RunArgumentError, DamagedCheckpointError) as err:
         raise CLIError(str(err)) from err
     print(json.dumps(summary, indent=2))
     return 0
 
 
+def _help_agent(agent: str) -> int:
+    from agents.agent_args import describe_agent
+    from agents.runner import AGENTS
+
+    if agent not in AGENTS:
+        raise CLIError(f"unknown agent {agent!r}; expected one of: {', '.join(AGENTS)}")
+    print(describe_agent(agent))
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    from agents.compare import compare
+    from agents.compare import SUMMARY_MD, compare
 
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
     if not agents:
         raise CLIError("--agents needs at least one agent name")
-    for agent in agents:
-        _run_spec(args, agent, 0)  # validate every name and argument before starting anything
     if args.seeds <= 0 or args.jobs <= 0:
         raise CLIError(f"--seeds and --jobs must be positive, got {args.seeds} and {args.jobs}")
-    passthrough = []
+    for agent in agents:
+        _run_spec(args, agent, 0)  # validate every name and argument before starting anything
+    _save_schedule(args)
+    passthrough = ["--save-every-steps", str(args.save_every_steps), "--save-every-minutes", str(args.save_every_minutes)]
     for flag, value in (("--reward", args.reward), ("--model", args.model)):
         if value:
             passthrough += [flag, value]
@@ -218,7 +259,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"textenv: interrupted; partial table in {args.out}/summary.md (rerun to finish)", file=sys.stderr)
         return 130
-    print(open(f"{args.out}/summary.md").read())
+    print(Path(args.out, SUMMARY_MD).read_text())
     for pair in failed:
         print(f"textenv: run {pair.agent} seed {pair.seed} failed; see {pair.out_dir}/train.log", file=sys.stderr)
     return 1 if failed else 0
@@ -227,22 +268,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from agents.evaluate import evaluate
 
+    check_positive("--samples", args.samples)
     try:
-        result = evaluate(args.checkpoint, args.prompts, samples_per_prompt=args.samples, seed=args.seed)
-    except (FileNotFoundError, ValueError) as err:
+        result = evaluate(
+            args.checkpoint, args.prompts, samples_per_prompt=args.samples, seed=args.seed, reward=args.reward,
+            trust_remote_code=args.trust_remote_code,
+        )
+    except (OSError, ValueError) as err:  # no run, a damaged checkpoint, a run asking to run code, bad prompts
         raise CLIError(str(err)) from err
     print(json.dumps(result, indent=2))
     return 0
 
 
 # -- parser -------------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textenv", description="Text generation as a Gymnasium environment.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_envs_parser(sub: Any) -> None:
     sub.add_parser("envs", help="list registered environments and their key arguments").set_defaults(func=cmd_envs)
+
+
+def add_rewards_parser(sub: Any) -> None:
     sub.add_parser("rewards", help="list reward plugins and where each comes from").set_defaults(func=cmd_rewards)
 
+
+def add_sample_parser(sub: Any) -> None:
     sample = sub.add_parser("sample", help="print episodes: prompt, completion, reward components")
     sample.add_argument("--env", default="MossText-v0")
     sample.add_argument("--policy", default="random", help="'random', a built-in model name, a model directory, or a checkpoint directory")
@@ -253,14 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE")
     sample.set_defaults(func=cmd_sample)
 
+
+def add_train_parser(sub: Any) -> None:
     train = sub.add_parser("train", help="train one agent (SB3/sb3-contrib or lm-ppo, grpo, rloo); resumable")
-    _add_run_arguments(train)
+    _add_run_arguments(train, required=False)
     train.add_argument("--agent", required=True, help="one of: " + ", ".join(_agents()))
+    train.add_argument("--help-agent", action="store_true", help="list the agent's --agent-kwargs (type, default, help) and exit")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", required=True, help="run directory: checkpoints, curve.csv, summary.json")
+    train.add_argument("--out", help="run directory: checkpoints, curve.csv, summary.json (required)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 
+
+def add_compare_parser(sub: Any) -> None:
     compare = sub.add_parser("compare", help="every (agent, seed) pair on one env: table, CSVs, PNG of curves")
     _add_run_arguments(compare, steps_flag="--budget")
     compare.add_argument("--agents", required=True, help="comma-separated, e.g. ppo,a2c,dqn")
@@ -269,12 +321,39 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     compare.set_defaults(func=cmd_compare)
 
+
+def add_eval_parser(sub: Any) -> None:
     evaluate = sub.add_parser("eval", help="reward (and, for LM agents, KL/perplexity) statistics on held-out prompts")
     evaluate.add_argument("--checkpoint", required=True, help="a run directory (from train) or its checkpoint/")
     evaluate.add_argument("--prompts", required=True, help="a .txt/.jsonl file or builtin:test")
     evaluate.add_argument("--samples", type=int, default=1, help="completions per prompt")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--reward", help="reward spec replacing the run's; needed to use a run whose reward is a 'module:attr' plugin"
+    )
+    evaluate.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="allow the trust_remote_code the run asks for (runs Python shipped with its model or tokenizer)",
+    )
     evaluate.set_defaults(func=cmd_eval)
+
+
+#: every sub-command, in the order ``textenv --help`` lists them: a function adding its parser to the sub-parsers
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
+    add_envs_parser,
+    add_rewards_parser,
+    add_sample_parser,
+    add_train_parser,
+    add_compare_parser,
+    add_eval_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textenv", description="Text generation as a Gymnasium environment.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in SUBCOMMANDS:
+        add_parser(sub)
     return parser
 
 
@@ -284,13 +363,27 @@ def _agents() -> tuple[str, ...]:
     return AGENTS
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser, steps_flag: str = "--steps") -> None:
-    parser.add_argument("--env", required=True, help="a registered env id (see: textenv envs)")
-    parser.add_argument(steps_flag, dest="steps", type=int, required=True, help="environment steps (tokens) per run")
+def _add_run_arguments(parser: argparse.ArgumentParser, steps_flag: str = "--steps", required: bool = True) -> None:
+    suffix = "" if required else " (required)"
+    parser.add_argument("--env", required=required, help="a registered env id (see: textenv envs)" + suffix)
+    parser.add_argument(
+        steps_flag, dest="steps", type=int, required=required, help="environment steps (tokens) per run" + suffix
+    )
     parser.add_argument("--reward", help="reward spec overriding the env's (name or module:attr)")
     parser.add_argument("--model", help="LM agents: the policy model (default: the env's tokenizer model)")
     parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="env arguments (JSON values)")
-    parser.add_argument("--agent-kwargs", nargs="*", metavar="KEY=VALUE", help="agent/config arguments (JSON values)")
+    parser.add_argument(
+        "--agent-kwargs", nargs="*", metavar="KEY=VALUE",
+        help="agent/config arguments (JSON values); textenv train --agent NAME --help-agent lists them",
+    )
+    parser.add_argument(
+        "--save-every-steps", type=int, default=0, metavar="N",
+        help="also checkpoint every N environment steps (default 0: off)",
+    )
+    parser.add_argument(
+        "--save-every-minutes", type=float, default=5.0, metavar="M",
+        help="checkpoint every M minutes of training (default 5; 0: off); a kill loses at most one interval",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

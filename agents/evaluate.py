@@ -25,19 +25,35 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def evaluate(
-    run_dir: str | os.PathLike, prompts: Any, samples_per_prompt: int = 1, seed: int = 0, batch_size: int = 16
+    run_dir: str | os.PathLike,
+    prompts: Any,
+    samples_per_prompt: int = 1,
+    seed: int = 0,
+    batch_size: int = 16,
+    *,
+    reward: Any = None,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the latest checkpoint of ``run_dir`` on ``prompts`` (any textenv prompt source)."""
-    from agents.checkpoint import find_checkpoint
+    """Evaluate the latest checkpoint of ``run_dir`` on ``prompts`` (any textenv prompt source).
+
+    ``run_dir`` is data: ``reward`` replaces its reward and ``trust_remote_code`` allows remote code it asks for
+    (:func:`agents.untrusted.check_untrusted_spec`). A damaged latest checkpoint raises
+    :class:`agents.checkpoint.DamagedCheckpointError` naming the file.
+    """
+    from agents.checkpoint import check_checkpoint, latest_checkpoint
+    from agents.untrusted import check_untrusted_spec
     from textenv.prompts import load_prompts
 
     run_dir = Path(run_dir)
-    if find_checkpoint(run_dir) is None and find_checkpoint(run_dir.parent) is not None:
+    if latest_checkpoint(run_dir) is None and latest_checkpoint(run_dir.parent) is not None:
         run_dir = run_dir.parent  # given the checkpoint directory itself
-    spec = load_spec(run_dir)
-    checkpoint = find_checkpoint(run_dir)
+    spec = check_untrusted_spec(
+        load_spec(run_dir), f"{str(run_dir / 'run.json')!r}", reward=reward, trust_remote_code=trust_remote_code
+    )
+    checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
-        raise FileNotFoundError(f"no whole checkpoint in {str(run_dir)!r}")
+        raise FileNotFoundError(f"no checkpoint in {str(run_dir)!r}")
+    check_checkpoint(checkpoint)
     texts = [p.text for p in load_prompts(prompts)] * samples_per_prompt
     env_kwargs = {**spec.full_env_kwargs(), "prompts": texts}
     if spec.agent in LM_AGENTS:
@@ -58,7 +74,7 @@ def _evaluate_lm(
     from textenv.models import load_causal_lm
     from textenv.registration import ENV_IDS
 
-    policy = AutoModelForCausalLM.from_pretrained(checkpoint / "policy").eval()
+    policy = AutoModelForCausalLM.from_pretrained(checkpoint / "policy", use_safetensors=True).eval()
     base_model = spec.model or env_kwargs.get("tokenizer") or ENV_IDS[spec.env][0]["tokenizer"]
     reference = load_causal_lm(base_model, seed=spec.seed).eval()
     generator = torch.Generator().manual_seed(seed)

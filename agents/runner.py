@@ -6,13 +6,18 @@ A run directory holds:
 * ``curve.csv`` -- the learning curve, one row per logging window: ``timesteps`` (completion tokens so far,
   the same unit for every agent), ``episodes`` and ``reward_mean`` (mean reward of the episodes finished
   in the window);
-* ``checkpoint/`` -- the latest whole checkpoint (written atomically; safetensors and JSON, optimiser state
-  read back with ``torch.load(weights_only=True)``, no pickles);
+* ``checkpoint/`` -- the latest whole checkpoint, and ``checkpoint.old/`` the one before it (written
+  atomically by :mod:`agents.checkpoint`; safetensors and JSON, optimiser state read back with
+  ``torch.load(weights_only=True)``, no pickles). A run saves every ``save_every_steps`` steps and/or
+  ``save_every_minutes`` minutes (:class:`SaveSchedule`), on Ctrl-C and at the end, so a hard kill loses at most
+  one interval;
 * ``summary.json`` -- written last: ``status`` (``"done"`` or ``"interrupted"``), final mean reward, wall
-  time, steps per second.
+  time, steps per second, and ``resumed_from`` (the checkpoint's timesteps this invocation started from).
 
-Running the same command again resumes from the checkpoint towards the same ``steps`` total; a run whose
-summary says ``"done"`` is skipped.
+Running the same command again resumes from the newest whole checkpoint (``checkpoint.old`` when ``checkpoint``
+is damaged) towards the same ``steps`` total; a run whose summary says ``"done"`` is skipped. A directory is
+only reused for the run it was made for: the agent, env, env kwargs, reward, model, seed and agent kwargs must
+match its ``run.json`` (``steps`` may grow), or :class:`RunMismatchError` says what differs.
 
 SB3 agents: the checkpoint holds the policy's weights and the optimiser state; an off-policy agent's replay
 buffer is not saved (it would need pickling), so a resumed DQN/QR-DQN starts with an empty buffer.
@@ -24,9 +29,11 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 SB3_AGENTS = ("ppo", "a2c", "dqn", "qrdqn", "trpo", "maskable_ppo", "recurrent_ppo")
@@ -41,6 +48,49 @@ CURVE_FIELDS = ("timesteps", "episodes", "reward_mean")
 
 class UnknownAgentError(ValueError):
     """An agent name that is not in :data:`AGENTS`."""
+
+
+class RunMismatchError(ValueError):
+    """``out_dir`` holds a different run than the one asked for; the message says what differs."""
+
+
+class RunArgumentError(ValueError):
+    """The agent could not be built from the run's arguments (a value the library refuses)."""
+
+
+#: run.json keys a rerun must match (``steps`` may grow: the run continues)
+MATCHED_KEYS = ("agent", "env", "env_kwargs", "reward", "model", "seed", "agent_kwargs")
+
+
+@dataclass
+class SaveSchedule:
+    """When a run writes a checkpoint between its start and its end: every ``every_steps`` environment steps
+    and/or every ``every_minutes`` minutes of wall time, whichever comes first (0 turns either off)."""
+
+    every_steps: int = 0
+    every_minutes: float = 5.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.every_steps, bool) or not isinstance(self.every_steps, int) or self.every_steps < 0:
+            raise ValueError(f"save every_steps={self.every_steps!r}; expected an int >= 0 (0: off)")
+        if not isinstance(self.every_minutes, (int, float)) or not 0 <= self.every_minutes < math.inf:
+            raise ValueError(f"save every_minutes={self.every_minutes!r}; expected a number >= 0 (0: off)")
+        self._last_steps: int | None = None
+        self._last_time = time.monotonic()
+
+    def start(self, timesteps: int) -> None:
+        self._last_steps, self._last_time = timesteps, time.monotonic()
+
+    def due(self, timesteps: int) -> bool:
+        """Whether a checkpoint is due at ``timesteps``; if so, the next interval starts now."""
+        if self._last_steps is None:
+            self.start(timesteps)
+        by_steps = self.every_steps > 0 and timesteps - self._last_steps >= self.every_steps
+        by_time = self.every_minutes > 0 and time.monotonic() - self._last_time >= 60 * self.every_minutes
+        if by_steps or by_time:
+            self.start(timesteps)
+            return True
+        return False
 
 
 @dataclass
@@ -115,24 +165,39 @@ def _compact(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-def train(spec: RunSpec, out_dir: str | os.PathLike, progress_bar: bool = True) -> dict[str, Any]:
-    """Train (or resume) the run ``spec`` in ``out_dir``; return its summary. Ctrl-C saves and marks it."""
+def train(
+    spec: RunSpec, out_dir: str | os.PathLike, progress_bar: bool = True, save: SaveSchedule | None = None
+) -> dict[str, Any]:
+    """Train (or resume) the run ``spec`` in ``out_dir``; return its summary. Ctrl-C saves and marks it.
+
+    Raises:
+        RunMismatchError: ``out_dir`` holds a run made with other arguments.
+        RunArgumentError: the agent refuses one of the run's arguments.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_reuse(out, spec)
     summary = read_summary(out)
     if summary and summary.get("status") == "done" and summary.get("steps") == spec.steps:
         return summary
-    (out / RUN_FILE).write_text(json.dumps(_spec_dict(spec), indent=2))
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    run = _SB3Run(spec, out, progress_bar) if spec.agent in SB3_AGENTS else _LMRun(spec, out, progress_bar)
+    try:
+        run = _SB3Run(spec, out, progress_bar) if spec.agent in SB3_AGENTS else _LMRun(spec, out, progress_bar)
+    except RunArgumentError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    _write_json(out / RUN_FILE, _spec_dict(spec))
     start_steps = run.num_timesteps
     status = "done"
     try:
-        run.learn()
+        run.learn(save or SaveSchedule())
     except KeyboardInterrupt:
         status = "interrupted"
     finally:
         run.save()
+        run.close()
     wall = time.perf_counter() - started
     curve = read_curve(out)
     summary = {
@@ -142,14 +207,84 @@ def train(spec: RunSpec, out_dir: str | os.PathLike, progress_bar: bool = True) 
         "seed": spec.seed,
         "steps": spec.steps,
         "timesteps": run.num_timesteps,
+        "resumed_from": start_steps,
         "final_mean_reward": final_mean_reward(curve),
         "wall_seconds": wall + (summary or {}).get("wall_seconds", 0.0),
         "steps_per_second": (run.num_timesteps - start_steps) / max(wall, 1e-9),
     }
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    _write_json(out / SUMMARY_FILE, summary)
     if status == "interrupted":
         raise KeyboardInterrupt
     return summary
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write ``path`` whole or not at all (a kill mid-write leaves the previous version)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def check_reuse(out: Path, spec: RunSpec) -> None:
+    """Refuse a run directory made for another run (see :data:`MATCHED_KEYS`), naming what differs."""
+    path = out / RUN_FILE
+    if not path.is_file():
+        from agents.checkpoint import CHECKPOINT_DIR, PREVIOUS_DIR
+
+        if (out / CHECKPOINT_DIR).exists() or (out / PREVIOUS_DIR).exists():
+            raise RunMismatchError(f"--out {str(out)!r} holds a checkpoint but no {RUN_FILE}: choose another --out")
+        return
+    try:
+        saved = _read_run_file(path)
+    except ValueError as err:
+        raise RunMismatchError(f"--out: {err}; choose another --out") from err
+    asked = _spec_dict(spec)
+    differences = []
+    for key in MATCHED_KEYS:
+        there, here = _effective(saved, key), _effective(asked, key)
+        if isinstance(there, dict) and isinstance(here, dict):
+            differences += [
+                f"{key}.{k}: {there.get(k, '(unset)')!r} there, {here.get(k, '(unset)')!r} here"
+                for k in sorted(set(there) | set(here), key=str)
+                if _canonical(there.get(k, "(unset)")) != _canonical(here.get(k, "(unset)"))
+            ]
+        elif _canonical(there) != _canonical(here):
+            differences.append(f"{key}: {there!r} there, {here!r} here")
+    saved_steps = saved.get("steps")
+    if isinstance(saved_steps, int) and spec.steps < saved_steps:
+        differences.append(f"steps: {saved_steps} there, {spec.steps} here (a run continues, it does not shrink)")
+    if differences:
+        raise RunMismatchError(
+            f"--out {str(out)!r} holds a different run ({'; '.join(differences)}); "
+            "rerun with its arguments or choose another --out"
+        )
+
+
+def _read_run_file(path: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is damaged ({err})") from err
+    if not isinstance(saved, dict):
+        raise ValueError(f"{str(path)!r} is not a textenv run file (a JSON object)")
+    return saved
+
+
+def _effective(spec: dict[str, Any], key: str) -> Any:
+    """``spec[key]``, with ``env_kwargs`` completed by the env id's registered defaults and the reward override."""
+    if key != "env_kwargs":
+        return spec.get(key)
+    from textenv.registration import ENV_IDS
+
+    defaults = ENV_IDS.get(spec.get("env"), ({}, ""))[0]
+    kwargs = {**defaults, **(spec.get("env_kwargs") or {})}
+    if spec.get("reward") is not None:
+        kwargs["reward"] = spec["reward"]
+    return kwargs
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
 
 
 def _spec_dict(spec: RunSpec) -> dict[str, Any]:
@@ -166,10 +301,20 @@ def _spec_dict(spec: RunSpec) -> dict[str, Any]:
 
 
 def load_spec(out_dir: str | os.PathLike) -> RunSpec:
+    """The run spec of ``out_dir``'s ``run.json``, as data: see :mod:`agents.untrusted` before using it."""
     path = Path(out_dir) / RUN_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(out_dir)!r} is not a textenv run directory (no {RUN_FILE})")
-    return RunSpec(**json.loads(path.read_text()))
+    saved = _read_run_file(path)
+    fields = {"agent", "env", "steps", "seed", "env_kwargs", "reward", "model", "agent_kwargs"}
+    try:
+        if set(saved) - fields or not isinstance(saved.get("env"), str):
+            raise TypeError(f"unexpected keys {sorted(set(saved) - fields)}" if set(saved) - fields else "no env id")
+        if not isinstance(saved.get("env_kwargs", {}), dict) or not isinstance(saved.get("agent_kwargs", {}), dict):
+            raise TypeError("env_kwargs and agent_kwargs must be JSON objects")
+        return RunSpec(**saved)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{str(path)!r} is not a valid textenv run file: {err}") from err
 
 
 # -- SB3 ----------------------------------------------------------------------------------------------------
@@ -184,15 +329,23 @@ class _SB3Run:
         from agents.sb3 import make_sb3
 
         self.spec, self.out, self.progress_bar = spec, out, progress_bar
-        self.model = make_sb3(spec.agent, spec.env, seed=spec.seed, env_kwargs=spec.full_env_kwargs(), **spec.agent_kwargs)
+        try:
+            self.model = make_sb3(
+                spec.agent, spec.env, seed=spec.seed, env_kwargs=spec.full_env_kwargs(), **spec.agent_kwargs
+            )
+        except (AssertionError, TypeError, ValueError) as err:  # SB3 checks its arguments with assert
+            raise RunArgumentError(f"{spec.agent} refuses its arguments {spec.agent_kwargs}: {err}") from err
         self.num_timesteps = self._load()
         self.curve = CurveWriter(out, self.num_timesteps)
 
-    def learn(self) -> None:
+    def learn(self, save: SaveSchedule) -> None:
         remaining = self.spec.steps - self.num_timesteps
         if remaining <= 0:
             return
-        callback = _make_sb3_callback_class()(self.curve, self.spec.steps, self.num_timesteps, self.progress_bar)
+        save.start(self.num_timesteps)
+        callback = _make_sb3_callback_class()(
+            self.curve, self.spec.steps, self.num_timesteps, self.progress_bar, save=save, save_now=self.save
+        )
         self.model.learn(total_timesteps=remaining, callback=callback, reset_num_timesteps=self.num_timesteps == 0)
 
     def _load(self) -> int:
@@ -230,16 +383,23 @@ class _SB3Run:
 
         write_atomically(self.out, write)
 
+    def close(self) -> None:
+        self.model.get_env().close()
+
 
 def _make_sb3_callback_class() -> type:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class SB3CurveCallback(BaseCallback):
-        """Collects finished episodes' rewards (from SB3's Monitor infos) into the run's curve."""
+        """Collects finished episodes' rewards (from SB3's Monitor infos) into the run's curve; saves on schedule."""
 
-        def __init__(self, curve: CurveWriter, total: int, start: int, progress_bar: bool, window: int = 0) -> None:
+        def __init__(
+            self, curve: CurveWriter, total: int, start: int, progress_bar: bool, save: SaveSchedule,
+            save_now: Callable[[], None], window: int = 0,
+        ) -> None:
             super().__init__()
             self.curve, self.total, self.start = curve, total, start
+            self.save, self.save_now = save, save_now
             self.window = window or max(total // 50, 1)
             self.pending: list[float] = []
             self.next_log = start + self.window
@@ -259,6 +419,9 @@ def _make_sb3_callback_class() -> type:
             if self.num_timesteps >= self.next_log:
                 self.flush()
                 self.next_log = self.num_timesteps + self.window
+            if self.save.due(self.num_timesteps):
+                self.flush()  # the curve up to the checkpoint is on disk with it
+                self.save_now()
             return True
 
         def flush(self) -> None:
@@ -291,13 +454,18 @@ class _LMRun:
         }[spec.agent]
         try:
             config = config_class(seed=spec.seed, output_dir=str(out), progress_bar=False, **spec.agent_kwargs)
-        except TypeError as err:
-            raise TypeError(f"bad {spec.agent} argument: {err}") from err
+        except (TypeError, ValueError) as err:
+            raise RunArgumentError(f"bad {spec.agent} argument: {err}") from err
         model = spec.model or spec.env_kwargs.get("tokenizer") or ENV_IDS.get(spec.env, ({}, ""))[0].get("tokenizer")
         if model is None:
-            raise ValueError(f"{spec.agent} needs a policy model: pass model=... (the env {spec.env!r} names no tokenizer)")
+            raise RunArgumentError(
+                f"{spec.agent} needs a policy model: pass --model (the env {spec.env!r} names no tokenizer)"
+            )
         self.spec, self.progress_bar = spec, progress_bar
-        self.trainer = trainer_class(spec.env, model, config, env_kwargs=spec.full_env_kwargs())
+        try:
+            self.trainer = trainer_class(spec.env, model, config, env_kwargs=spec.full_env_kwargs())
+        except (FileNotFoundError, ValueError) as err:  # a model that is not there, a batch layout that cannot be
+            raise RunArgumentError(f"{spec.agent}: {err}") from err
         self.trainer.load_checkpoint()
         self.curve = CurveWriter(out, self.trainer.num_timesteps)
 
@@ -305,9 +473,10 @@ class _LMRun:
     def num_timesteps(self) -> int:
         return int(self.trainer.num_timesteps)
 
-    def learn(self) -> None:
+    def learn(self, save: SaveSchedule) -> None:
         from tqdm.auto import tqdm
 
+        save.start(self.num_timesteps)
         bar = tqdm(total=self.spec.steps, initial=self.num_timesteps, unit="tok", desc="train", disable=not self.progress_bar)
         with bar:
             while self.trainer.num_timesteps < self.spec.steps:
@@ -315,7 +484,11 @@ class _LMRun:
                 self.curve.add_mean(self.num_timesteps, metrics["reward_mean"], self.trainer.num_envs)
                 bar.update(self.num_timesteps - bar.n)
                 bar.set_postfix(reward=f"{metrics['reward_mean']:+.3f}")
+                if save.due(self.num_timesteps) and self.trainer.num_timesteps < self.spec.steps:
+                    self.save()
 
     def save(self) -> None:
         self.trainer.save_checkpoint()
+
+    def close(self) -> None:
         self.trainer.close()
