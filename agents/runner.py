@@ -29,6 +29,7 @@ import csv
 import json
 import math
 import os
+import pickle
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -352,7 +353,7 @@ class _SB3Run:
         import torch
         from safetensors.torch import load_model
 
-        from agents.checkpoint import find_checkpoint
+        from agents.checkpoint import DamagedCheckpointError, find_checkpoint
 
         found = find_checkpoint(self.out)
         if found is None:
@@ -360,7 +361,13 @@ class _SB3Run:
         load_model(self.model.policy, found / self.WEIGHTS)
         optimizer = getattr(self.model.policy, "optimizer", None)
         if optimizer is not None and (found / self.OPTIMIZER).is_file():
-            optimizer.load_state_dict(torch.load(found / self.OPTIMIZER, weights_only=True))
+            try:
+                optimizer.load_state_dict(torch.load(found / self.OPTIMIZER, weights_only=True))
+            except (pickle.UnpicklingError, RuntimeError, ValueError, KeyError) as err:
+                raise DamagedCheckpointError(
+                    f"checkpoint file {str(found / self.OPTIMIZER)!r} is not a weights-only optimiser state: "
+                    f"{str(err).splitlines()[0]}"
+                ) from err
         state = json.loads((found / self.STATE).read_text())
         self.model.num_timesteps = int(state["num_timesteps"])
         return self.model.num_timesteps

@@ -80,7 +80,7 @@ def check_untrusted_spec(
             )
     requests = [
         *remote_code_requests(spec.env_kwargs, "env_kwargs"),
-        *remote_code_requests({"reward": spec.reward}, "run") if reward is None else (),
+        *(remote_code_requests({"reward": spec.reward}, "run") if reward is None else ()),
         *remote_code_requests(spec.agent_kwargs, "agent_kwargs"),
     ]
     if requests and not trust_remote_code:
