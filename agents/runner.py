@@ -17,7 +17,8 @@ A run directory holds:
 Running the same command again resumes from the newest whole checkpoint (``checkpoint.old`` when ``checkpoint``
 is damaged) towards the same ``steps`` total; a run whose summary says ``"done"`` is skipped. A directory is
 only reused for the run it was made for: the agent, env, env kwargs, reward, model, seed and agent kwargs must
-match its ``run.json`` (``steps`` may grow), or :class:`RunMismatchError` says what differs.
+match its ``run.json`` (``steps`` may change: the run continues towards the new total), or
+:class:`RunMismatchError` says what differs.
 
 SB3 agents: the checkpoint holds the policy's weights and the optimiser state; an off-policy agent's replay
 buffer is not saved (it would need pickling), so a resumed DQN/QR-DQN starts with an empty buffer.
@@ -59,7 +60,7 @@ class RunArgumentError(ValueError):
     """The agent could not be built from the run's arguments (a value the library refuses)."""
 
 
-#: run.json keys a rerun must match (``steps`` may grow: the run continues)
+#: run.json keys a rerun must match (``steps`` may change: the run continues towards the new total)
 MATCHED_KEYS = ("agent", "env", "env_kwargs", "reward", "model", "seed", "agent_kwargs")
 
 
@@ -251,9 +252,6 @@ def check_reuse(out: Path, spec: RunSpec) -> None:
             ]
         elif _canonical(there) != _canonical(here):
             differences.append(f"{key}: {there!r} there, {here!r} here")
-    saved_steps = saved.get("steps")
-    if isinstance(saved_steps, int) and spec.steps < saved_steps:
-        differences.append(f"steps: {saved_steps} there, {spec.steps} here (a run continues, it does not shrink)")
     if differences:
         raise RunMismatchError(
             f"--out {str(out)!r} holds a different run ({'; '.join(differences)}); "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.cli import main
 from cli_util import assert_one_line_error, run_main, textenv
 from textenv.word_task import TOPICS
 
@@ -25,7 +26,7 @@ MOSS_WORDS = ROOT / "textenv" / "data" / "moss_words"
 def sb3_run(tmp_path_factory) -> Path:
     """A finished 64-step PPO run on MossWords-v0 (built once; each test copies it)."""
     out = tmp_path_factory.mktemp("made") / "run"
-    textenv("train", "--env", "MossWords-v0", "--agent", "ppo", "--steps", "64", "--out", str(out), "--no-progress")
+    assert main(["train", "--env", "MossWords-v0", "--agent", "ppo", "--steps", "64", "--out", str(out), "--no-progress"]) == 0
     return out
 
 
