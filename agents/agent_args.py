@@ -113,7 +113,10 @@ def describe_agent(agent: str, width: int = 100) -> str:
         mark = " (textenv)" if argument.textenv_default else ""
         lines.append(f"  {argument.name}: {argument.type or 'any'} = {argument.default!r}{mark}")
         if argument.help:
-            lines += textwrap.wrap(argument.help, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
+            lines += textwrap.wrap(
+                argument.help, width, initial_indent=" " * 6, subsequent_indent=" " * 6, break_on_hyphens=False,
+                break_long_words=False,
+            )
     return "\n".join(lines)
 
 

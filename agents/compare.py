@@ -13,13 +13,14 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def run_pairs(
 
     todo = [pair for pair in pairs if not pair.done]
     failed: list[Pair] = []
-    running: dict[Pair, subprocess.Popen] = {}
+    running: dict[Pair, tuple[subprocess.Popen, IO[str]]] = {}  # each run and its open train.log
     bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), unit="run", desc="compare", disable=not progress_bar)
     try:
         while todo or running:
@@ -91,19 +92,22 @@ def run_pairs(
                     "--out", str(pair.out_dir), "--no-progress", *train_args,
                 ]
                 log = (pair.out_dir / "train.log").open("w")
-                running[pair] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(jobs))
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(jobs))
+                running[pair] = (process, log)
             time.sleep(0.2)
-            for pair, process in list(running.items()):
+            for pair, (process, log) in list(running.items()):
                 if process.poll() is not None:
                     del running[pair]
+                    log.close()
                     if process.returncode != 0:
                         failed.append(pair)
                     bar.update(1)
     except KeyboardInterrupt:
-        for process in running.values():
-            process.send_signal(2)  # SIGINT: the run saves a checkpoint and writes an "interrupted" summary
-        for process in running.values():
+        for process, _ in running.values():
+            process.send_signal(signal.SIGINT)  # the run saves a checkpoint and writes an "interrupted" summary
+        for process, log in running.values():
             process.wait()
+            log.close()
         raise
     finally:
         bar.close()
@@ -112,8 +116,8 @@ def run_pairs(
 
 def _child_env(jobs: int) -> dict[str, str]:
     """Split the cores between the parallel runs: torch's OpenMP threads spin while they wait, so
-    oversubscribed cores slow small matrix products down by an order of magnitude (measured: a SmolLM2
-    decode step took 4 s with 2 threads per process on 2 busy cores, 0.14 s with 1)."""
+    oversubscribed cores slow small matrix products down by an order of magnitude (a SmolLM2 decode step
+    takes 4 s with 2 threads per process on 2 busy cores, 0.14 s with 1)."""
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))

@@ -125,3 +125,38 @@ def test_iqm_and_bootstrap():
     assert compare_module.iqm([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]) == pytest.approx(4.5)
     low, high = compare_module.bootstrap_ci([1.0, 1.1, 0.9, 1.05, 0.95, 1.0])
     assert 0.9 <= low <= 1.0 <= high <= 1.1
+
+
+@pytest.mark.parametrize("agent", ["lm-ppo", "grpo", "rloo"])
+def test_help_agent_lists_every_lm_config_field_with_type_default_and_help(agent, capsys):
+    import dataclasses
+
+    from agents.agent_args import RUNNER_ARGUMENTS, lm_config_class
+    from cli_util import run_main
+
+    code, out, err = run_main(capsys, "train", "--agent", agent, "--help-agent")
+    assert code == 0, err
+    fields = [f for f in dataclasses.fields(lm_config_class(agent)) if f.name not in RUNNER_ARGUMENTS]
+    assert len(fields) >= 15
+    text = " ".join(out.split())
+    for f in fields:
+        help_text = f.metadata["help"]
+        assert len(help_text) > 20, f.name
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        assert f"{f.name}: {f.type} = {default!r}" in out, f.name
+        assert " ".join(help_text.split()) in text, f.name
+
+
+def test_help_agent_lists_sb3_constructor_parameters_and_textenv_defaults(capsys):
+    from agents.sb3 import DEFAULT_HYPERPARAMS
+    from cli_util import run_main
+
+    code, out, err = run_main(capsys, "train", "--agent", "dqn", "--help-agent")
+    assert code == 0, err
+    for key, value in DEFAULT_HYPERPARAMS["dqn"].items():
+        assert f"  {key}: " in out and f"= {value!r} (textenv)" in out, key
+    assert "  tau: float = 1.0\n" in out  # a library default, not textenv's
+    assert "the soft update coefficient" in out  # help from DQN's docstring
+    assert "  n_envs: int = 1\n" in out  # make_sb3's own arguments
+    code, _, err = run_main(capsys, "train", "--agent", "sac", "--help-agent")
+    assert code == 2 and "unknown agent 'sac'" in err
