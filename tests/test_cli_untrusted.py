@@ -90,35 +90,33 @@ def write_remote_code_tokenizer(directory: Path, marker: Path) -> None:
     )
 
 
-def test_trust_remote_code_in_run_json_does_not_run_the_run_directorys_code(sb3_run, prompts, tmp_path, capsys):
+def remote_code_run(sb3_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of ``sb3_run`` whose run.json loads its own ``tok/`` with trust_remote_code; (run, marker)."""
     marker = tmp_path / "ran"
-    run = tmp_path / "run"
-    shutil.copytree(sb3_run, run)
+    run = edit_run(sb3_run, tmp_path / "run")
     write_remote_code_tokenizer(run / "tok", marker)
-    edit_run_in_place = json.loads((run / "run.json").read_text())
-    edit_run_in_place["env_kwargs"] = {"tokenizer": str(run / "tok"), "trust_remote_code": True}
-    (run / "run.json").write_text(json.dumps(edit_run_in_place))
+    spec = json.loads((run / "run.json").read_text())
+    spec["env_kwargs"] = {"tokenizer": str(run / "tok"), "trust_remote_code": True}
+    (run / "run.json").write_text(json.dumps(spec))
+    return run, marker
 
+
+def test_trust_remote_code_in_run_json_does_not_run_the_run_directorys_code(sb3_run, prompts, tmp_path, capsys):
+    run, marker = remote_code_run(sb3_run, tmp_path)
     code, _, err = run_main(capsys, "eval", "--checkpoint", str(run), "--prompts", str(prompts))
     assert_one_line_error(code, err, "env_kwargs.trust_remote_code", "pass --trust-remote-code")
     assert not marker.exists()
 
     # also when it hides in the reward's keyword arguments
-    edit_run_in_place["env_kwargs"] = {"reward_kwargs": {"trust_remote_code": True}}
-    (run / "run.json").write_text(json.dumps(edit_run_in_place))
+    shutil.rmtree(run)
+    edit_run(sb3_run, run, env_kwargs={"reward_kwargs": {"trust_remote_code": True}})
     code, _, err = run_main(capsys, "eval", "--checkpoint", str(run), "--prompts", str(prompts))
     assert_one_line_error(code, err, "env_kwargs.reward_kwargs.trust_remote_code", "pass --trust-remote-code")
 
 
 def test_the_remote_code_route_is_real_when_the_user_allows_it(sb3_run, prompts, tmp_path):
     """Control for the test above, in a subprocess with its own module cache: --trust-remote-code runs the code."""
-    marker = tmp_path / "ran"
-    run = tmp_path / "run"
-    shutil.copytree(sb3_run, run)
-    write_remote_code_tokenizer(run / "tok", marker)
-    spec = json.loads((run / "run.json").read_text())
-    spec["env_kwargs"] = {"tokenizer": str(run / "tok"), "trust_remote_code": True}
-    (run / "run.json").write_text(json.dumps(spec))
+    run, marker = remote_code_run(sb3_run, tmp_path)
     result = textenv("eval", "--checkpoint", str(run), "--prompts", str(prompts), "--trust-remote-code",
                      env={"HF_MODULES_CACHE": str(tmp_path / "modules")}, check=False)
     assert marker.read_text() == "ran", result.stderr[-2000:]

@@ -56,3 +56,11 @@ def test_reward_function():
         rewards.make("topic_words", target_count=0)
     prompts = [json.loads(line) for line in (DATA / "prompts.jsonl").read_text().splitlines()]
     assert len(prompts) == 36 and all(len(p["reference"].split()) == 12 for p in prompts)
+
+
+def test_topic_words_is_a_documented_builtin_that_moss_words_names():
+    assert rewards.available()["topic_words"] == "builtin"
+    doc = rewards.registry._REGISTRY["topic_words"].obj.__doc__
+    assert "Range:" in doc and "Arguments:" in doc and doc.index("Range:") < doc.index("Arguments:")
+    assert textenv.ENV_IDS["MossWords-v0"][0]["reward"] == "topic_words"
+    assert gym.make("MossWords-v0").unwrapped.task.reward_model.name == "topic_words"
