@@ -7,7 +7,8 @@ before it stays as ``checkpoint.old``, a fallback for a ``checkpoint`` damaged l
 
 :func:`latest_checkpoint` returns the newest checkpoint; :func:`find_checkpoint` the newest whose files are whole
 (:func:`check_checkpoint`), warning about a damaged one it skips; :func:`check_checkpoint` raises
-:class:`DamagedCheckpointError` naming the damaged file. Nothing here unpickles: weights are safetensors, JSON is parsed as JSON, and a ``torch.save`` file is only
+:class:`DamagedCheckpointError` naming the damaged file; :func:`recover_checkpoint` moves a damaged ``checkpoint``
+aside before a run resumes, so the directory again holds ``checkpoint`` (whole) and the one before it. Nothing here unpickles: weights are safetensors, JSON is parsed as JSON, and a ``torch.save`` file is only
 checked as a zip archive (its members' CRCs); loaders read it with ``torch.load(weights_only=True)``.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 CHECKPOINT_DIR = "checkpoint"
 PREVIOUS_DIR = "checkpoint.old"
+DAMAGED_DIR = "checkpoint.damaged"
 COMPLETE_MARKER = "trainer_state.json"  # written last: a directory without it is not a checkpoint
 
 
@@ -93,6 +95,39 @@ def find_checkpoint(path: str | os.PathLike, *, warn: bool = True) -> Path | Non
     if damaged:
         raise damaged[0]
     return None
+
+
+def recover_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """Make ``output_dir/checkpoint`` the newest whole checkpoint before a run resumes from it.
+
+    A damaged ``checkpoint`` is moved aside to ``checkpoint.damaged`` (with a warning naming the damaged file) and
+    ``checkpoint.old`` takes its place; after a kill between the two renames of :func:`write_atomically`,
+    ``checkpoint.old`` is moved back. Returns the whole checkpoint, or ``None`` when there is none.
+
+    Raises:
+        DamagedCheckpointError: no checkpoint there is whole.
+    """
+    output_dir = Path(output_dir)
+    target, previous = output_dir / CHECKPOINT_DIR, output_dir / PREVIOUS_DIR
+    found = find_checkpoint(output_dir, warn=False)
+    if found is None or found != previous:
+        return found
+    if target.exists():
+        try:
+            check_checkpoint(target)
+            problem = "it is not a checkpoint"
+        except DamagedCheckpointError as err:
+            problem = str(err)
+        damaged = output_dir / DAMAGED_DIR
+        shutil.rmtree(damaged, ignore_errors=True)
+        os.rename(target, damaged)
+        warnings.warn(
+            f"{problem}; moved it to {str(damaged)!r} and resuming from the previous checkpoint",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    os.rename(previous, target)
+    return target
 
 
 def check_checkpoint(directory: str | os.PathLike) -> None:

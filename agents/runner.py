@@ -15,7 +15,8 @@ A run directory holds:
   time, steps per second, and ``resumed_from`` (the checkpoint's timesteps this invocation started from).
 
 Running the same command again resumes from the newest whole checkpoint (``checkpoint.old`` when ``checkpoint``
-is damaged) towards the same ``steps`` total; a run whose summary says ``"done"`` is skipped. A directory is
+is damaged; the damaged one is moved to ``checkpoint.damaged``) towards the same ``steps`` total; a run whose
+summary says ``"done"`` (and whose checkpoint is whole) is skipped. A directory is
 only reused for the run it was made for: the agent, env, env kwargs, reward, model, seed and agent kwargs must
 match its ``run.json`` (``steps`` may change: the run continues towards the new total), or
 :class:`RunMismatchError` says what differs.
@@ -175,14 +176,23 @@ def train(
     Raises:
         RunMismatchError: ``out_dir`` holds a run made with other arguments.
         RunArgumentError: the agent refuses one of the run's arguments.
+        DamagedCheckpointError: no checkpoint in ``out_dir`` is whole.
     """
+    from agents.checkpoint import recover_checkpoint
+
     out = Path(out_dir)
     check_reuse(out, spec)
-    summary = read_summary(out)
-    if summary and summary.get("status") == "done" and summary.get("steps") == spec.steps:
-        return summary
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    recover_checkpoint(out)
+    summary = read_summary(out)
+    if (
+        summary
+        and summary.get("status") == "done"
+        and summary.get("steps") == spec.steps
+        and summary.get("timesteps") == _saved_timesteps(out)  # and its checkpoint is still there, whole
+    ):
+        return summary
     started = time.perf_counter()
     try:
         run = _SB3Run(spec, out, progress_bar) if spec.agent in SB3_AGENTS else _LMRun(spec, out, progress_bar)
@@ -377,6 +387,8 @@ class _SB3Run:
         from agents.checkpoint import COMPLETE_MARKER, write_atomically
 
         self.num_timesteps = int(self.model.num_timesteps)
+        if _saved_timesteps(self.out) == self.num_timesteps:
+            return
 
         def write(directory: Path) -> None:
             save_model(self.model.policy, str(directory / self.WEIGHTS))
@@ -390,6 +402,17 @@ class _SB3Run:
 
     def close(self) -> None:
         self.model.get_env().close()
+
+
+def _saved_timesteps(out: Path) -> int | None:
+    """The timesteps of the newest checkpoint in ``out`` (None: none, or unreadable)."""
+    from agents.checkpoint import COMPLETE_MARKER, latest_checkpoint
+
+    found = latest_checkpoint(out)
+    try:
+        return int(json.loads((found / COMPLETE_MARKER).read_text())["num_timesteps"]) if found else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _make_sb3_callback_class() -> type:
@@ -466,7 +489,7 @@ class _LMRun:
             raise RunArgumentError(
                 f"{spec.agent} needs a policy model: pass --model (the env {spec.env!r} names no tokenizer)"
             )
-        self.spec, self.progress_bar = spec, progress_bar
+        self.spec, self.out, self.progress_bar = spec, out, progress_bar
         try:
             self.trainer = trainer_class(spec.env, model, config, env_kwargs=spec.full_env_kwargs())
         except (FileNotFoundError, ValueError) as err:  # a model that is not there, a batch layout that cannot be
@@ -493,7 +516,8 @@ class _LMRun:
                     self.save()
 
     def save(self) -> None:
-        self.trainer.save_checkpoint()
+        if _saved_timesteps(self.out) != self.num_timesteps:  # LMTrainer.train may have saved this state already
+            self.trainer.save_checkpoint()
 
     def close(self) -> None:
         self.trainer.close()

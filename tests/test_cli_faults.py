@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.checkpoint import check_checkpoint, find_checkpoint, latest_checkpoint
+from agents.checkpoint import DamagedCheckpointError, check_checkpoint, find_checkpoint, latest_checkpoint
 from agents.cli import main
 from cli_util import assert_one_line_error, run_main, textenv
 
@@ -95,11 +95,18 @@ def test_eval_names_a_damaged_checkpoint_file_and_resume_falls_back(name, two_ch
     code, _, err = run_main(capsys, "eval", "--checkpoint", str(run), "--prompts", str(prompts))
     assert_one_line_error(code, err, f"checkpoint/{name}' is damaged")
 
-    with pytest.warns(RuntimeWarning, match=f"checkpoint/{name}' is damaged.*using the previous checkpoint"):
-        code, out, err = run_main(capsys, "train", *WORDS, "--steps", "384", "--out", str(run))
+    with pytest.warns(RuntimeWarning, match=f"checkpoint/{name}' is damaged.*resuming from the previous checkpoint"):
+        code, out, err = run_main(capsys, "train", *WORDS, "--steps", "256", "--out", str(run))
     assert code == 0, err
     summary = json.loads(out)
-    assert summary["resumed_from"] == 128 and summary["timesteps"] >= 384
+    assert summary["resumed_from"] == 128 and summary["timesteps"] == 256
+    # the damaged checkpoint is set aside; the directory again holds a whole checkpoint and the one before it
+    check_checkpoint(run / "checkpoint")
+    assert saved_timesteps(run / "checkpoint") == 256 and saved_timesteps(run / "checkpoint.old") == 128
+    with pytest.raises(DamagedCheckpointError):
+        check_checkpoint(run / "checkpoint.damaged")
+    code, _, err = run_main(capsys, "eval", "--checkpoint", str(run), "--prompts", str(prompts))
+    assert code == 0, err
 
 
 def test_resume_with_every_checkpoint_damaged_is_one_line(two_checkpoints, tmp_path, capsys):
@@ -127,7 +134,7 @@ def test_check_checkpoint_names_the_damaged_file(name, damage, problem, tmp_path
     import torch
     from safetensors.torch import save_file
 
-    from agents.checkpoint import DamagedCheckpointError, write_atomically
+    from agents.checkpoint import write_atomically
 
     def write(directory: Path) -> None:
         (directory / "policy").mkdir()
@@ -224,3 +231,26 @@ def test_eval_with_bad_prompts_is_one_line(two_checkpoints, tmp_path, capsys):
     (tmp_path / "run.json").write_text("{not json")
     code, _, err = run_main(capsys, "eval", "--checkpoint", str(tmp_path), "--prompts", "builtin:test")
     assert_one_line_error(code, err, "run.json' is damaged")
+
+
+def test_lm_run_names_a_damaged_policy_and_resumes_from_the_previous_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_main(capsys, "train", *LM, "--steps", "8", "--out", str(run))
+    assert code == 0, err
+    first = saved_timesteps(run / "checkpoint")
+    code, out, err = run_main(capsys, "train", *LM, "--steps", str(first + 8), "--out", str(run))
+    assert code == 0, err
+    assert saved_timesteps(run / "checkpoint.old") == first < saved_timesteps(run / "checkpoint")
+    truncate(run / "checkpoint" / "policy" / "model.safetensors")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("The movie was\n")
+
+    code, _, err = run_main(capsys, "eval", "--checkpoint", str(run), "--prompts", str(prompts))
+    assert_one_line_error(code, err, "checkpoint/policy/model.safetensors' is damaged")
+    with pytest.warns(RuntimeWarning, match="model.safetensors' is damaged.*resuming from the previous checkpoint"):
+        code, out, err = run_main(capsys, "train", *LM, "--steps", str(first + 16), "--out", str(run))
+    assert code == 0, err
+    assert json.loads(out)["resumed_from"] == first
+    code, out, err = run_main(capsys, "eval", "--checkpoint", str(run), "--prompts", str(prompts))
+    assert code == 0, err
+    assert json.loads(out)["kl_to_reference"]["mean"] == json.loads(out)["kl_to_reference"]["mean"]  # finite, not NaN
