@@ -52,6 +52,26 @@ def check_env_id(env_id: str) -> None:
         raise CLIError(f"unknown env {env_id!r}; registered textenv envs: {', '.join(env_ids())}")
 
 
+def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
+    """Unknown env arguments and values of the wrong type are named, with what was expected."""
+    import inspect
+
+    from textenv.task import TextTask
+
+    params = inspect.signature(TextTask.__init__).parameters
+    valid = [name for name in params if name != "self"] + ["render_mode"]
+    for key, value in env_kwargs.items():
+        if key not in valid:
+            raise CLIError(f"unknown env argument {key!r}; valid: {', '.join(valid)}")
+        default = params[key].default if key in params else None
+        expected = type(default) if isinstance(default, (bool, int, float)) else None
+        if expected is not None and not (
+            isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+            or expected is float and isinstance(value, int) and not isinstance(value, bool)
+        ):
+            raise CLIError(f"env argument {key}={value!r}: expected {expected.__name__}")
+
+
 def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     """``gym.make`` with errors a user can act on (bad kwarg names the argument and the expected type)."""
     check_env_id(env_id)
@@ -144,26 +164,6 @@ def _policy(args: argparse.Namespace, env: gym.Env) -> Any:
 
 
 # -- train / compare / eval ---------------------------------------------------------------------------------
-def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
-    """Unknown env arguments and values of the wrong type are named, with what was expected."""
-    import inspect
-
-    from textenv.task import TextTask
-
-    params = inspect.signature(TextTask.__init__).parameters
-    valid = [name for name in params if name != "self"] + ["render_mode"]
-    for key, value in env_kwargs.items():
-        if key not in valid:
-            raise CLIError(f"unknown env argument {key!r}; valid: {', '.join(valid)}")
-        default = params[key].default if key in params else None
-        expected = type(default) if isinstance(default, (bool, int, float)) else None
-        if expected is not None and not (
-            isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-            or expected is float and isinstance(value, int) and not isinstance(value, bool)
-        ):
-            raise CLIError(f"env argument {key}={value!r}: expected {expected.__name__}")
-
-
 def _run_spec(args: argparse.Namespace, agent: str, seed: int) -> Any:
     """The run the flags ask for, every value checked (the env is built once) before anything is written."""
     from agents.agent_args import check_agent_kwargs
