@@ -254,3 +254,24 @@ def test_lm_run_names_a_damaged_policy_and_resumes_from_the_previous_checkpoint(
     code, out, err = run_main(capsys, "eval", "--checkpoint", str(run), "--prompts", str(prompts))
     assert code == 0, err
     assert json.loads(out)["kl_to_reference"]["mean"] == json.loads(out)["kl_to_reference"]["mean"]  # finite, not NaN
+
+
+def test_save_schedule_by_steps_and_by_minutes(monkeypatch):
+    import agents.runner as runner
+
+    clock = [0.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    schedule = runner.SaveSchedule(every_steps=100, every_minutes=1.0)
+    schedule.start(0)
+    assert not schedule.due(99) and schedule.due(100) and not schedule.due(150)
+    clock[0] = 59.0
+    assert not schedule.due(199)
+    clock[0] = 61.0
+    assert schedule.due(199)  # a minute since the save at 100 steps
+    assert not schedule.due(250) and schedule.due(299)
+    off = runner.SaveSchedule(every_steps=0, every_minutes=0)
+    off.start(0)
+    clock[0] = 1e9
+    assert not off.due(10**9)
+    with pytest.raises(ValueError, match="every_minutes=-1"):
+        runner.SaveSchedule(every_minutes=-1)
