@@ -20,7 +20,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
+import gymnasium as gym
+
 from agents.runner import RunSpec
+from textenv.registration import ENV_IDS
 
 
 class UntrustedRunError(ValueError):
@@ -59,7 +62,8 @@ def check_untrusted_spec(
     Args:
         spec: as read from ``source``'s ``run.json``.
         source: where it was read (for the message).
-        reward: the user's ``--reward``: replaces the run's reward (also one given in ``env_kwargs``).
+        reward: the user's ``--reward``: replaces the run's reward (also one given in ``env_kwargs``, and its
+            ``reward_kwargs``).
         trust_remote_code: the user's ``--trust-remote-code``: allows the ``trust_remote_code`` the run asks for.
     """
     if ":" in spec.env:
@@ -67,9 +71,14 @@ def check_untrusted_spec(
             f"{source} names env {spec.env!r}, which would import a module; a run directory is data, not code: "
             "only registered env ids are accepted"
         )
+    if spec.env not in gym.registry:
+        raise UntrustedRunError(
+            f"{source} names env {spec.env!r}, which is not registered here; textenv's envs: {', '.join(ENV_IDS)}"
+        )
     env_kwargs = dict(spec.env_kwargs)
     if reward is not None:
         env_kwargs.pop("reward", None)
+        env_kwargs.pop("reward_kwargs", None)  # they were the run's reward's
         spec = replace(spec, reward=reward, env_kwargs=env_kwargs)
     else:
         modules = module_references(spec.reward) + module_references(env_kwargs.get("reward"))

@@ -69,6 +69,13 @@ def test_a_module_attr_reward_in_run_json_is_not_imported(sb3_run, prompts, tmp_
         assert_one_line_error(code, err, "pass --reward 'marker_reward:reward'")
         assert not marker.exists()
 
+    # the run's reward_kwargs belong to the run's reward: an overriding --reward does not get them
+    shutil.rmtree(run)
+    edit_run(sb3_run, run, reward="marker_reward:reward", env_kwargs={"reward_kwargs": {"target_count": 2}})
+    code, out, err = run_main(capsys, "eval", "--checkpoint", str(run), "--prompts", str(prompts), "--reward", "length")
+    assert code == 0, err
+    assert not marker.exists()
+
     # control: the user names the plugin on the command line, so it is imported and used
     code, out, err = run_main(capsys, "eval", "--checkpoint", str(run), "--prompts", str(prompts),
                               "--reward", "marker_reward:reward")
@@ -128,6 +135,10 @@ def test_an_env_id_naming_a_module_is_refused(sb3_run, prompts, tmp_path, capsys
     code, _, err = run_main(capsys, "eval", "--checkpoint", str(run), "--prompts", str(prompts))
     assert_one_line_error(code, err, "'marker_module:MossWords-v0'", "only registered env ids")
     assert "marker_module" not in sys.modules
+    shutil.rmtree(run)
+    edit_run(sb3_run, run, env="NoSuchEnv-v0")
+    code, _, err = run_main(capsys, "eval", "--checkpoint", str(run), "--prompts", str(prompts))
+    assert_one_line_error(code, err, "'NoSuchEnv-v0', which is not registered here; textenv's envs: MossText-v0")
 
 
 def test_eval_never_unpickles(sb3_run, prompts, tmp_path, capsys):
