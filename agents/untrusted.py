@@ -22,6 +22,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from agents.agent_args import check_agent_kwargs
 from agents.runner import RunSpec
 from textenv.registration import ENV_IDS
 
@@ -92,6 +93,10 @@ def check_untrusted_spec(
         *(remote_code_requests({"reward": spec.reward}, "run") if reward is None else ()),
         *remote_code_requests(spec.agent_kwargs, "agent_kwargs"),
     ]
+    try:
+        check_agent_kwargs(spec.agent, spec.agent_kwargs)
+    except ValueError as err:
+        raise UntrustedRunError(f"{source}: {err}") from err
     if requests and not trust_remote_code:
         raise UntrustedRunError(
             f"{source} sets {requests[0]}, which would run Python code shipped with a model or tokenizer; "

@@ -141,6 +141,12 @@ def test_an_env_id_naming_a_module_is_refused(sb3_run, prompts, tmp_path, capsys
     assert_one_line_error(code, err, "'NoSuchEnv-v0', which is not registered here; textenv's envs: MossText-v0")
 
 
+def test_agent_kwargs_in_run_json_are_checked(sb3_run, prompts, tmp_path, capsys):
+    run = edit_run(sb3_run, tmp_path / "run", agent_kwargs={"learning_rate": "abc"})
+    code, _, err = run_main(capsys, "eval", "--checkpoint", str(run), "--prompts", str(prompts))
+    assert_one_line_error(code, err, "run.json", "ppo argument learning_rate='abc': expected float or int")
+
+
 def test_eval_never_unpickles(sb3_run, prompts, tmp_path, capsys):
     """A pickle in place of the optimiser state is never loaded by eval; a resume reads it weights-only."""
     marker = tmp_path / "unpickled"
