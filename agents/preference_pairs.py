@@ -104,7 +104,7 @@ def label_pair(gold_a: float, gold_b: float, u_label: float, u_noise: float, con
             return None
         a_wins = gold_a > gold_b
     else:
-        a_wins = u_label < 1.0 / (1.0 + math.exp(-(gold_a - gold_b) / config.temperature))
+        a_wins = u_label < 0.5 * (1.0 + math.tanh((gold_a - gold_b) / (2.0 * config.temperature)))  # sigmoid
     return a_wins != (u_noise < config.label_noise)
 
 
