@@ -139,7 +139,7 @@ def test_chat_messages_render_like_trl(tmp_path, tokenizer):
 def test_write_then_load_round_trip_and_refusal(tmp_path):
     pairs = [
         PreferencePair(" good", " bad", "Film:", margin=0.5, gold_chosen=0.9, gold_rejected=0.1, metadata={"k": 1}),
-        PreferencePair("whole a", "whole b"),
+        PreferencePair("whole a", "whole b", margin=0.0),
     ]
     path = tmp_path / "out.jsonl"
     assert write_preferences(path, pairs) == 2
@@ -150,9 +150,11 @@ def test_write_then_load_round_trip_and_refusal(tmp_path):
     assert load_preferences(path) == pairs
     before = path.read_bytes()
     with pytest.raises(PreferenceDataError, match="field 'chosen': empty text"):
-        write_preferences(path, [pairs[0], PreferencePair(" ", "x")])
+        write_preferences(path, [pairs[0], PreferencePair(" ", "x", margin=1.0)])
     assert path.read_bytes() == before  # the atomic rewrite left the old file whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # no temporary left behind
+    with pytest.raises(ValueError, match="1 of 2 pairs have a margin"):
+        write_preferences(path, [pairs[0], PreferencePair("a", "b")])  # TRL cannot batch a margin column with holes
 
 
 def test_append_after_a_killed_write_loses_only_the_partial_line(tmp_path):

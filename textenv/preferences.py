@@ -310,9 +310,16 @@ def write_preferences(
     each pair as one line and fsyncs it before the next, after cutting a partial last line left by a killed
     writer: a kill loses at most the pair being written.
     """
-    records = (_checked(pair).to_record() for pair in pairs)
     if not append:
-        return write_records(path, records)
+        pairs = list(pairs)
+        with_margin = sum(pair.margin is not None for pair in pairs)
+        if 0 < with_margin < len(pairs):
+            raise ValueError(
+                f"{with_margin} of {len(pairs)} pairs have a margin: give every pair one or none (TRL's "
+                "RewardTrainer batches the margin column and cannot fill in a missing one)"
+            )
+        return write_records(path, (_checked(pair).to_record() for pair in pairs))
+    records = (_checked(pair).to_record() for pair in pairs)
     drop_partial_line(path)
     return append_records(path, records)
 
