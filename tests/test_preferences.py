@@ -4,6 +4,7 @@ durable writes, and the round trip with TRL's RewardTrainer in both directions."
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import pytest
@@ -153,8 +154,15 @@ def test_write_then_load_round_trip_and_refusal(tmp_path):
         write_preferences(path, [pairs[0], PreferencePair(" ", "x", margin=1.0)])
     assert path.read_bytes() == before  # the atomic rewrite left the old file whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # no temporary left behind
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # an ordinary file, not mkstemp's owner-only one
     with pytest.raises(ValueError, match="1 of 2 pairs have a margin"):
         write_preferences(path, [pairs[0], PreferencePair("a", "b")])  # TRL cannot batch a margin column with holes
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def test_append_after_a_killed_write_loses_only_the_partial_line(tmp_path):
