@@ -209,7 +209,9 @@ def resume_point(out: Path, config: PairConfig) -> tuple[int, tuple[int, int] | 
             "choose another output file"
         )
     previous = json.loads(stored.read_text())
-    changed = {key: (previous.get(key), value) for key, value in config.settings().items() if previous.get(key) != value}
+    changed = {
+        key: (previous.get(key), value) for key, value in config.settings().items() if previous.get(key) != value
+    }
     if changed:
         described = ", ".join(f"{key}: {old!r} in the file, {new!r} now" for key, (old, new) in changed.items())
         raise ValueError(f"{out} was generated with other settings ({described}); use the same ones or another file")

@@ -108,9 +108,11 @@ def test_skip_invalid_reports_each_skipped_line(tmp_path):
 def test_fields_numbers_and_metadata_are_read(tmp_path):
     record = {**GOOD, "margin": 1, "gold_chosen": 0.5, "gold_rejected": -0.25, "gen_round": 3, "note": "x"}
     (pair,) = load_preferences(write_lines(tmp_path / "d.jsonl", [record]))
-    assert pair == PreferencePair(" wonderful.", " dull.", "The film was", 1.0, 0.5, -0.25, {"gen_round": 3, "note": "x"})
+    metadata = {"gen_round": 3, "note": "x"}
+    assert pair == PreferencePair(" wonderful.", " dull.", "The film was", 1.0, 0.5, -0.25, metadata)
     assert isinstance(pair.margin, float)
-    (plain,) = load_preferences(write_lines(tmp_path / "e.jsonl", [{"chosen": "a b", "rejected": "a c", "prompt": None}]))
+    no_prompt = {"chosen": "a b", "rejected": "a c", "prompt": None}
+    (plain,) = load_preferences(write_lines(tmp_path / "e.jsonl", [no_prompt]))
     assert plain.prompt is None and plain.margin is None
 
 
@@ -118,7 +120,10 @@ def test_chat_messages_render_like_trl(tmp_path, tokenizer):
     """Explicit-prompt and implicit-prompt conversational records become the strings TRL renders: the prompt with
     the generation prompt, each completion as what the template adds after it."""
     chosen, rejected = [{"role": "assistant", "content": "Loved it."}], [{"role": "assistant", "content": "Meh."}]
-    records = [{"prompt": USER, "chosen": chosen, "rejected": rejected}, {"chosen": USER + chosen, "rejected": USER + rejected}]
+    records = [
+        {"prompt": USER, "chosen": chosen, "rejected": rejected},
+        {"chosen": USER + chosen, "rejected": USER + rejected},
+    ]
     explicit, implicit = load_preferences(write_lines(tmp_path / "chat.jsonl", records), tokenizer=tokenizer)
 
     prompt_text = tokenizer.apply_chat_template(USER, tokenize=False, add_generation_prompt=True)

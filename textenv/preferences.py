@@ -223,7 +223,8 @@ def parse_record(
         elif isinstance(value, list):
             _check_messages(value, name, error)
         else:
-            raise error(f"expected a string or a list of chat messages, got {type(value).__name__}: {value!r:.60}", name)
+            got = f"{type(value).__name__}: {value!r:.60}"
+            raise error(f"expected a string or a list of chat messages, got {got}", name)
         texts[name] = value
     kinds = {name: isinstance(value, list) for name, value in texts.items()}
     if len(set(kinds.values())) > 1:
@@ -241,7 +242,9 @@ def parse_record(
     if any(kinds.values()):
         if tokenizer is None:
             raise error("chat-message lists need a tokenizer to apply its chat template (pass tokenizer=...)", "chosen")
-        prompt, chosen, rejected = _render_chat(texts.get("prompt"), texts["chosen"], texts["rejected"], tokenizer, error)
+        prompt, chosen, rejected = _render_chat(
+            texts.get("prompt"), texts["chosen"], texts["rejected"], tokenizer, error
+        )
     else:
         prompt, chosen, rejected = texts.get("prompt"), texts["chosen"], texts["rejected"]
     metadata = {key: value for key, value in record.items() if key not in TEXT_FIELDS + NUMBER_FIELDS}
@@ -262,7 +265,8 @@ def _check_messages(messages: list[Any], name: str, error: Any) -> None:
         raise error("empty message list", name)
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
-            raise error(f"message {i}: expected an object with 'role' and 'content', got {type(message).__name__}", name)
+            kind = type(message).__name__
+            raise error(f"message {i}: expected an object with 'role' and 'content', got {kind}", name)
         role, content = message.get("role"), message.get("content")
         if not isinstance(role, str) or not role:
             raise error(f"message {i}: 'role' must be a non-empty string, got {role!r:.40}", name)
