@@ -29,7 +29,7 @@ import numbers
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from textenv.jsonl import append_records, drop_partial_line, iter_lines, write_records
@@ -98,15 +98,8 @@ class PreferencePair:
 
     def swapped(self) -> PreferencePair:
         """The same pair with the preference reversed (gold scores follow their texts; margin kept)."""
-        return PreferencePair(
-            chosen=self.rejected,
-            rejected=self.chosen,
-            prompt=self.prompt,
-            margin=self.margin,
-            gold_chosen=self.gold_rejected,
-            gold_rejected=self.gold_chosen,
-            metadata=self.metadata,
-            source=self.source,
+        return replace(
+            self, chosen=self.rejected, rejected=self.chosen, gold_chosen=self.gold_rejected, gold_rejected=self.gold_chosen
         )
 
 
