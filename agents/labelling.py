@@ -178,6 +178,7 @@ def label_session(
     *,
     seed: int = 0,
     tokenizer: Any = None,
+    skip_invalid: bool = False,
     stdin: IO[str] | None = None,
     stdout: IO[str] | None = None,
 ) -> dict[str, int]:
@@ -186,7 +187,7 @@ def label_session(
     Returns counts: ``answered`` (after the session), ``pairs``, ``left``, ``this_session`` (answers given).
     """
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    pairs = load_preferences(pairs_path, tokenizer=tokenizer)
+    pairs = load_preferences(pairs_path, tokenizer=tokenizer, skip_invalid=skip_invalid)
     drop_partial_line(labels_path)  # an answer cut by a kill is lost, the answers before it are kept
     state = read_labels(labels_path, pairs)
     with single_keys(stdin):
@@ -238,10 +239,16 @@ def _ask(
 
 
 def export_labels(
-    pairs_path: str | os.PathLike, labels_path: str | os.PathLike, out: str | os.PathLike, *, tokenizer: Any = None
+    pairs_path: str | os.PathLike,
+    labels_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    tokenizer: Any = None,
+    skip_invalid: bool = False,
 ) -> dict[str, int]:
-    """Write the labelled pairs of ``labels_path`` as a preference file ``out`` (ties and skips left out)."""
-    pairs = load_preferences(pairs_path, tokenizer=tokenizer)
+    """Write the labelled pairs of ``labels_path`` as a preference file ``out`` (ties and skips left out).
+    ``tokenizer`` and ``skip_invalid`` must be those the pairs were labelled with."""
+    pairs = load_preferences(pairs_path, tokenizer=tokenizer, skip_invalid=skip_invalid)
     if not Path(labels_path).exists():
         raise FileNotFoundError(f"labels file {str(labels_path)!r} does not exist")
     state = read_labels(labels_path, pairs)

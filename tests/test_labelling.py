@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.labelling import a_is_chosen, read_key, read_labels
+from agents.labelling import a_is_chosen, pair_key, read_key, read_labels
 from textenv.cli import main
 from textenv.preferences import PreferencePair, load_preferences, write_preferences
 
@@ -203,3 +203,19 @@ def test_read_key_from_a_pipe_skips_blanks_and_reads_eof_as_quit():
     os.close(write_fd)
     with os.fdopen(read_fd) as stream:
         assert [read_key(stream) for _ in range(3)] == ["a", "b", "q"]
+
+
+def test_invalid_pairs_line_is_an_error_or_skipped_with_a_warning(files, tmp_path, capsys):
+    pairs, labels = files
+    with open(pairs, "a") as f:
+        f.write('{"chosen": "", "rejected": "x"}\n')  # line 5
+    labels.write_text(json.dumps({"pair": 0, "key": pair_key(PAIRS[0]), "a": "chosen", "answer": "b",
+                                  "preferred": "rejected"}) + "\n")
+    argv = ["label", str(pairs), "--out", str(labels), "--export", str(tmp_path / "human.jsonl")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"textenv: error: {pairs}:5: field 'chosen': empty text\n"
+    assert main([*argv, "--skip-invalid"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"textenv: warning: skipped 1 invalid line(s) of {pairs}:\n  {pairs}:5: field 'chosen'")
+    assert load_preferences(tmp_path / "human.jsonl") == [PAIRS[0].swapped()]
