@@ -234,7 +234,8 @@ def parse_record(
 
     if any(kinds.values()):
         if tokenizer is None:
-            raise error("chat-message lists need a tokenizer to apply its chat template (tokenizer=..., or --tokenizer)", "chosen")
+            needed = "chat-message lists need a tokenizer to apply its chat template (tokenizer=..., or --tokenizer)"
+            raise error(needed, "chosen")
         prompt, chosen, rejected = _render_chat(
             texts.get("prompt"), texts["chosen"], texts["rejected"], tokenizer, error
         )
