@@ -99,7 +99,11 @@ class PreferencePair:
     def swapped(self) -> PreferencePair:
         """The same pair with the preference reversed (gold scores follow their texts; margin kept)."""
         return replace(
-            self, chosen=self.rejected, rejected=self.chosen, gold_chosen=self.gold_rejected, gold_rejected=self.gold_chosen
+            self,
+            chosen=self.rejected,
+            rejected=self.chosen,
+            gold_chosen=self.gold_rejected,
+            gold_rejected=self.gold_chosen,
         )
 
 
