@@ -1,7 +1,7 @@
 """The ``textenv`` command line (also ``python -m agents``).
 
-Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval`` (:data:`SUBCOMMANDS`). Errors a
-user can act on (unknown names, bad values, a damaged checkpoint, a run directory made for another run or asking
+Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval``, and ``pairs``, ``label``
+(:mod:`agents.preference_commands`), all listed in :data:`SUBCOMMANDS`. Errors a user can act on (unknown names, bad values, a damaged checkpoint, a run directory made for another run or asking
 to run code) print one line and exit with code 2; Ctrl-C keeps partial results, marks them, and exits with 130.
 
 Trusted: the code installed here and the flags on the command line. Untrusted: everything read from disk or a hub
@@ -338,6 +338,13 @@ def add_eval_parser(sub: Any) -> None:
     evaluate.set_defaults(func=cmd_eval)
 
 
+def add_preference_parsers(sub: Any) -> None:
+    """``pairs`` and ``label`` (:mod:`agents.preference_commands`, imported when the parser is built)."""
+    from agents.preference_commands import register
+
+    register(sub)
+
+
 #: every sub-command, in the order ``textenv --help`` lists them: a function adding its parser to the sub-parsers
 SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     add_envs_parser,
@@ -346,6 +353,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     add_train_parser,
     add_compare_parser,
     add_eval_parser,
+    add_preference_parsers,
 )
 
 
