@@ -28,7 +28,7 @@ def evaluate(
     run_dir: str | os.PathLike, prompts: Any, samples_per_prompt: int = 1, seed: int = 0, batch_size: int = 16
 ) -> dict[str, Any]:
     """Evaluate the latest checkpoint of ``run_dir`` on ``prompts`` (any textenv prompt source)."""
-    from agents.lm.checkpoint import find_checkpoint
+    from agents.checkpoint import find_checkpoint
     from textenv.prompts import load_prompts
 
     run_dir = Path(run_dir)

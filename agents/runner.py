@@ -199,7 +199,7 @@ class _SB3Run:
         import torch
         from safetensors.torch import load_model
 
-        from agents.lm.checkpoint import find_checkpoint
+        from agents.checkpoint import find_checkpoint
 
         found = find_checkpoint(self.out)
         if found is None:
@@ -216,7 +216,7 @@ class _SB3Run:
         import torch
         from safetensors.torch import save_model
 
-        from agents.lm.checkpoint import COMPLETE_MARKER, write_atomically
+        from agents.checkpoint import COMPLETE_MARKER, write_atomically
 
         self.num_timesteps = int(self.model.num_timesteps)
 

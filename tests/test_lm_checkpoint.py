@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from agents.lm import GRPOConfig, GRPOTrainer, LMPPOConfig, LMPPOTrainer
-from agents.lm.checkpoint import find_checkpoint, write_atomically
+from agents.checkpoint import find_checkpoint, write_atomically
 from textenv.models import TINY_MODEL
 
 EOS, TARGET = 2, 107

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import textenv  # noqa: F401  (registers the env ids)
-from agents.lm.checkpoint import COMPLETE_MARKER, find_checkpoint, write_atomically
+from agents.checkpoint import COMPLETE_MARKER, find_checkpoint, write_atomically
 from agents.lm.config import LMAgentConfig
 from agents.lm.core import masked_logprobs, masked_sum_count
 from agents.lm.logger import MetricsLogger
