@@ -30,7 +30,8 @@ from agents.checkpoint import COMPLETE_MARKER, find_checkpoint, write_atomically
 from agents.lm.config import LMAgentConfig
 from agents.lm.core import masked_logprobs, masked_sum_count
 from agents.lm.logger import MetricsLogger
-from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, masked_logits, text_vector_env
+from agents.decoding import filter_logits, masked_logits
+from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, text_vector_env
 
 POLICY_DIR = "policy"
 STATE_FILE = "trainer_state.pt"
@@ -195,7 +196,7 @@ class LMTrainer:
         temperature, allowed = self.config.temperature, self.engine.allowed
         if temperature == 1.0 and allowed is None:
             return natural, natural
-        tempered = masked_logprobs(masked_logits(logits / temperature, allowed), tokens, mask)
+        tempered = masked_logprobs(filter_logits(logits, temperature, allowed=allowed), tokens, mask)
         return tempered, natural
 
     def policy_logprobs(self, model: Any, rollout: Rollout, with_entropy: bool = False) -> tuple[torch.Tensor, Any]:

@@ -46,7 +46,8 @@ from agents.lm.core import (
     shape_scores,
 )
 from agents.lm.ptx import PretrainCorpus
-from agents.lm.rollout import Rollout, completion_positions
+from agents.decoding import position_ids
+from agents.lm.rollout import Rollout
 from agents.lm.value_model import ValueModel
 
 VALUE_DIR = "value"
@@ -244,7 +245,7 @@ class LMPPOTrainer(LMTrainer):
         p, t = rollout.prompt_slots, rollout.mask.shape[1]
         width = p + t - 1
         attention = rollout.attention_mask[:, :width]
-        values = value_model(rollout.input_ids[:, :width], attention, completion_positions(attention))
+        values = value_model(rollout.input_ids[:, :width], attention, position_ids(attention))
         return values[:, p - 1 :].float() * rollout.mask
 
     def pretrain_loss(self, epoch: int, minibatch: int) -> torch.Tensor:
