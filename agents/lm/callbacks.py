@@ -23,7 +23,7 @@ progress bar). Example, evaluating every 10 iterations and stopping at a target:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -69,22 +69,29 @@ class CallbackList(Callback):
 class CheckpointSchedule(Callback):
     """Write ``trainer.save_checkpoint()`` every ``every_iterations`` iterations (0: never on that count), every
     ``every_minutes`` minutes of training wall time since the last write (0: never on that clock) and, with
-    ``at_end``, when the loop ends (unless the last iteration was just saved)."""
+    ``at_end``, when the loop ends (unless the last iteration was just saved). ``clock``: seconds, monotonic."""
 
-    def __init__(self, every_iterations: int = 0, every_minutes: float = 0.0, at_end: bool = True) -> None:
+    def __init__(
+        self,
+        every_iterations: int = 0,
+        every_minutes: float = 0.0,
+        at_end: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if every_iterations < 0 or every_minutes < 0:
             raise ValueError(f"every_iterations and every_minutes must be >= 0, got {every_iterations}, {every_minutes}")
         self.every_iterations, self.every_minutes, self.at_end = every_iterations, every_minutes, at_end
+        self.clock = clock
         self._saved_at = 0
         self._last_write = 0.0
 
     def on_train_begin(self, trainer: Any) -> None:
         self._saved_at = trainer.iteration
-        self._last_write = time.monotonic()
+        self._last_write = self.clock()
 
     def on_iteration_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         due_count = self.every_iterations and trainer.iteration % self.every_iterations == 0
-        due_clock = self.every_minutes and time.monotonic() - self._last_write >= self.every_minutes * 60
+        due_clock = self.every_minutes and self.clock() - self._last_write >= self.every_minutes * 60
         if due_count or due_clock:
             self._save(trainer)
 
@@ -95,4 +102,4 @@ class CheckpointSchedule(Callback):
     def _save(self, trainer: Any) -> None:
         trainer.save_checkpoint()
         self._saved_at = trainer.iteration
-        self._last_write = time.monotonic()
+        self._last_write = self.clock()
