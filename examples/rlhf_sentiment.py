@@ -160,11 +160,9 @@ def main() -> None:
                              "reward, so that lists of positive words stop paying")
     parser.add_argument("--train-layers", type=int, default=8, help="top decoder blocks to train (0 = all)")
     parser.add_argument("--eval-samples", type=int, default=1, help="completions per held-out prompt")
-    parser.add_argument("--eval-every", type=int, default=0,
-                        help="also evaluate on the held-out prompts every N iterations (0: only before and after); "
-                             "the evaluations count in the --minutes budget")
-    parser.add_argument("--save-every-minutes", type=float, default=0.0,
-                        help="write a checkpoint every N minutes of training (0: only when training ends)")
+    parser.add_argument("--eval-every", type=int, default=0, help="held-out evaluation every N iterations (0: off)"
+                        "; it counts in the --minutes budget")
+    parser.add_argument("--save-every-minutes", type=float, default=0.0, help="checkpoint every N minutes (0: at the end)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/rlhf_sentiment")
     args = parser.parse_args()
