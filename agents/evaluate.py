@@ -1,4 +1,6 @@
-"""Held-out evaluation of a trained run: reward statistics, and for LM agents KL and perplexity.
+"""Held-out evaluation of a trained run: reward statistics, cross-sample diversity of the completions
+(:mod:`agents.diversity`: does the policy write one template for every prompt?), and for LM agents KL and
+perplexity.
 
 LM agents (``lm-ppo``, ``grpo``, ``rloo``): the checkpoint's policy samples one completion per prompt and
 sample through the run's env (with the held-out prompts); the KL to the reference (the run's initial model)
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.diversity import diversity_metrics
 from agents.runner import LM_AGENTS, load_spec
 
 
@@ -78,7 +81,7 @@ def _evaluate_lm(
     base_model = spec.model or env_kwargs.get("tokenizer") or ENV_IDS[spec.env][0]["tokenizer"]
     reference = load_causal_lm(base_model, seed=spec.seed).eval()
     generator = torch.Generator().manual_seed(seed)
-    rewards, kls, ref_logprob_sum, tokens = [], [], 0.0, 0
+    rewards, kls, completions, ref_logprob_sum, tokens = [], [], [], 0.0, 0
     for start in range(0, episodes, batch_size):
         rows = min(batch_size, episodes - start)
         env = gym.make_vec(
@@ -90,6 +93,7 @@ def _evaluate_lm(
             policy_lp = sequence_logprobs(policy, rollout)
             reference_lp = sequence_logprobs(reference, rollout)
         rewards += rollout.scores.tolist()
+        completions += rollout.completions
         kls += ((policy_lp - reference_lp) * rollout.mask).sum(1).tolist()
         ref_logprob_sum += float((reference_lp * rollout.mask).sum())
         tokens += rollout.num_tokens
@@ -98,6 +102,7 @@ def _evaluate_lm(
         "reward": _stats(rewards),
         "kl_to_reference": _stats(kls),
         "perplexity_under_reference": math.exp(-ref_logprob_sum / max(tokens, 1)),
+        "diversity": diversity_metrics(completions),
     }
 
 
@@ -111,6 +116,7 @@ def _evaluate_sb3(spec: Any, checkpoint: Path, env_kwargs: dict[str, Any], episo
     load_model(model.policy, checkpoint / _SB3Run.WEIGHTS)
     env = model.get_env()
     rewards: list[float] = []
+    completions: list[str] = []
     obs = env.reset()
     state, starts = None, np.ones(env.num_envs, dtype=bool)
     masked = spec.agent == "maskable_ppo"
@@ -120,4 +126,10 @@ def _evaluate_sb3(spec: Any, checkpoint: Path, env_kwargs: dict[str, Any], episo
         obs, reward, dones, infos = env.step(action)
         starts = dones
         rewards += [float(r) for r, d in zip(reward, dones) if d]
-    return {"reward": _stats(rewards[:episodes]), "kl_to_reference": None, "perplexity_under_reference": None}
+        completions += [str(info.get("completion", "")) for info, d in zip(infos, dones) if d]
+    return {
+        "reward": _stats(rewards[:episodes]),
+        "kl_to_reference": None,
+        "perplexity_under_reference": None,
+        "diversity": diversity_metrics(completions[:episodes]),
+    }

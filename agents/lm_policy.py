@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.decoding import KVDecoder, filter_logits, sample_categorical
+
 
 class CausalLMPolicy:
     """Samples tokens for textenv observations with a causal LM and its KV cache.
@@ -43,9 +45,7 @@ class CausalLMPolicy:
         self.generator = torch.Generator(device=device)
         if seed is not None:
             self.generator.manual_seed(seed)
-        self._cache: Any = None
-        self._logits: torch.Tensor | None = None
-        self._mask: torch.Tensor | None = None
+        self.decoder = KVDecoder(self.model)
 
     @torch.no_grad()
     def start(self, observation: dict[str, np.ndarray]) -> None:
@@ -53,46 +53,25 @@ class CausalLMPolicy:
         device = next(self.model.parameters()).device
         ids = torch.as_tensor(np.atleast_2d(observation["input_ids"])[:, : self.max_prompt_tokens], device=device)
         mask = torch.as_tensor(np.atleast_2d(observation["attention_mask"])[:, : self.max_prompt_tokens], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        self._cache, self._mask, self._logits = out.past_key_values, mask, out.logits[:, -1]
+        self.decoder.prefill(ids, mask)
 
     @torch.no_grad()
     def act(self) -> np.ndarray:
         """Sample the next token for every sequence in the batch."""
-        if self._logits is None:
+        if self.decoder.logits is None:
             raise RuntimeError("call start(observation) before act()")
-        logits = self._logits.float()
         if self.temperature == 0:
-            return logits.argmax(-1).cpu().numpy()
-        logits = logits / self.temperature
-        if self.top_k:
-            kth = torch.topk(logits, min(self.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if self.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-            cumulative = sorted_logits.softmax(-1).cumsum(-1)
-            drop = cumulative - sorted_logits.softmax(-1) >= self.top_p  # keep the smallest set reaching top_p
-            logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-        probs = logits.softmax(-1)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1).cpu().numpy()
+            return self.decoder.logits.argmax(-1).cpu().numpy()
+        logits = filter_logits(self.decoder.logits, self.temperature, self.top_k, self.top_p)
+        return sample_categorical(torch.log_softmax(logits, dim=-1), self.generator).cpu().numpy()
 
     @torch.no_grad()
     def observe(self, tokens: np.ndarray) -> None:
         """Feed the tokens just taken (shape ``(B,)``) so the next :meth:`act` conditions on them."""
-        assert self._mask is not None
-        device = self._mask.device
-        tokens_t = torch.as_tensor(np.atleast_1d(tokens), device=device).view(-1, 1)
-        self._mask = torch.cat([self._mask, torch.ones_like(tokens_t)], dim=-1)
-        positions = self._mask.sum(-1, keepdim=True) - 1
-        out = self.model(
-            input_ids=tokens_t,
-            attention_mask=self._mask,
-            position_ids=positions,
-            past_key_values=self._cache,
-            use_cache=True,
-        )
-        self._cache, self._logits = out.past_key_values, out.logits[:, -1]
+        if self.decoder.attention_mask is None:
+            raise RuntimeError("call start(observation) before observe()")
+        device = self.decoder.attention_mask.device
+        self.decoder.append(torch.as_tensor(np.atleast_1d(tokens), device=device).view(-1, 1))
 
 
 def run_episode(env: Any, policy: CausalLMPolicy, seed: int | None = None) -> dict[str, Any]:

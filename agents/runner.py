@@ -504,19 +504,27 @@ class _LMRun:
     def learn(self, save: SaveSchedule) -> None:
         from tqdm.auto import tqdm
 
+        from agents.lm.callbacks import Callback
+
+        run = self
+
+        class RunProgress(Callback):
+            """Per iteration (a batch of ``num_envs`` episodes): a curve row, the progress bar, the save schedule."""
+
+            def on_iteration_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+                run.curve.add_mean(run.num_timesteps, metrics["reward_mean"], trainer.num_envs)
+                bar.update(run.num_timesteps - bar.n)
+                bar.set_postfix(reward=f"{metrics['reward_mean']:+.3f}")
+                if save.due(run.num_timesteps) and run.num_timesteps < run.spec.steps:
+                    run.save()
+
         save.start(self.num_timesteps)
         bar = tqdm(total=self.spec.steps, initial=self.num_timesteps, unit="tok", desc="train", disable=not self.progress_bar)
         with bar:
-            while self.trainer.num_timesteps < self.spec.steps:
-                metrics = self.trainer.train(1)[-1]  # one iteration: a batch of num_envs episodes
-                self.curve.add_mean(self.num_timesteps, metrics["reward_mean"], self.trainer.num_envs)
-                bar.update(self.num_timesteps - bar.n)
-                bar.set_postfix(reward=f"{metrics['reward_mean']:+.3f}")
-                if save.due(self.num_timesteps) and self.trainer.num_timesteps < self.spec.steps:
-                    self.save()
+            self.trainer.learn(self.spec.steps, callbacks=[RunProgress()])
 
     def save(self) -> None:
-        if _saved_timesteps(self.out) != self.num_timesteps:  # LMTrainer.train may have saved this state already
+        if _saved_timesteps(self.out) != self.num_timesteps:  # the trainer saves when learn() returns
             self.trainer.save_checkpoint()
 
     def close(self) -> None:

@@ -1,9 +1,12 @@
 """RLHF on CPU: fine-tune SmolLM2-135M-Instruct on MossText-v0 (VADER sentiment) through the Gymnasium env.
 
 The policy acts in a textenv vector env one token per step; an LM agent from :mod:`agents.lm` updates it.
-Before and after training, completions of the 40 held-out prompts (``builtin:test``, never used in training)
-are scored: mean VADER compound, KL to the untuned model, perplexity under the untuned model. Results go to
-``--out``: ``results.json``, ``learning_curves.png`` and the trainer's ``progress.csv``/TensorBoard logs.
+Before and after training (and every ``--eval-every`` iterations), completions of the 40 held-out prompts
+(``builtin:test``, never used in training) are scored: mean VADER compound, KL to the untuned model, perplexity
+under the untuned model, and cross-sample diversity (distinct-n over all completions, share of completions holding
+the most common 4-gram: a policy that writes one template for every prompt shows there). Results go to ``--out``:
+``results.json``, ``learning_curves.png``, the trainer's ``progress.csv``/TensorBoard logs and one checkpoint,
+written when training ends (``--save-every-minutes`` adds more).
 
     OMP_NUM_THREADS=1 python examples/rlhf_sentiment.py --minutes 20     # the real run (2 CPU cores)
     python examples/rlhf_sentiment.py --model tiny-random-smollm2 --minutes 1   # a smoke test
@@ -34,7 +37,8 @@ import torch
 
 import textenv
 from agents import lm
-from rewards.builtin.repetition import distinct_n
+from agents.diversity import diversity_metrics
+from agents.lm.callbacks import Callback
 
 AGENTS = {"rloo": (lm.RLOOTrainer, lm.RLOOConfig), "grpo": (lm.GRPOTrainer, lm.GRPOConfig), "lm-ppo": (lm.LMPPOTrainer, lm.LMPPOConfig)}
 
@@ -72,10 +76,32 @@ def evaluate(policy: Any, reference: Any, samples: int, seed: int, temperature: 
         "kl_to_reference": float(kl.mean()),
         "perplexity_under_reference": math.exp(-float((ref_natural * rollout.mask).sum()) / rollout.num_tokens),
         "mean_length": float(rollout.lengths.float().mean()),
-        # share of distinct word bigrams per completion (1 = no repeats): how much the policy degenerates
-        "distinct_2": float(np.mean([distinct_n(c.lower().split(), 2) for c in rollout.completions])),
+        **diversity_metrics(rollout.completions),
         "examples": [f"{p} >>> {c.strip()}" for p, c in zip(rollout.prompts[:4], rollout.completions[:4])],
     }
+
+
+class Report(Callback):
+    """Prints each iteration's training metrics; every ``eval_every`` iterations (0: never) also evaluates on the
+    held-out prompts, logs the held-out VADER and diversity with the iteration, and keeps the curve."""
+
+    def __init__(self, policy: Any, reference: Any, args: argparse.Namespace, temperature: float) -> None:
+        self.policy, self.reference, self.args, self.temperature = policy, reference, args, temperature
+        self.held_out: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
+
+    def on_iteration_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        minutes = (time.perf_counter() - self.started) / 60
+        print(f"it {trainer.iteration:3d}  {minutes:5.1f} min  reward {metrics['reward_mean']:+.3f}"
+              f"  kl {metrics.get('kl', math.nan):.3f}  len {metrics.get('response_length', math.nan):.1f}", flush=True)
+        if self.args.eval_every and trainer.iteration % self.args.eval_every == 0:
+            result = evaluate(self.policy, self.reference, self.args.eval_samples, seed=1234, temperature=self.temperature)
+            self.held_out.append({"iteration": trainer.iteration, "train_minutes": minutes,
+                                  **{k: v for k, v in result.items() if k != "examples"}})
+            for key in ("sentiment_mean", "distinct_2_all", "top_4gram_share"):
+                metrics[f"held_out_{key}"] = result[key]
+            print(f"    held-out: sentiment {result['sentiment_mean']:+.3f}  distinct-2 (all) "
+                  f"{result['distinct_2_all']:.3f}  top 4-gram share {result['top_4gram_share']:.2f}", flush=True)
 
 
 def plot(
@@ -114,7 +140,7 @@ def plot(
     plt.close(fig)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", choices=sorted(AGENTS), default="grpo")
     parser.add_argument("--model", default=textenv.DEFAULT_MODEL)
@@ -134,13 +160,27 @@ def main() -> None:
                              "reward, so that lists of positive words stop paying")
     parser.add_argument("--train-layers", type=int, default=8, help="top decoder blocks to train (0 = all)")
     parser.add_argument("--eval-samples", type=int, default=1, help="completions per held-out prompt")
+    parser.add_argument("--eval-every", type=int, default=0, help="held-out evaluation every N iterations (0: off)"
+                        "; it counts in the --minutes budget")
+    parser.add_argument("--save-every-minutes", type=float, default=0.0, help="checkpoint every N minutes (0: at the end)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/rlhf_sentiment")
-    args = parser.parse_args()
+    return parser
 
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+def training_reward(args: argparse.Namespace) -> Any:
+    """The env's reward spec: ``sentiment``, plus the repetition and fluency terms whose weights are not 0."""
+    extra_rewards = [
+        {"name": "repetition", "weight": args.repetition_weight},
+        {"name": "fluency", "weight": args.fluency_weight, "kwargs": {"model": args.model}},  # the untuned model
+    ]
+    parts = [part for part in extra_rewards if part["weight"]]
+    return ["sentiment", *parts] if parts else "sentiment"
+
+
+def make_trainer(args: argparse.Namespace, output_dir: str | None) -> tuple[Any, int]:
+    """The trainer the settings ask for, on the training prompts, its policy's lower blocks frozen; and the
+    policy's trainable parameter count."""
     trainer_class, config_class = AGENTS[args.agent]
     if args.agent == "lm-ppo":  # the KL penalty is MOSS-RLHF's per-token one in the reward (kl_coef 0.05)
         extra = {"critic_learning_rate": args.critic_lr}
@@ -148,44 +188,45 @@ def main() -> None:
         extra = {"num_generations": args.generations, "beta": args.beta}
     config = config_class(
         seed=args.seed, num_envs=args.num_envs, learning_rate=args.lr, num_minibatches=args.minibatches,
-        output_dir=str(out), progress_bar=False, **extra
+        output_dir=output_dir, progress_bar=False, save_every_minutes=args.save_every_minutes, **extra
     )
     policy = textenv.load_causal_lm(args.model)
     trainable = freeze_lower_layers(policy, policy.model, args.train_layers)
-    env_kwargs: dict[str, Any] = {"prompts": "builtin:train"}
-    extra_rewards = [
-        {"name": "repetition", "weight": args.repetition_weight},
-        {"name": "fluency", "weight": args.fluency_weight, "kwargs": {"model": args.model}},  # the untuned model
-    ]
-    if any(part["weight"] for part in extra_rewards):
-        env_kwargs["reward"] = ["sentiment"] + [part for part in extra_rewards if part["weight"]]
+    env_kwargs = {"prompts": "builtin:train", "reward": training_reward(args)}
     trainer = trainer_class("MossText-v0", policy, config, env_kwargs=env_kwargs)
     if args.agent == "lm-ppo":  # the critic (a copy of the policy's backbone + a value head) trains the same blocks
         backbone = trainer.accelerator.unwrap_model(trainer.value_model).backbone
         freeze_lower_layers(backbone, backbone, args.train_layers)
+    return trainer, trainable
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer, trainable = make_trainer(args, str(out))
+    policy, config = trainer.unwrapped_policy, trainer.config
     reference = trainer.reference if trainer.reference is not None else textenv.load_causal_lm(args.model)
     print(f"{args.agent} on MossText-v0 with {args.model}: {trainable / 1e6:.1f}M trainable parameters, "
           f"{args.num_envs} episodes per iteration, budget {args.minutes} min")
 
     before = evaluate(policy, reference, args.eval_samples, seed=1234, temperature=config.temperature)
-    print(f"held-out before: sentiment {before['sentiment_mean']:+.3f}")
-    started, history = time.perf_counter(), []
-    while time.perf_counter() - started < args.minutes * 60 and len(history) < args.max_iterations:
-        metrics = trainer.train(1)[-1]
-        history.append(metrics)
-        print(f"it {len(history):3d}  {(time.perf_counter() - started) / 60:5.1f} min  reward {metrics['reward_mean']:+.3f}"
-              f"  kl {metrics.get('kl', math.nan):.3f}  len {metrics.get('response_length', math.nan):.1f}", flush=True)
+    print(f"held-out before: sentiment {before['sentiment_mean']:+.3f}  distinct-2 (all) {before['distinct_2_all']:.3f}"
+          f"  top 4-gram share {before['top_4gram_share']:.2f}")
+    report = Report(policy, reference, args, config.temperature)
+    started = time.perf_counter()
+    history = trainer.train(args.max_iterations, max_seconds=args.minutes * 60, callbacks=[report])  # checkpoints at the end
     train_minutes = (time.perf_counter() - started) / 60
     after = evaluate(policy, reference, args.eval_samples, seed=1234, temperature=config.temperature)
     results = {
         "agent": args.agent, "model": args.model, "iterations": len(history), "train_minutes": train_minutes,
         "episodes": len(history) * args.num_envs, "mixed_precision": trainer.accelerator.mixed_precision,
-        "settings": vars(args), "before": before, "after": after,
+        "settings": vars(args), "before": before, "after": after, "held_out_curve": report.held_out,
         "perplexity_ratio": after["perplexity_under_reference"] / before["perplexity_under_reference"],
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    plot(history, before, after, out / "learning_curves.png", composite="reward" in env_kwargs)
-    trainer.save_checkpoint()
+    plot(history, before, after, out / "learning_curves.png", composite=training_reward(args) != "sentiment")
     print(json.dumps({k: v for k, v in results.items() if k != "settings"}, indent=2))
 
 

@@ -25,12 +25,16 @@ def run_example(*args: str, cwd: Path) -> str:
 def test_rlhf_sentiment_example(tmp_path, agent):
     out = tmp_path / "run"
     run_example(str(REPO / "examples" / "rlhf_sentiment.py"), "--agent", agent, "--model", "tiny-random-smollm2",
-                "--max-iterations", "2", "--num-envs", "8", "--out", str(out), cwd=tmp_path)
+                "--max-iterations", "2", "--num-envs", "8", "--eval-every", "1", "--out", str(out), cwd=tmp_path)
     results = json.loads((out / "results.json").read_text())
     assert results["iterations"] == 2 and results["episodes"] == 16
     for side in ("before", "after"):
-        assert -1 <= results[side]["sentiment_mean"] <= 1 and 0 < results[side]["distinct_2"] <= 1
+        assert -1 <= results[side]["sentiment_mean"] <= 1 and 0 < results[side]["distinct_2_per_completion"] <= 1
+        assert 0 < results[side]["distinct_2_all"] <= 1 and 0 <= results[side]["top_4gram_share"] <= 1
     assert results["before"]["kl_to_reference"] == 0.0
+    assert [point["iteration"] for point in results["held_out_curve"]] == [1, 2]
+    # one checkpoint, written when training ended
+    assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["iteration"] == 2
     assert (out / "learning_curves.png").stat().st_size > 10_000
     progress = (out / "progress.csv").read_text().splitlines()
     assert len(progress) == 3 and "reward_fluency_mean" in progress[0]  # the default composite reward's parts

@@ -345,13 +345,43 @@ def test_value_model_from_a_classifier_reward_model_directory(tmp_path, tokenize
         ValueModel.from_classifier(tmp_path / "small-vocab", tokenizer=tokenizer)
 
 
-def test_grpo_groups_share_a_prompt_and_masking_truncated_completions():
-    trainer = grpo(num_envs=8, mask_truncated_completions=True)
+def test_grpo_groups_share_a_prompt():
+    trainer = grpo(num_envs=8)
     rollout = trainer.collect(group_size=4)
     assert rollout.prompts[:4] == [rollout.prompts[0]] * 4 and rollout.prompts[4:] == [rollout.prompts[4]] * 4
     assert rollout.prompts[0] != rollout.prompts[4]  # different prompts, drawn without replacement
-    [metrics] = trainer.train(1)
-    assert np.isfinite(metrics["policy_loss"])
+
+
+@pytest.mark.parametrize("mask_truncated", [True, False])
+def test_masking_truncated_completions_leaves_them_out_of_the_update(mask_truncated):
+    """One GRPO iteration, run again with the sampling log-probs of some rows changed (which changes their
+    importance ratios): changing the truncated rows' leaves the update bit-identical exactly when they are
+    masked; changing the other rows' always changes it."""
+
+    def updated_policy(perturb_truncated: bool | None):
+        trainer = grpo(num_envs=8, num_minibatches=1, update_epochs=1, mask_truncated_completions=mask_truncated)
+        collect = trainer.collect
+
+        def collect_and_perturb(*args, **kwargs):
+            rollout = collect(*args, **kwargs)
+            truncated = rollout.truncated.tolist()
+            assert any(truncated) and not all(truncated)  # both kinds of row in this seed's batch
+            if perturb_truncated is not None:
+                rows = rollout.truncated if perturb_truncated else ~rollout.truncated
+                rollout.logprobs[rows] -= 0.5 * rollout.mask[rows]
+            return rollout
+
+        trainer.collect = collect_and_perturb
+        [metrics] = trainer.train(1)
+        assert metrics["advantage_std"] > 0
+        return policy_state(trainer)
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    baseline = updated_policy(None)
+    assert same(updated_policy(True), baseline) == mask_truncated
+    assert not same(updated_policy(False), baseline)
 
 
 def test_learn_counts_generated_tokens():

@@ -28,7 +28,7 @@ from agents.lm.core import (
     whiten,
 )
 from agents.lm.group import aggregate_token_loss
-from agents.lm.rollout import sample_categorical
+from agents.decoding import sample_categorical
 
 
 def t(values) -> torch.Tensor:

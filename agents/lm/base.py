@@ -1,6 +1,8 @@
-"""What every LM agent shares: the env and models, rollouts, the frozen reference, optimisation plumbing under
-``accelerate``, per-iteration seeding, logging and checkpoints. The algorithms (``ppo.py``, ``group.py``) only
-write their ``iteration_step``.
+"""What every LM agent shares: the env and models, rollouts, the frozen reference's forward, the optimiser step
+under ``accelerate`` and the training loop. The algorithms (``ppo.py``, ``group.py``) only write their
+``iteration_step``. Per-iteration seeds (:mod:`agents.lm.seeding`), cross-process statistics
+(:mod:`agents.lm.distributed`), logging (:mod:`agents.lm.logger`), checkpoint contents
+(:mod:`agents.lm.checkpoint_io`) and per-iteration hooks (:mod:`agents.lm.callbacks`) live in their own modules.
 
 Data parallelism: run the same script under ``accelerate launch`` (or ``torchrun``). Every process owns its own
 vector env and collects its own rollouts (prompts and samples are seeded per process); gradients are averaged by
@@ -12,10 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
-import random
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,15 +27,18 @@ import numpy as np
 import torch
 
 import textenv  # noqa: F401  (registers the env ids)
-from agents.checkpoint import COMPLETE_MARKER, find_checkpoint, write_atomically
+from agents.checkpoint import CHECKPOINT_DIR, find_checkpoint, write_atomically
+from agents.lm.callbacks import Callback, CallbackList, CheckpointSchedule
+from agents.lm.checkpoint_io import read_saved_config, read_trainer_checkpoint, write_trainer_checkpoint
 from agents.lm.config import LMAgentConfig
 from agents.lm.core import masked_logprobs, masked_sum_count
+from agents.lm.distributed import Processes
 from agents.lm.logger import MetricsLogger
-from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, masked_logits, text_vector_env
+from agents.decoding import filter_logits, masked_logits
+from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, text_vector_env
+from agents.lm.seeding import IterationSeeds
 
 POLICY_DIR = "policy"
-STATE_FILE = "trainer_state.pt"
-CONFIG_FILE = "config.json"
 
 
 class LMTrainer:
@@ -72,15 +76,23 @@ class LMTrainer:
         self.config = config
         self.accelerator = accelerator if accelerator is not None else Accelerator()
         self.device = self.accelerator.device
+        self.seeds = IterationSeeds(config.seed, self.accelerator.process_index)
         self.env = self._make_env(env, reward, env_kwargs)
         self.task = text_vector_env(self.env).task
         self.num_envs = text_vector_env(self.env).num_envs
+        self.processes = Processes(self.accelerator, self.num_envs)
         self._check_batch_layout()
 
         self.policy = self._load_policy(model)
         # the frozen initial policy: the KL anchor, and the model the completions' perplexity is measured under
         self.reference = self._make_reference() if self.uses_reference() else None
         self.engine = RolloutEngine(self.env, self.policy, config.temperature)
+        self._build_models()
+        self.optimizer = torch.optim.AdamW(
+            self.parameter_groups(), betas=config.adam_betas, weight_decay=config.weight_decay
+        )
+        for name in self.prepared_models:  # DDP-wrapped when distributed
+            setattr(self, name, self.accelerator.prepare_model(getattr(self, name)))
         self.iteration = 0  # iterations completed
         self.num_timesteps = 0  # completion tokens generated, all processes
         self.num_episodes = 0  # episodes finished, all processes
@@ -132,29 +144,17 @@ class LMTrainer:
         reference.requires_grad_(False)
         return reference
 
-    def _make_optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    def _build_models(self) -> None:
+        """Subclasses build their other trained models here (after the policy, before the optimiser)."""
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW parameter groups of the one optimiser: the policy's, at the config's learning rate and epsilon."""
         cfg = self.config
-        return torch.optim.AdamW(groups, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+        return [{"params": list(self.policy.parameters()), "lr": cfg.learning_rate, "eps": cfg.adam_eps}]
 
     @property
     def unwrapped_policy(self) -> Any:
         return self.accelerator.unwrap_model(self.policy)
-
-    # -- seeding -----------------------------------------------------------------------------------------------
-    def iteration_seed(self, purpose: str) -> int:
-        """A seed drawn from ``(config.seed, iteration, process, purpose)``: each iteration's randomness depends
-        only on these, so a run resumed from a checkpoint draws exactly what an uninterrupted run would."""
-        tag = int.from_bytes(hashlib.sha256(purpose.encode()).digest()[:8], "little")
-        entropy = [self.config.seed, self.iteration, self.accelerator.process_index, tag]
-        return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)[0] >> 1)
-
-    def iteration_generator(self, purpose: str) -> torch.Generator:
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(self.iteration_seed(purpose))
-        return generator
-
-    def iteration_rng(self, purpose: str) -> np.random.Generator:
-        return np.random.default_rng(self.iteration_seed(purpose))
 
     # -- rollouts ----------------------------------------------------------------------------------------------
     def prompt_indices(self, group_size: int = 1) -> np.ndarray:
@@ -162,19 +162,19 @@ class LMTrainer:
         there are fewer prompts than groups), each repeated for ``group_size`` consecutive rows."""
         num_prompts = len(self.task.prompts)
         groups = self.num_envs // group_size
-        chosen = self.iteration_rng("prompts").choice(num_prompts, size=groups, replace=groups > num_prompts)
+        chosen = self.seeds.rng(self.iteration, "prompts").choice(num_prompts, size=groups, replace=groups > num_prompts)
         return np.repeat(chosen, group_size)
 
     def collect(self, group_size: int = 1) -> Rollout:
         """One lockstep batch of episodes from the current policy (``generation``/``env`` timings recorded)."""
         rollout = self.engine.collect(
-            generator=self.iteration_generator("sampling"),
-            seed=self.iteration_seed("env"),
+            generator=self.seeds.generator(self.iteration, "sampling", self.device),
+            seed=self.seeds.seed(self.iteration, "env"),
             prompt_indices=self.prompt_indices(group_size),
         )
         self.timings["generation_seconds"] += rollout.generation_seconds
         self.timings["env_seconds"] += rollout.env_seconds
-        self.num_timesteps += int(self.gather(rollout.lengths.float()).sum())
+        self.num_timesteps += int(self.processes.gather(rollout.lengths.float()).sum())
         self.num_episodes += rollout.num_sequences * self.accelerator.num_processes
         return rollout
 
@@ -195,7 +195,7 @@ class LMTrainer:
         temperature, allowed = self.config.temperature, self.engine.allowed
         if temperature == 1.0 and allowed is None:
             return natural, natural
-        tempered = masked_logprobs(masked_logits(logits / temperature, allowed), tokens, mask)
+        tempered = masked_logprobs(filter_logits(logits, temperature, allowed=allowed), tokens, mask)
         return tempered, natural
 
     def policy_logprobs(self, model: Any, rollout: Rollout, with_entropy: bool = False) -> tuple[torch.Tensor, Any]:
@@ -210,29 +210,10 @@ class LMTrainer:
         logprobs = masked_logprobs(logits, rollout.completion_ids, rollout.mask)
         return logprobs, (entropy_of(logits) if with_entropy else None)
 
-    # -- cross-process helpers -----------------------------------------------------------------------------------
-    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Concatenate a per-row tensor over processes (rank order); itself when single-process."""
-        if self.accelerator.num_processes == 1:
-            return tensor
-        return self.accelerator.gather(tensor.contiguous())
-
-    def local_rows(self, gathered: torch.Tensor) -> torch.Tensor:
-        start = self.accelerator.process_index * self.num_envs
-        return gathered[start : start + self.num_envs]
-
-    def global_mean(self, values: dict[str, float]) -> dict[str, float]:
-        """Average scalar metrics over processes."""
-        if self.accelerator.num_processes == 1 or not values:
-            return values
-        keys = sorted(values)
-        stacked = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
-        stacked = self.accelerator.reduce(stacked, reduction="mean")
-        return dict(zip(keys, stacked.tolist()))
-
+    # -- optimisation ------------------------------------------------------------------------------------------
     def minibatches(self, num_rows: int, epoch: int) -> Iterator[torch.Tensor]:
         """Row indices of each minibatch of one epoch, in an order drawn from the iteration's seed."""
-        rng = self.iteration_rng(f"epoch{epoch}")
+        rng = self.seeds.rng(self.iteration, f"epoch{epoch}")
         order = torch.as_tensor(rng.permutation(num_rows), device=self.device)
         yield from order.chunk(self.config.num_minibatches)
 
@@ -273,37 +254,66 @@ class LMTrainer:
         """One iteration of the algorithm: collect rollouts, update. Returns its metrics."""
         raise NotImplementedError
 
-    def train(self, iterations: int) -> list[dict[str, float]]:
-        """Run ``iterations`` more iterations (continuing from a loaded checkpoint); return their metrics."""
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+    def train(
+        self,
+        iterations: int | None = None,
+        *,
+        max_seconds: float | None = None,
+        callbacks: Callback | list[Callback] | None = None,
+    ) -> list[dict[str, float]]:
+        """Run up to ``iterations`` more iterations (continuing from a loaded checkpoint) and at most
+        ``max_seconds`` of wall time (no iteration starts after it), until a callback stops the run; return the
+        iterations' metrics. One of ``iterations`` and ``max_seconds`` is needed."""
+        if iterations is None and max_seconds is None:
+            raise ValueError("train() needs iterations, max_seconds, or both")
+        if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0):
             raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
-        stop_at = self.iteration + iterations
-        return self._loop(lambda: self.iteration < stop_at, total=iterations)
+        stop_at = None if iterations is None else self.iteration + iterations
+        return self._loop(lambda: stop_at is None or self.iteration < stop_at, iterations, max_seconds, callbacks)
 
-    def learn(self, total_timesteps: int) -> list[dict[str, float]]:
+    def learn(
+        self,
+        total_timesteps: int,
+        *,
+        max_seconds: float | None = None,
+        callbacks: Callback | list[Callback] | None = None,
+    ) -> list[dict[str, float]]:
         """Train until ``num_timesteps`` (completion tokens generated, all processes) reaches ``total_timesteps``
-        (SB3's convention: a resumed run continues towards the same total)."""
+        (SB3's convention: a resumed run continues towards the same total), or ``max_seconds`` or a callback
+        stops it."""
         if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 0:
             raise ValueError(f"total_timesteps must be an int >= 0, got {total_timesteps!r}")
-        return self._loop(lambda: self.num_timesteps < total_timesteps, total=None)
+        return self._loop(lambda: self.num_timesteps < total_timesteps, None, max_seconds, callbacks)
 
-    def _loop(self, keep_going: Any, total: int | None) -> list[dict[str, float]]:
-        logger = self._open_logger(total=total)
+    def _loop(
+        self, keep_going: Any, total: int | None, max_seconds: float | None, callbacks: Any
+    ) -> list[dict[str, float]]:
+        if max_seconds is not None and not max_seconds >= 0:
+            raise ValueError(f"max_seconds must be a number >= 0, got {max_seconds!r}")
+        user = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
+        logger = self._make_logger(total)
+        callback = CallbackList([*user, logger, *self._checkpoint_schedule()])
+        started = time.monotonic()
         history: list[dict[str, float]] = []
-        saved_at = self.iteration
+        callback.on_train_begin(self)
         try:
-            while keep_going():
-                history.append(self._run_iteration(logger))
-                if self.config.save_every and self.iteration % self.config.save_every == 0:
-                    self.save_checkpoint()
-                    saved_at = self.iteration
-            if self.config.output_dir is not None and self.iteration != saved_at:
-                self.save_checkpoint()
+            while keep_going() and (max_seconds is None or time.monotonic() - started < max_seconds):
+                history.append(self._run_iteration())
+                if callback.on_iteration_end(self, history[-1]):
+                    break
+            callback.on_train_end(self)
         finally:
             logger.close()
         return history
 
-    def _run_iteration(self, logger: MetricsLogger) -> dict[str, float]:
+    def _checkpoint_schedule(self) -> list[Callback]:
+        """The config's checkpoint schedule, when there is an ``output_dir`` to write to."""
+        cfg = self.config
+        if cfg.output_dir is None:
+            return []
+        return [CheckpointSchedule(cfg.save_every, cfg.save_every_minutes, cfg.save_at_end)]
+
+    def _run_iteration(self) -> dict[str, float]:
         self.timings = defaultdict(float)
         started = time.perf_counter()
         metrics = self.iteration_step()
@@ -315,26 +325,23 @@ class LMTrainer:
         for key, value in sorted(self.timings.items()):
             metrics[key] = value
         metrics["tokens_per_second"] = metrics.get("batch_tokens", 0.0) / max(elapsed, 1e-9)
-        logger.log(metrics)
         return metrics
 
-    def _open_logger(self, total: int | None) -> MetricsLogger:
-        logger = MetricsLogger(
+    def _make_logger(self, total: int | None) -> MetricsLogger:
+        return MetricsLogger(
             self.config.output_dir,
             enabled=self.accelerator.is_main_process,
             progress_bar=self.config.progress_bar,
             total=total,
         )
-        logger.truncate_to(self.iteration)
-        return logger
 
     def rollout_metrics(
         self, rollout: Rollout, ref_natural: torch.Tensor | None, kl: torch.Tensor | None
     ) -> dict[str, float]:
         """The per-iteration metrics every agent logs, over all processes."""
-        scores = self.gather(rollout.scores)
-        lengths = self.gather(rollout.lengths.float())
-        truncated = self.gather(rollout.truncated.float())
+        scores = self.processes.gather(rollout.scores)
+        lengths = self.processes.gather(rollout.lengths.float())
+        truncated = self.processes.gather(rollout.truncated.float())
         tokens = float(lengths.sum())
         metrics = {
             "reward_mean": float(scores.mean()),
@@ -345,7 +352,7 @@ class LMTrainer:
             "generation_tokens_per_second": float(rollout.num_tokens) / max(rollout.generation_seconds, 1e-9),
         }
         for name, values in sorted(rollout.reward_components.items()):  # each part of a composite reward, unweighted
-            metrics[f"reward_{name}_mean"] = float(self.gather(values).mean())
+            metrics[f"reward_{name}_mean"] = float(self.processes.gather(values).mean())
         entropy_sum, count = masked_sum_count(rollout.entropy, rollout.mask, self.accelerator)
         metrics["entropy"] = float(entropy_sum / count.clamp(min=1))
         if ref_natural is not None:
@@ -353,7 +360,7 @@ class LMTrainer:
             metrics["ref_perplexity"] = float(torch.exp(nll_sum / count.clamp(min=1)))
         else:
             metrics["ref_perplexity"] = float("nan")
-        metrics["kl"] = float(self.gather(kl.sum(1)).mean()) if kl is not None else float("nan")
+        metrics["kl"] = float(self.processes.gather(kl.sum(1)).mean()) if kl is not None else float("nan")
         return metrics
 
     # -- checkpoints -------------------------------------------------------------------------------------------
@@ -371,40 +378,28 @@ class LMTrainer:
         self.num_episodes = int(state["num_episodes"])
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        raise NotImplementedError
+        return {"optimizer": self.optimizer}
 
-    def save_checkpoint(self, output_dir: str | Path | None = None) -> Path | None:
+    def save_checkpoint(self, output_dir: str | Path | None = None) -> Path:
         """Write ``<output_dir>/checkpoint`` atomically (main process; every process waits for it)."""
         output_dir = output_dir or self.config.output_dir
         if output_dir is None:
             raise ValueError("save_checkpoint needs an output_dir (argument or config.output_dir)")
         path = None
         if self.accelerator.is_main_process:
-            path = write_atomically(output_dir, self._write_checkpoint)
+            path = write_atomically(
+                output_dir,
+                lambda directory: write_trainer_checkpoint(
+                    directory,
+                    models=self.checkpoint_models(),
+                    optimizers=self.optimizers(),
+                    state=self.checkpoint_state(),
+                    config_json=self.config.to_json(),
+                    tokenizer=self.task.tokenizer,
+                ),
+            )
         self.accelerator.wait_for_everyone()
-        return path or Path(output_dir) / "checkpoint"
-
-    def _write_checkpoint(self, directory: Path) -> None:
-        for name, model in self.checkpoint_models().items():
-            model.save_pretrained(directory / name, safe_serialization=True)
-        tokenizer = self.task.tokenizer
-        if hasattr(tokenizer, "save_pretrained"):
-            tokenizer.save_pretrained(directory / POLICY_DIR)
-        torch.save(
-            {
-                "optimizers": {name: opt.state_dict() for name, opt in self.optimizers().items()},
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-            directory / STATE_FILE,
-        )
-        (directory / CONFIG_FILE).write_text(self.config.to_json())
-        state = {
-            **self.checkpoint_state(),
-            "numpy_rng": _jsonable(np.random.get_state()),
-            "python_rng": _jsonable(random.getstate()),
-        }
-        (directory / COMPLETE_MARKER).write_text(json.dumps(state, indent=2))  # last: marks the checkpoint whole
+        return path or Path(output_dir) / CHECKPOINT_DIR
 
     def load_checkpoint(self, path: str | Path | None = None) -> bool:
         """Restore weights, optimiser, RNG and trainer state from a checkpoint (or an output_dir holding one).
@@ -414,29 +409,16 @@ class LMTrainer:
         found = find_checkpoint(path) if path is not None else None
         if found is None:
             return False
-        saved_config = json.loads((found / CONFIG_FILE).read_text())
-        self._warn_config_differences(saved_config)
-        for name, model in self.checkpoint_models().items():
-            _load_weights(model, found / name)
-        state = torch.load(found / STATE_FILE, weights_only=True, map_location="cpu")
-        for name, optimizer in self.optimizers().items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        trainer_state = json.loads((found / COMPLETE_MARKER).read_text())
-        np.random.set_state(_numpy_state(trainer_state["numpy_rng"]))
-        random.setstate(_python_state(trainer_state["python_rng"]))
-        self.load_checkpoint_state(trainer_state)
+        self._warn_config_differences(read_saved_config(found))
+        state = read_trainer_checkpoint(found, models=self.checkpoint_models(), optimizers=self.optimizers())
+        self.load_checkpoint_state(state)
         return True
 
     def _warn_config_differences(self, saved: dict[str, Any]) -> None:
         current = self.config.to_dict()
-        ignored = {"output_dir", "save_every", "progress_bar"}
+        ignored = {"output_dir", "save_every", "save_every_minutes", "save_at_end", "progress_bar"}
         changed = sorted(k for k in current if k not in ignored and json.dumps(saved.get(k)) != json.dumps(current[k]))
         if changed:
-            import warnings
-
             warnings.warn(f"resuming with a config that differs from the checkpoint's in {changed}", stacklevel=3)
 
     def close(self) -> None:
@@ -455,37 +437,3 @@ class LMTrainer:
         self.accelerator.free_memory()  # forgets the prepared models and runs the garbage collector
         self.accelerator.end_training()  # destroy_process_group
 
-
-def _load_weights(model: Any, directory: Path) -> None:
-    """Copy saved weights (safetensors) into ``model`` in place."""
-    from agents.lm.value_model import ValueModel
-
-    if isinstance(model, ValueModel):
-        model.load_weights_from(directory)
-        return
-    from transformers import AutoModelForCausalLM
-
-    saved = AutoModelForCausalLM.from_pretrained(directory, dtype=next(model.parameters()).dtype)
-    model.load_state_dict(saved.state_dict())
-
-
-def _jsonable(state: Any) -> Any:
-    if isinstance(state, np.ndarray):
-        return state.tolist()
-    if isinstance(state, (tuple, list)):
-        return [_jsonable(item) for item in state]
-    if isinstance(state, np.integer):
-        return int(state)
-    if isinstance(state, np.floating):
-        return float(state)
-    return state
-
-
-def _numpy_state(state: list[Any]) -> tuple[Any, ...]:
-    name, keys, pos, has_gauss, cached = state
-    return (name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached))
-
-
-def _python_state(state: list[Any]) -> tuple[Any, ...]:
-    version, internal, gauss = state
-    return (version, tuple(internal), gauss)

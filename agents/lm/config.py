@@ -124,6 +124,20 @@ class LMAgentConfig:
         "the KL to the reference and the completions' perplexity under it. Turn off to save one "
         "forward pass per iteration when the KL coefficient is 0."},
     )
+    save_every_minutes: float = field(
+        default=0.0,
+        metadata={
+            "help": "Also write a checkpoint once this many minutes of training have passed since the last one "
+            "(0: no clock schedule). Needs output_dir."
+        },
+    )
+    save_at_end: bool = field(
+        default=True,
+        metadata={
+            "help": "Write a checkpoint when train()/learn() returns (unless the last iteration was just saved). "
+            "Needs output_dir."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -147,6 +161,9 @@ class LMAgentConfig:
         _check_int(self, "save_every", minimum=0)
         if self.output_dir is not None and not isinstance(self.output_dir, str):
             self.output_dir = str(self.output_dir)
+        _check_nonneg(self, "save_every_minutes")
+        if not isinstance(self.save_at_end, bool):
+            raise ValueError(f"{type(self).__name__}.save_at_end={self.save_at_end!r}; expected True or False")
 
     def to_dict(self) -> dict[str, Any]:
         return {"config_class": type(self).__name__, **dataclasses.asdict(self)}

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agents.decoding import entropy_from_logprobs
+
 
 # -- masked statistics ---------------------------------------------------------------------------------------
 def masked_sum_count(x: torch.Tensor, mask: torch.Tensor, accelerator: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,8 +227,7 @@ def masked_logprobs(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tens
 
 def entropy_of(logits: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of each position's distribution, ``(N, T, V) -> (N, T)`` (-inf logits allowed)."""
-    log_p = F.log_softmax(logits.float(), dim=-1)
-    return -(log_p.exp() * log_p.clamp(min=torch.finfo(log_p.dtype).min)).sum(-1)
+    return entropy_from_logprobs(F.log_softmax(logits.float(), dim=-1))
 
 
 def clipped_policy_loss(

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from agents.lm.base import LMTrainer
-from agents.lm.config import GRPOConfig, LMAgentConfig, RLOOConfig
+from agents.lm.config import GRPOConfig, RLOOConfig
 from agents.lm.core import clipped_policy_loss, grpo_advantages, k3_kl, masked_sum_count, rloo_advantages, whiten
 from agents.lm.rollout import Rollout
 
@@ -28,23 +28,6 @@ class GroupTrainer(LMTrainer):
     """What GRPO and RLOO share: k completions per prompt, one optimiser, the clipped token-level update."""
 
     config: Any
-
-    def __init__(
-        self,
-        env: Any,
-        model: Any,
-        config: LMAgentConfig | None = None,
-        *,
-        reward: Any = None,
-        env_kwargs: dict[str, Any] | None = None,
-        accelerator: Any = None,
-    ) -> None:
-        super().__init__(env, model, config, reward=reward, env_kwargs=env_kwargs, accelerator=accelerator)
-        cfg = self.config
-        self.optimizer = self._make_optimizer(
-            [{"params": list(self.policy.parameters()), "lr": cfg.learning_rate, "eps": cfg.adam_eps}]
-        )
-        self.policy = self.accelerator.prepare_model(self.policy)
 
     def uses_reference(self) -> bool:
         return self.config.beta > 0 or self.config.reference_metrics
@@ -58,42 +41,51 @@ class GroupTrainer(LMTrainer):
                 "must be rows of the same vector env"
             )
 
+    def collect_groups(self) -> tuple[Rollout, torch.Tensor | None, torch.Tensor | None]:
+        """k completions of each prompt in consecutive rows, and the frozen reference's tempered and natural
+        log-probs of them (``None`` without a reference)."""
+        rollout = self.collect(group_size=self.config.num_generations)
+        if self.reference is None:
+            return rollout, None, None
+        with self.timer("forward_seconds"):
+            ref_logprobs, ref_natural = self.reference_logprobs(rollout)
+        return rollout, ref_logprobs, ref_natural
+
     def policy_update(
         self,
         rollout: Rollout,
+        *,
         advantages: torch.Tensor,
-        ref_logprobs: torch.Tensor | None,
         loss_mask: torch.Tensor,
-        kl_beta: float,
         epsilon: float,
-        epsilon_high: float | None,
-        loss_type: str,
+        epsilon_high: float | None = None,
+        ref_logprobs: torch.Tensor | None = None,
+        kl_beta: float = 0.0,
+        loss_type: str = "dapo",
     ) -> dict[str, float]:
-        """``update_epochs`` x ``num_minibatches`` clipped policy-gradient steps with per-sequence ``advantages``.
+        """``update_epochs`` x ``num_minibatches`` clipped policy-gradient steps with per-sequence ``advantages``
+        (``(N,)``) on the tokens of ``loss_mask`` (``(N, T)``).
 
-        The loss per token is the clipped surrogate plus ``kl_beta`` times the k3 KL to the reference; tokens are
-        aggregated as ``loss_type`` says (``"dapo"``: sum / all tokens of the minibatch over processes; ``"grpo"``:
-        mean of per-sequence means; ``"dr_grpo"``: sum / (sequences x max_new_tokens)).
+        The loss per token is the clipped surrogate (ratio clipped to ``[1 - epsilon, 1 + epsilon_high]``) plus
+        ``kl_beta`` times the k3 KL to the reference (``ref_logprobs``, needed when ``kl_beta > 0``); tokens are
+        aggregated as ``loss_type`` says (``"dapo"``: sum / all tokens of the minibatch over processes;
+        ``"grpo"``: mean of per-sequence means; ``"dr_grpo"``: sum / (sequences x max_new_tokens)).
         """
-        cfg = self.config
+        if kl_beta > 0 and ref_logprobs is None:
+            raise ValueError(f"kl_beta={kl_beta} needs ref_logprobs")
         stats: dict[str, list[float]] = defaultdict(list)
         with self.timer("update_seconds"):
-            for epoch in range(cfg.update_epochs):
+            for epoch in range(self.config.update_epochs):
                 for rows in self.minibatches(rollout.num_sequences, epoch):
                     batch = rollout.select(rows)
                     t = batch.mask.shape[1]
                     mask = loss_mask[rows, :t]
                     new_logprobs, _ = self.policy_logprobs(self.policy, batch)
                     per_token, policy_stats = clipped_policy_loss(
-                        new_logprobs,
-                        batch.logprobs,
-                        advantages[rows, None].expand(-1, t),
-                        mask,
-                        epsilon,
+                        new_logprobs, batch.logprobs, advantages[rows, None].expand(-1, t), mask, epsilon,
                         clip_range_high=epsilon_high,
                     )
                     if kl_beta > 0:
-                        assert ref_logprobs is not None
                         token_kl = k3_kl(new_logprobs, ref_logprobs[rows, :t]) * mask
                         per_token = per_token + kl_beta * token_kl
                         stats["kl_loss"].append(float(token_kl.detach().sum() / mask.sum().clamp(min=1)))
@@ -104,14 +96,9 @@ class GroupTrainer(LMTrainer):
                     stats["approx_kl"].append(float(policy_stats["approx_kl"]))
                     for key, value in norms.items():
                         stats[key].append(value)
-                    stats["optimizer_steps"].append(1.0)
-        optimizer_steps = float(sum(stats.pop("optimizer_steps", [])))
-        metrics = self.global_mean({key: float(np.mean(values)) for key, values in stats.items()})
-        metrics["optimizer_steps"] = optimizer_steps
+        metrics = self.processes.mean({key: float(np.mean(values)) for key, values in stats.items()})
+        metrics["optimizer_steps"] = float(len(stats["policy_loss"]))
         return metrics
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"optimizer": self.optimizer}
 
 
 def aggregate_token_loss(
@@ -141,25 +128,27 @@ class GRPOTrainer(GroupTrainer):
         cfg = self.config
         k = cfg.num_generations
 
-        # 1. k completions of each prompt, in consecutive rows
-        rollout = self.collect(group_size=k)
-
-        # 2. the frozen reference's log-probs (for the k3 KL term, and the logged KL/perplexity)
-        ref_logprobs = ref_natural = None
-        if self.reference is not None:
-            with self.timer("forward_seconds"):
-                ref_logprobs, ref_natural = self.reference_logprobs(rollout)
+        # 1-2. k completions of each prompt, in consecutive rows; the frozen reference's log-probs of them (for the
+        #      k3 KL term, and the logged KL/perplexity)
+        rollout, ref_logprobs, ref_natural = self.collect_groups()
 
         # 3. group-relative advantages, over every process's groups (a group never spans processes)
-        all_scores = self.gather(rollout.scores)
-        advantages = self.local_rows(grpo_advantages(all_scores, k, cfg.scale_rewards))
+        all_scores = self.processes.gather(rollout.scores)
+        advantages = self.processes.local_rows(grpo_advantages(all_scores, k, cfg.scale_rewards))
 
         # 4. clipped policy-gradient update, truncated completions optionally left out
         loss_mask = rollout.mask
         if cfg.mask_truncated_completions:
             loss_mask = loss_mask * (~rollout.truncated).float()[:, None]
         update = self.policy_update(
-            rollout, advantages, ref_logprobs, loss_mask, cfg.beta, cfg.epsilon, cfg.epsilon_high, cfg.loss_type
+            rollout,
+            advantages=advantages,
+            loss_mask=loss_mask,
+            epsilon=cfg.epsilon,
+            epsilon_high=cfg.epsilon_high,
+            ref_logprobs=ref_logprobs,
+            kl_beta=cfg.beta,
+            loss_type=cfg.loss_type,
         )
 
         kl = (rollout.logprobs - ref_logprobs) * rollout.mask if ref_logprobs is not None else None
@@ -178,32 +167,26 @@ class RLOOTrainer(GroupTrainer):
 
     def iteration_step(self) -> dict[str, float]:
         cfg = self.config
-        k = cfg.num_generations
 
-        # 1. k completions of each prompt, in consecutive rows
-        rollout = self.collect(group_size=k)
-
-        # 2. the frozen reference's log-probs: the sequence-level KL of each completion
-        ref_logprobs = ref_natural = kl = None
-        if self.reference is not None:
-            with self.timer("forward_seconds"):
-                ref_logprobs, ref_natural = self.reference_logprobs(rollout)
-            kl = (rollout.logprobs - ref_logprobs) * rollout.mask
+        # 1-2. k completions of each prompt, in consecutive rows; the frozen reference's log-probs of them: the
+        #      sequence-level KL of each completion
+        rollout, ref_logprobs, ref_natural = self.collect_groups()
+        kl = None if ref_logprobs is None else (rollout.logprobs - ref_logprobs) * rollout.mask
 
         # 3. rewards: clipped scores minus beta * KL(sequence); leave-one-out baseline within each group
         scores = rollout.scores
         if cfg.reward_clip_range is not None:
             scores = scores.clamp(*cfg.reward_clip_range)
         rewards = scores - cfg.beta * kl.sum(1) if (kl is not None and cfg.beta > 0) else scores
-        advantages = rloo_advantages(rewards, k)
+        advantages = rloo_advantages(rewards, cfg.num_generations)
         if cfg.normalize_advantages:
             advantages = whiten(advantages, torch.ones_like(advantages), self.accelerator)
 
         # 4. clipped policy-gradient update (the KL is in the reward, not the loss)
-        update = self.policy_update(rollout, advantages, None, rollout.mask, 0.0, cfg.epsilon, None, "dapo")
+        update = self.policy_update(rollout, advantages=advantages, loss_mask=rollout.mask, epsilon=cfg.epsilon)
 
         metrics = self.rollout_metrics(rollout, ref_natural, kl)
         metrics.update(update)
         metrics["advantage_std"] = float(advantages.std())
-        metrics["rloo_reward_mean"] = float(self.gather(rewards).mean())
+        metrics["rloo_reward_mean"] = float(self.processes.gather(rewards).mean())
         return metrics

@@ -1,4 +1,5 @@
-"""Per-iteration metrics to a CSV file, TensorBoard and a tqdm progress bar (main process only)."""
+"""Per-iteration metrics to a CSV file, TensorBoard and a tqdm progress bar (main process only): a trainer
+callback."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from agents.lm.callbacks import Callback
+
 PROGRESS_CSV = "progress.csv"
 TENSORBOARD_DIR = "tensorboard"
 # shown in the progress bar, when present
 BAR_KEYS = ("reward_mean", "kl", "clip_fraction", "tokens_per_second")
 
 
-class MetricsLogger:
+class MetricsLogger(Callback):
     """Writes one row per iteration. A resumed run appends to the existing CSV (rows past the checkpoint's
     iteration, left by the killed run, are dropped first, so the file reads as one uninterrupted run)."""
 
@@ -33,6 +36,15 @@ class MetricsLogger:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, unit="it", desc="iterations", dynamic_ncols=True)
+
+    def on_train_begin(self, trainer: Any) -> None:
+        self.truncate_to(trainer.iteration)
+
+    def on_iteration_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        self.log(metrics)
+
+    def on_train_end(self, trainer: Any) -> None:
+        self.close()
 
     def truncate_to(self, iteration: int) -> None:
         """Drop CSV rows with ``iteration > iteration`` (called on resume)."""

@@ -46,7 +46,8 @@ from agents.lm.core import (
     shape_scores,
 )
 from agents.lm.ptx import PretrainCorpus
-from agents.lm.rollout import Rollout, completion_positions
+from agents.decoding import position_ids
+from agents.lm.rollout import Rollout
 from agents.lm.value_model import ValueModel
 
 VALUE_DIR = "value"
@@ -78,33 +79,29 @@ class LMPPOTrainer(LMTrainer):
         env_kwargs: dict[str, Any] | None = None,
         accelerator: Any = None,
     ) -> None:
+        self._value_model_source, self._pretrain_source = value_model, pretrain_corpus
         super().__init__(env, model, config, reward=reward, env_kwargs=env_kwargs, accelerator=accelerator)
         cfg = self.config
-        self.value_model = self._make_value_model(value_model).to(self.device).eval()
-        self.pretrain = None
-        if pretrain_corpus is not None:
-            self.pretrain = PretrainCorpus(pretrain_corpus, self.task.tokenizer, cfg.ptx_block_size)
-        if cfg.ptx_coef > 0 and self.pretrain is None:
-            raise ValueError(f"ptx_coef={cfg.ptx_coef} needs a pretrain_corpus (a list of str or a .txt path)")
-
-        # one AdamW, two parameter groups (MOSS-RLHF): the policy's and the critic's learning rate and epsilon
-        self.optimizer = self._make_optimizer(
-            [
-                {"params": list(self.policy.parameters()), "lr": cfg.learning_rate, "eps": cfg.adam_eps},
-                {
-                    "params": list(self.value_model.parameters()),
-                    "lr": cfg.critic_learning_rate,
-                    "eps": cfg.critic_adam_eps,
-                },
-            ]
-        )
-        self.policy = self.accelerator.prepare_model(self.policy)  # DDP-wrapped when distributed
-        self.value_model = self.accelerator.prepare_model(self.value_model)
         if cfg.adaptive_kl:
             self.kl_controller: FixedKLController = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
         else:
             self.kl_controller = FixedKLController(cfg.kl_coef)
         self.reward_moments = RunningMoments()
+
+    def _build_models(self) -> None:
+        cfg = self.config
+        self.value_model = self._make_value_model(self._value_model_source).to(self.device).eval()
+        self.pretrain = None
+        if self._pretrain_source is not None:
+            self.pretrain = PretrainCorpus(self._pretrain_source, self.task.tokenizer, cfg.ptx_block_size)
+        if cfg.ptx_coef > 0 and self.pretrain is None:
+            raise ValueError(f"ptx_coef={cfg.ptx_coef} needs a pretrain_corpus (a list of str or a .txt path)")
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """One AdamW, two parameter groups (MOSS-RLHF): the policy's and the critic's learning rate and epsilon."""
+        cfg = self.config
+        critic = {"params": list(self.value_model.parameters()), "lr": cfg.critic_learning_rate, "eps": cfg.critic_adam_eps}
+        return [*super().parameter_groups(), critic]
 
     def uses_reference(self) -> bool:
         return self.config.kl_coef > 0 or self.config.reference_metrics
@@ -129,104 +126,48 @@ class LMPPOTrainer(LMTrainer):
 
         # 2. one forward pass over the finished sequences: the frozen reference's log-probs and the values
         with self.timer("forward_seconds"):
-            ref_logprobs, ref_natural = (None, None)
-            if self.reference is not None:
-                ref_logprobs, ref_natural = self.reference_logprobs(rollout)
+            ref_logprobs, ref_natural = self.reference_logprobs(rollout) if self.reference is not None else (None, None)
             with torch.no_grad():
                 old_values = self.predict_values(self.accelerator.unwrap_model(self.value_model), rollout)
 
-        # 3. score shaping (PPO-max): missing-EOS penalty, running mean/std normalisation, clipping; over all
-        #    processes' scores, so every replica keeps the same running statistics
-        shaped = self.local_rows(
-            shape_scores(
-                self.gather(rollout.scores),
-                self.gather(rollout.truncated.float()),
-                self.reward_moments,
-                cfg.reward_normalization,
-                cfg.reward_clip,
-                cfg.missing_eos_penalty,
-            )
-        )
+        # 3. score shaping (PPO-max): missing-EOS penalty, running mean/std normalisation, clipping
+        shaped = self.shaped_scores(rollout)
 
         # 4. per-token rewards: -kl_coef * (log pi - log pi_ref) at every token, the shaped score at the last one
         kl_coef = self.kl_controller.value
-        reference = ref_logprobs if ref_logprobs is not None else rollout.logprobs  # kl_coef == 0: no penalty
+        reference = ref_logprobs if ref_logprobs is not None else rollout.logprobs  # no reference: no penalty
         rewards, kl = kl_penalized_rewards(shaped, rollout.logprobs, reference, mask, kl_coef)
 
         # 5. generalised advantage estimation
         advantages, returns = compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
 
-        # 6. minibatch epochs
+        # 6. update_epochs x num_minibatches optimiser steps (the policy is frozen during critic warm-up)
         train_policy = self.iteration >= cfg.critic_warmup_iterations
+        trained = {"value_grad_norm": self.value_model, **({"grad_norm": self.policy} if train_policy else {})}
         stats: dict[str, list[float]] = defaultdict(list)
         with self.timer("update_seconds"):
             for epoch in range(cfg.update_epochs):
                 for index, rows in enumerate(self.minibatches(rollout.num_sequences, epoch)):
-                    batch = rollout.select(rows)
-                    t = batch.mask.shape[1]
-                    mb_mask = batch.mask
-                    # advantage whitening over the minibatch (all processes), then optional clipping
-                    mb_advantages = process_advantages(
-                        advantages[rows, :t], mb_mask, cfg.whiten_advantages, cfg.advantage_clip, self.accelerator
+                    loss, step_stats = self.minibatch_loss(
+                        rollout.select(rows), advantages[rows], returns[rows], old_values[rows], train_policy,
+                        ptx_key=f"{epoch}.{index}",
                     )
-
-                    # clipped value loss around the rollout's values
-                    new_values = self.predict_values(self.value_model, batch)
-                    value_loss, value_clip_fraction = clipped_value_loss(
-                        new_values,
-                        old_values[rows, :t],
-                        returns[rows, :t],
-                        mb_mask,
-                        cfg.clip_range_value,
-                        cfg.clip_value_loss,
-                    )
-                    loss = cfg.vf_coef * value_loss
-                    stats["value_loss"].append(float(value_loss.detach()))
-                    stats["value_clip_fraction"].append(float(value_clip_fraction))
-
-                    if train_policy:
-                        # clipped surrogate on the ratio to the sampling policy, plus entropy bonus and PPO-ptx
-                        need_entropy = cfg.entropy_coef > 0
-                        new_logprobs, entropy = self.policy_logprobs(self.policy, batch, with_entropy=need_entropy)
-                        per_token, policy_stats = clipped_policy_loss(
-                            new_logprobs, batch.logprobs, mb_advantages, mb_mask, cfg.clip_range, cfg.clip_policy_loss
-                        )
-                        policy_loss = per_token.sum() / mb_mask.sum().clamp(min=1)
-                        loss = loss + policy_loss
-                        if need_entropy:
-                            entropy_bonus = masked_mean(entropy, mb_mask)
-                            loss = loss - cfg.entropy_coef * entropy_bonus
-                            stats["entropy_bonus"].append(float(entropy_bonus.detach()))
-                        if cfg.ptx_coef > 0:
-                            ptx_loss = self.pretrain_loss(epoch, index)
-                            loss = loss + cfg.ptx_coef * ptx_loss
-                            stats["ptx_loss"].append(float(ptx_loss.detach()))
-                        stats["policy_loss"].append(float(policy_loss.detach()))
-                        stats["clip_fraction"].append(float(policy_stats["clip_fraction"]))
-                        stats["approx_kl"].append(float(policy_stats["approx_kl"]))
-
-                    # backward, global gradient-norm clipping per model, AdamW step
-                    models = {"value_grad_norm": self.value_model}
-                    if train_policy:
-                        models["grad_norm"] = self.policy
-                    norms = self.optimizer_step(self.optimizer, loss, models)
-                    for key, value in norms.items():
+                    step_stats.update(self.optimizer_step(self.optimizer, loss, trained))
+                    for key, value in step_stats.items():
                         stats[key].append(value)
-                    stats["optimizer_steps"].append(1.0)
 
         # 7. adaptive KL coefficient (Ziegler et al.): one update per iteration, from the batch's mean KL
-        all_kl = self.gather(kl.sum(1))
+        all_kl = self.processes.gather(kl.sum(1))
         if ref_logprobs is not None:
             self.kl_controller.update(float(all_kl.mean()), n_steps=int(all_kl.numel()))
 
         metrics = self.rollout_metrics(rollout, ref_natural, kl if ref_logprobs is not None else None)
-        optimizer_steps = float(sum(stats.pop("optimizer_steps", [])))
-        metrics.update(self.global_mean({key: float(np.mean(values)) for key, values in stats.items()}))
+        metrics["optimizer_steps"] = float(len(stats["value_loss"]))
+        metrics.update(self.processes.mean({key: float(np.mean(values)) for key, values in stats.items()}))
         metrics.update(
             {
-                "optimizer_steps": optimizer_steps,
                 "kl_coef": kl_coef,
-                "score_shaped_mean": float(self.gather(shaped).mean()),
+                "score_shaped_mean": float(self.processes.gather(shaped).mean()),
                 "value_mean": float(masked_mean(old_values, mask, self.accelerator)),
                 "return_mean": float(masked_mean(returns, mask, self.accelerator)),
                 "advantage_mean": float(masked_mean(advantages, mask, self.accelerator)),
@@ -238,26 +179,85 @@ class LMPPOTrainer(LMTrainer):
         )
         return metrics
 
+    def minibatch_loss(
+        self,
+        batch: Rollout,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        old_values: torch.Tensor,
+        train_policy: bool,
+        ptx_key: str,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The PPO-max loss of one minibatch (its rows of the iteration's ``(N, T)`` tensors): clipped value loss,
+        and when ``train_policy`` the clipped surrogate with whitened advantages, the entropy bonus and PPO-ptx."""
+        cfg = self.config
+        t = batch.mask.shape[1]
+        mask, advantages, returns, old_values = batch.mask, advantages[:, :t], returns[:, :t], old_values[:, :t]
+
+        new_values = self.predict_values(self.value_model, batch)
+        value_loss, value_clip_fraction = clipped_value_loss(
+            new_values, old_values, returns, mask, cfg.clip_range_value, cfg.clip_value_loss
+        )
+        loss = cfg.vf_coef * value_loss
+        stats = {"value_loss": float(value_loss.detach()), "value_clip_fraction": float(value_clip_fraction)}
+        if not train_policy:
+            return loss, stats
+
+        # advantage whitening over the minibatch (all processes), then optional clipping
+        advantages = process_advantages(advantages, mask, cfg.whiten_advantages, cfg.advantage_clip, self.accelerator)
+        new_logprobs, entropy = self.policy_logprobs(self.policy, batch, with_entropy=cfg.entropy_coef > 0)
+        per_token, policy_stats = clipped_policy_loss(
+            new_logprobs, batch.logprobs, advantages, mask, cfg.clip_range, cfg.clip_policy_loss
+        )
+        policy_loss = per_token.sum() / mask.sum().clamp(min=1)
+        loss = loss + policy_loss
+        stats.update(
+            policy_loss=float(policy_loss.detach()),
+            clip_fraction=float(policy_stats["clip_fraction"]),
+            approx_kl=float(policy_stats["approx_kl"]),
+        )
+        if cfg.entropy_coef > 0:
+            entropy_bonus = masked_mean(entropy, mask)
+            loss = loss - cfg.entropy_coef * entropy_bonus
+            stats["entropy_bonus"] = float(entropy_bonus.detach())
+        if cfg.ptx_coef > 0:
+            ptx_loss = self.pretrain_loss(ptx_key)
+            loss = loss + cfg.ptx_coef * ptx_loss
+            stats["ptx_loss"] = float(ptx_loss.detach())
+        return loss, stats
+
+    def shaped_scores(self, rollout: Rollout) -> torch.Tensor:
+        """This process's rows of the shaped scores, shaped over every process's scores (so that every replica
+        keeps the same running statistics)."""
+        cfg = self.config
+        shaped = shape_scores(
+            self.processes.gather(rollout.scores),
+            self.processes.gather(rollout.truncated.float()),
+            self.reward_moments,
+            cfg.reward_normalization,
+            cfg.reward_clip,
+            cfg.missing_eos_penalty,
+        )
+        return self.processes.local_rows(shaped)
+
     # -- pieces ------------------------------------------------------------------------------------------------
     def predict_values(self, value_model: Any, rollout: Rollout) -> torch.Tensor:
         """``V(s_t)`` ``(N, T)`` for every completion token's state, read at the slot before the token."""
         p, t = rollout.prompt_slots, rollout.mask.shape[1]
         width = p + t - 1
         attention = rollout.attention_mask[:, :width]
-        values = value_model(rollout.input_ids[:, :width], attention, completion_positions(attention))
+        values = value_model(rollout.input_ids[:, :width], attention, position_ids(attention))
         return values[:, p - 1 :].float() * rollout.mask
 
-    def pretrain_loss(self, epoch: int, minibatch: int) -> torch.Tensor:
-        """PPO-ptx: the policy's next-token cross-entropy on a batch of corpus blocks."""
+    def pretrain_loss(self, key: str) -> torch.Tensor:
+        """PPO-ptx: the policy's next-token cross-entropy on a batch of corpus blocks (drawn from the iteration's
+        seed and ``key``, the minibatch's)."""
         assert self.pretrain is not None
-        rng = self.iteration_rng(f"ptx{epoch}.{minibatch}")
+        rng = self.seeds.rng(self.iteration, f"ptx{key}")
         blocks = self.pretrain.sample(rng, self.config.ptx_batch_size).to(self.device)
         return self.policy(input_ids=blocks, labels=blocks, use_cache=False).loss
 
     # -- checkpoints -------------------------------------------------------------------------------------------
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"optimizer": self.optimizer}
-
     def checkpoint_models(self) -> dict[str, Any]:
         return {**super().checkpoint_models(), VALUE_DIR: self.accelerator.unwrap_model(self.value_model)}
 

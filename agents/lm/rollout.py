@@ -20,6 +20,16 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agents.decoding import (
+    KVDecoder,
+    distinct_prompts,
+    entropy_from_logprobs,
+    filter_logits,
+    leading_padding,
+    lm_forward,
+    masked_logits,
+    sample_categorical,
+)
 from agents.lm.core import masked_logprobs
 
 
@@ -100,20 +110,6 @@ def text_vector_env(env: Any) -> Any:
     return base
 
 
-def completion_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids of a left-padded batch: 0 at each row's first real token (pads get 0 too)."""
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
-
-
-def leading_padding(prompt_mask: Any) -> int:
-    """How many leading prompt columns are padding in every row (prompts are left-padded to ``max_prompt_tokens``,
-    usually far more than the batch's longest prompt). Dropping them changes no log-prob: position ids come from
-    the mask's cumulative sum. Measured on SmolLM2 (16 x 24-token completions of the built-in prompts): the loss
-    forward+backward went from 18.5 s to 11.4 s."""
-    used = np.asarray(prompt_mask.cpu() if isinstance(prompt_mask, torch.Tensor) else prompt_mask).any(axis=0)
-    return int(np.argmax(used)) if used.any() else 0
-
-
 def completion_logits(
     model: Any, rollout: Rollout, temperature: float = 1.0, prompt_model: Any = None
 ) -> torch.Tensor:
@@ -130,76 +126,18 @@ def completion_logits(
     width = p + t_max - 1
     first = leading_padding(rollout.attention_mask[:, :p])  # columns that are padding in every row carry nothing
     input_ids, attention_mask = rollout.input_ids[:, first:width], rollout.attention_mask[:, first:width]
-    positions = completion_positions(attention_mask)
     lp = p - first  # prompt columns left
     shared = None if prompt_model is None else distinct_prompts(input_ids[:, :lp], attention_mask[:, :lp])
     if shared is None:
-        out = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions,
-            use_cache=False,
-            logits_to_keep=t_max,
-        )
-        logits = out.logits[:, -t_max:]
+        logits = lm_forward(model, input_ids, attention_mask, logits_to_keep=t_max, use_cache=False).logits
     else:
         # autograd flows back through the shared cache to each prompt's one forward
-        cache, last = prefill_prompts(prompt_model, input_ids[:, :lp], attention_mask[:, :lp], shared)
-        logits = last[:, None]  # the last prompt position predicts the first completion token
-        if t_max > 1:
-            out = model(
-                input_ids=input_ids[:, lp:],
-                attention_mask=attention_mask,
-                position_ids=positions[:, lp:],
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=t_max - 1,
-            )
-            logits = torch.cat([logits, out.logits[:, -(t_max - 1) :]], dim=1)
+        decoder = KVDecoder(model, prompt_model=prompt_model)
+        logits = decoder.prefill(input_ids[:, :lp], attention_mask[:, :lp], shared)[:, None]
+        if t_max > 1:  # the last prompt position predicts the first completion token, each completion token the next
+            later = decoder.append(input_ids[:, lp:], attention_mask[:, lp:], logits_to_keep=t_max - 1)
+            logits = torch.cat([logits, later], dim=1)
     return logits / temperature if temperature != 1.0 else logits
-
-
-def prefill_prompts(
-    model: Any,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    shared: tuple[torch.Tensor, torch.Tensor] | None,
-) -> tuple[Any, torch.Tensor]:
-    """Forward left-padded prompts with ``use_cache``: only one row per distinct prompt when ``shared`` (from
-    :func:`distinct_prompts`), whose KV cache and logits then go to every row with that prompt. Returns the cache
-    of every row and the logits ``(N, V)`` of each row's last prompt position."""
-    rows = shared[0] if shared is not None else slice(None)
-    out = model(
-        input_ids=prompt_ids[rows],
-        attention_mask=prompt_mask[rows],
-        position_ids=completion_positions(prompt_mask)[rows],
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    cache, logits = out.past_key_values, out.logits[:, -1]
-    if shared is not None:
-        cache.batch_select_indices(shared[1])
-        logits = logits[shared[1]]
-    return cache, logits
-
-
-def distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(rows, row_of)``: one row index per distinct prompt (ids and padding alike) and, for every row, the index
-    into ``rows`` of its prompt; ``None`` when no prompt repeats."""
-    keyed = torch.where(prompt_mask > 0, prompt_ids, torch.full_like(prompt_ids, -1))
-    unique, row_of = torch.unique(keyed, dim=0, return_inverse=True)
-    if unique.shape[0] == keyed.shape[0]:
-        return None
-    rows = torch.empty(unique.shape[0], dtype=torch.long, device=prompt_ids.device)
-    rows[row_of] = torch.arange(keyed.shape[0], device=prompt_ids.device)  # any row of each prompt will do
-    return rows, row_of
-
-
-def masked_logits(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-    """Set the logits of tokens the env does not allow (``allowed`` False, or beyond the env's vocabulary) to -inf."""
-    if allowed is None:
-        return logits
-    return logits.masked_fill(~allowed, float("-inf"))
 
 
 def sequence_logprobs(
@@ -243,12 +181,10 @@ class RolloutEngine:
 
         # prefill the prompt slots once (without the columns that are padding in every row), each distinct prompt
         # once (rows that share a prompt then share its KV cache); only the last position's logits are needed
-        first = leading_padding(obs["attention_mask"][:, :p])
-        prompt_mask = torch.as_tensor(obs["attention_mask"][:, first:p], device=device)
-        prompt_ids = torch.as_tensor(obs["input_ids"][:, first:p], device=device)
-        cache, logits = prefill_prompts(self.model, prompt_ids, prompt_mask, distinct_prompts(prompt_ids, prompt_mask))
-        attention = prompt_mask
-        next_position = prompt_mask.sum(-1, keepdim=True)
+        prompt_mask = torch.as_tensor(obs["attention_mask"][:, :p], device=device)
+        prompt_ids = torch.as_tensor(obs["input_ids"][:, :p], device=device)
+        decoder = KVDecoder(self.model)
+        logits = decoder.prefill(prompt_ids, prompt_mask, distinct_prompts(prompt_ids, prompt_mask))
 
         tokens_per_step, logprobs_per_step, entropy_per_step, active_per_step = [], [], [], []
         scores = np.zeros(n, dtype=np.float64)
@@ -258,12 +194,11 @@ class RolloutEngine:
         prompts, completions = [""] * n, [""] * n
         for step in range(task.max_new_tokens):
             # sample one token per row from the tempered, env-masked distribution and keep its log-prob
-            step_logits = masked_logits(logits.float() / self.temperature, self.allowed)
-            log_probs = torch.log_softmax(step_logits, dim=-1)
+            log_probs = torch.log_softmax(filter_logits(logits, self.temperature, allowed=self.allowed), dim=-1)
             tokens = sample_categorical(log_probs, generator)
             tokens_per_step.append(tokens)
             logprobs_per_step.append(log_probs.gather(1, tokens[:, None]).squeeze(1))
-            entropy_per_step.append(-(log_probs.exp() * log_probs.clamp(min=-1e30)).sum(-1))
+            entropy_per_step.append(entropy_from_logprobs(log_probs))
             active_per_step.append(torch.as_tensor(~done, device=device))
 
             started = time.perf_counter()
@@ -282,16 +217,7 @@ class RolloutEngine:
                 break
 
             # feed the sampled tokens through the KV cache: one new position per row
-            attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
-            out = self.model(
-                input_ids=tokens[:, None],
-                attention_mask=attention,
-                position_ids=next_position,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache, logits = out.past_key_values, out.logits[:, -1]
-            next_position = next_position + 1
+            logits = decoder.append(tokens[:, None])[:, -1]
         if not done.all():
             raise RuntimeError(
                 f"{int((~done).sum())} rows were still running after max_new_tokens={task.max_new_tokens} steps; "
@@ -320,16 +246,6 @@ class RolloutEngine:
             generation_seconds=elapsed - env_seconds,
             env_seconds=env_seconds,
         )
-
-
-def sample_categorical(log_probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One token per row from ``softmax(log_probs)`` by inverting the CDF with one uniform number per row: exact,
-    and far cheaper on CPU than ``torch.multinomial`` (or one random number per vocabulary entry) over a 50k-token
-    vocabulary. The CDF is accumulated in float64 so that tokens of tiny probability keep their share."""
-    cdf = log_probs.exp().double().cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=torch.float64)
-    tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
-    return tokens.clamp(max=cdf.shape[1] - 1)
 
 
 def allowed_token_mask(task: Any, model: Any, device: Any) -> torch.Tensor | None:

@@ -120,11 +120,6 @@ class ValueModel(nn.Module):
         model = cls(backbone, head)
         return model.to(device) if device is not None else model
 
-    def load_weights_from(self, path: str | os.PathLike) -> None:
-        """Copy the weights of a saved ValueModel of the same architecture into this one, in place."""
-        saved = ValueModel.from_pretrained(path)
-        self.load_state_dict(saved.state_dict())
-
 
 def _check_same_tokenizer(path: Path, tokenizer: Any, config: Any, auto_tokenizer: Any) -> None:
     vocab = len(tokenizer)

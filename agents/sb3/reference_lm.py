@@ -1,13 +1,11 @@
 """A reference causal LM's next-token distribution over textenv observations, batched and KV-cached.
 
 The top-k action wrapper and the nucleus action mask (:mod:`agents.sb3.wrappers`) both need, at every step,
-the reference LM's next-token logits for each row of a batch. :class:`ReferenceLM` gets them the way
-:class:`agents.lm_policy.CausalLMPolicy` does: :meth:`ReferenceLM.prefill` runs the rows' current contexts
-once (left-padded, ``position_ids`` counted from each row's first real token) and keeps
-``past_key_values``; :meth:`ReferenceLM.advance` then feeds one token per row, so no step re-encodes
-the sequence. When some rows of a batch start new episodes, :meth:`ReferenceLM.replace_rows` prefills only
-those rows' prompts and splices their keys and values into the batch's cache (left-padded to a common
-length, all-padding columns trimmed), so the other rows keep theirs.
+the reference LM's next-token logits for each row of a batch. :class:`ReferenceLM` gets them from the agents' one
+decoding path, :class:`agents.decoding.KVDecoder`: :meth:`ReferenceLM.prefill` packs the rows' current contexts
+(left-padded) and runs them once, keeping the KV cache; :meth:`ReferenceLM.advance` then feeds one token per row,
+so no step re-encodes the sequence. When some rows of a batch start new episodes, :meth:`ReferenceLM.replace_rows`
+prefills only those rows' contexts and splices them into the batch's cache, so the other rows keep theirs.
 
 Helpers :func:`top_k_candidates` and :func:`nucleus_mask` turn logits into candidate ids and top-p masks.
 """
@@ -19,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from agents.decoding import KVDecoder, nucleus_keep
 
 _SHARED: dict[str, Any] = {}
 _SHARED_LOCK = threading.Lock()
@@ -65,9 +65,7 @@ class ReferenceLM:
             if not allowed.all():
                 bias = torch.zeros(self.vocab_size, device=self.device)
                 self._bias = bias.masked_fill(torch.as_tensor(~allowed, device=self.device), float("-inf"))
-        self._cache: Any = None
-        self._mask: torch.Tensor | None = None
-        self._logits_to_keep = True
+        self.decoder = KVDecoder(self.model)
 
     @torch.no_grad()
     def prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
@@ -77,44 +75,22 @@ class ReferenceLM:
         ``input_ids``/``attention_mask`` are textenv observations, shape ``(B, L)`` or ``(L,)``. Each row's
         valid tokens (prompt, then completion so far) are right-aligned, so the batch is left-padded.
         """
-        logits, self._cache, self._mask = self._encode(input_ids, attention_mask)
-        return logits
+        return self._restrict(self.decoder.prefill(*self._pack(input_ids, attention_mask)))
 
     @torch.no_grad()
     def replace_rows(self, rows: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
         """Start rows ``rows`` over from new contexts (shape ``(len(rows), L)``), keep the other rows' cache,
         and return the new rows' next-token logits ``(len(rows), V)``."""
-        if self._mask is None:
-            raise RuntimeError("call prefill() before replace_rows()")
         rows_t = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=self.device)
-        logits, cache, mask = self._encode(input_ids, attention_mask)
-        old_layers, new_layers = _get_kv(self._cache), _get_kv(cache)
-        if old_layers is None or new_layers is None:
-            raise ValueError(f"cannot splice a {type(self._cache).__name__} cache; use prefill() for the whole batch")
-        if rows_t.numel() != mask.shape[0]:
-            raise ValueError(f"replace_rows got {rows_t.numel()} rows and {mask.shape[0]} contexts")
-        width = max(self._mask.shape[1], mask.shape[1])
-        full_mask = _left_pad(self._mask, width, dim=1)
-        full_mask[rows_t] = _left_pad(mask, width, dim=1)
-        first = int(full_mask.any(dim=0).to(torch.int8).argmax())  # columns before it are padding in every row
-        self._mask = full_mask[:, first:]
-        spliced = []
-        for old_pair, new_pair in zip(old_layers, new_layers):
-            pair = []
-            for old, new in zip(old_pair, new_pair):
-                merged = _left_pad(old, width, dim=2)
-                merged[rows_t] = _left_pad(new, width, dim=2)
-                pair.append(merged[:, :, first:])
-            spliced.append(tuple(pair))
-        _set_kv(self._cache, spliced)
-        return logits
+        return self._restrict(self.decoder.replace_rows(rows_t, *self._pack(input_ids, attention_mask)))
 
     @property
     def can_replace_rows(self) -> bool:
         """Whether :meth:`replace_rows` can splice this model's cache (a plain ``DynamicCache``)."""
-        return self._cache is None or _get_kv(self._cache) is not None
+        return self.decoder.can_replace_rows
 
-    def _encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[torch.Tensor, Any, torch.Tensor]:
+    def _pack(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's valid tokens right-aligned: a left-padded batch."""
         ids = np.atleast_2d(np.asarray(input_ids, dtype=np.int64))
         mask = np.atleast_2d(np.asarray(attention_mask)).astype(bool)
         lengths = mask.sum(axis=1)
@@ -130,39 +106,19 @@ class ReferenceLM:
             valid = ids[row][mask[row]]
             packed_ids[row, width - valid.size :] = valid
             packed_mask[row, width - valid.size :] = 1
-        ids_t = torch.as_tensor(packed_ids, device=self.device)
-        mask_t = torch.as_tensor(packed_mask, device=self.device)
-        positions = (mask_t.cumsum(-1) - 1).clamp(min=0)
-        out = self._forward(input_ids=ids_t, attention_mask=mask_t, position_ids=positions, use_cache=True)
-        return self._restrict(out.logits[:, -1]), out.past_key_values, mask_t
-
-    def _forward(self, **kwargs: Any) -> Any:
-        if self._logits_to_keep:
-            try:  # only the last position's logits: the LM head is a fifth of SmolLM2's compute per token
-                return self.model(**kwargs, logits_to_keep=1)
-            except TypeError:
-                self._logits_to_keep = False
-        return self.model(**kwargs)
+        return torch.as_tensor(packed_ids, device=self.device), torch.as_tensor(packed_mask, device=self.device)
 
     @torch.no_grad()
     def advance(self, tokens: np.ndarray) -> torch.Tensor:
         """Append one token per row (shape ``(B,)``) and return the next-token logits ``(B, V)``."""
-        if self._mask is None:
+        if self.decoder.attention_mask is None:
             raise RuntimeError("call prefill() before advance()")
         tokens_t = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.device).view(-1, 1)
-        if tokens_t.shape[0] != self._mask.shape[0]:
-            raise ValueError(f"advance() got {tokens_t.shape[0]} tokens for a batch of {self._mask.shape[0]}")
-        self._mask = torch.cat([self._mask, torch.ones_like(tokens_t)], dim=-1)
-        positions = self._mask.sum(-1, keepdim=True) - 1
-        out = self._forward(
-            input_ids=tokens_t,
-            attention_mask=self._mask,
-            position_ids=positions,
-            past_key_values=self._cache,
-            use_cache=True,
-        )
-        self._cache = out.past_key_values
-        return self._restrict(out.logits[:, -1])
+        if tokens_t.shape[0] != self.decoder.attention_mask.shape[0]:
+            raise ValueError(
+                f"advance() got {tokens_t.shape[0]} tokens for a batch of {self.decoder.attention_mask.shape[0]}"
+            )
+        return self._restrict(self.decoder.append(tokens_t)[:, -1])
 
     def _restrict(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
@@ -179,50 +135,12 @@ def top_k_candidates(logits: torch.Tensor, k: int) -> np.ndarray:
 
 
 def nucleus_mask(logits: torch.Tensor, top_p: float, among: np.ndarray | None = None) -> np.ndarray:
-    """Boolean mask of each row's top-p nucleus: the most likely tokens whose mass first reaches ``top_p``.
+    """Boolean mask of each row's top-p nucleus (:func:`agents.decoding.nucleus_keep`).
 
     Without ``among`` the mask is over the vocabulary, ``(B, V)``. With ``among`` (``(B, k)`` candidate ids)
     it says which candidates are in the nucleus, ``(B, k)``. The most likely token is always in it.
     """
-    probs = logits.softmax(-1)
-    sorted_probs, order = torch.sort(probs, descending=True, dim=-1)
-    keep_sorted = (sorted_probs.cumsum(-1) - sorted_probs) < top_p
-    keep_sorted[:, 0] = True
-    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    keep = nucleus_keep(logits, top_p)
     if among is not None:
         keep = torch.gather(keep, 1, torch.as_tensor(among, device=keep.device))
     return keep.cpu().numpy()
-
-
-def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    """``tensor`` zero-padded on the left of ``dim`` to ``width``."""
-    missing = width - tensor.shape[dim]
-    if missing <= 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
-def _get_kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """Per-layer ``(keys, values)`` (``(B, heads, T, dim)``) of a full-attention ``DynamicCache``; ``None`` for
-    any other cache (sliding windows, quantised, ...), which :meth:`ReferenceLM.replace_rows` cannot splice."""
-    layers = getattr(cache, "layers", None)
-    if layers is not None:
-        if any(type(layer).__name__ != "DynamicLayer" or layer.keys is None or layer.keys.dim() != 4 for layer in layers):
-            return None
-        return [(layer.keys, layer.values) for layer in layers]
-    keys, values = getattr(cache, "key_cache", None), getattr(cache, "value_cache", None)  # transformers < 4.54
-    if isinstance(keys, list) and isinstance(values, list) and all(k.dim() == 4 for k in keys):
-        return list(zip(keys, values))
-    return None
-
-
-def _set_kv(cache: Any, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    layers = getattr(cache, "layers", None)
-    if layers is not None:
-        for layer, (keys, values) in zip(layers, pairs):
-            layer.keys, layer.values = keys, values
-    else:
-        cache.key_cache[:] = [keys for keys, _ in pairs]
-        cache.value_cache[:] = [values for _, values in pairs]
