@@ -253,7 +253,7 @@ def test_render_modes(tokenizer, capsys):
     human.step(word_token(tokenizer, " there"))
     assert "Hi >>>  there" in capsys.readouterr().out
     with pytest.raises(ValueError, match="render_mode"):
-        make_env(render_mode="rgb_array")
+        make_env(render_mode="rgb")
 
 
 def test_env_pickles_and_keeps_working():
