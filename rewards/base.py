@@ -281,12 +281,13 @@ def check_weight(weight: Any, where: str) -> float:
     return float(weight)
 
 
-def check_timeout(timeout: Any) -> float | None:
-    """``timeout`` as a float, or ``None``; a ``ValueError`` unless it is ``None`` or a positive finite number."""
+def check_timeout(timeout: Any, name: str = "timeout") -> float | None:
+    """``timeout`` as a float, or ``None``; a ``ValueError`` naming ``name`` unless it is ``None`` or a positive
+    finite number."""
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (numbers.Real, np.number)) or not 0 < timeout < math.inf:
-        raise ValueError(f"reward timeout must be None or a positive number of seconds, got {timeout!r}")
+        raise ValueError(f"{name} must be None or a positive number of seconds, got {timeout!r}")
     return float(timeout)
 
 

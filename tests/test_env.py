@@ -279,7 +279,7 @@ def test_reward_timeout_raises_and_leaves_the_env_usable(eos_id):
     _, reward, terminated, _, _ = env.step(eos_id)  # a fresh worker serves the next call
     assert (reward, terminated, calls) == (1.0, True, [0, 1])
     release.set()
-    with pytest.raises(ValueError, match="reward timeout must be None or a positive number"):
+    with pytest.raises(ValueError, match="reward_timeout must be None or a positive number of seconds, got 0"):
         make_env(reward_timeout=0)
 
 

@@ -540,7 +540,7 @@ def test_timeout_fails_a_slow_call_and_the_next_call_gets_a_fresh_worker():
     clone = pickle.loads(pickle.dumps(rewards.make(exclaim_count).with_timeout(0.5)))  # a fresh worker there
     assert clone.timeout == 0.5 and clone(["a"], ["!!"]).tolist() == [2.0]
     for bad in (0, -1.0, float("inf"), float("nan"), True, "5"):
-        with pytest.raises(ValueError, match="reward timeout must be None or a positive number"):
+        with pytest.raises(ValueError, match="timeout must be None or a positive number"):
             rewards.make(slow).with_timeout(bad)
 
 

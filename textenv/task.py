@@ -22,6 +22,7 @@ import numpy as np
 from gymnasium import spaces
 
 import rewards
+from rewards.base import check_timeout
 from textenv.models import DEFAULT_MODEL, load_tokenizer
 from textenv.prompts import Prompt, PromptSource, load_prompts
 
@@ -83,6 +84,7 @@ class TextTask:
         check_size("max_prompt_tokens", max_prompt_tokens, MAX_TOKENS)
         if vocab_size is not None:
             check_size("vocab_size", vocab_size, MAX_VOCAB_SIZE)
+        check_timeout(reward_timeout, "reward_timeout")
         if prompt_truncation not in TRUNCATION_MODES:
             raise ValueError(f"prompt_truncation={prompt_truncation!r}; expected one of {TRUNCATION_MODES}")
         self.tokenizer_name = tokenizer if isinstance(tokenizer, str) else None
@@ -103,6 +105,11 @@ class TextTask:
         check_size("vocab_size", self.vocab_size, MAX_VOCAB_SIZE)
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else (self.tokenizer.eos_token_id or 0))
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(
+                f"the tokenizer's pad id {self.pad_token_id} is outside vocab_size={self.vocab_size}; "
+                "expected vocab_size above every token id the tokenizer uses"
+            )
         if eos_token_ids is None:
             eos = self.tokenizer.eos_token_id
             eos_token_ids = [] if eos is None else [eos]
@@ -157,6 +164,11 @@ class TextTask:
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size == 0:
             raise ValueError(f"{where} ({text!r}) encodes to no tokens")
+        if ids.max() >= self.vocab_size:
+            raise ValueError(
+                f"{where} ({text[:60]!r}) holds token id {ids.max()}, outside vocab_size={self.vocab_size}; "
+                "expected vocab_size above every token id the tokenizer uses"
+            )
         if ids.size > self.max_prompt_tokens:
             if self.prompt_truncation == "error":
                 raise ValueError(
