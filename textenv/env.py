@@ -31,9 +31,9 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
     ## Action Space
 
     ``Discrete(vocab_size)``: the id of the next token (``vocab_size`` defaults to ``len(tokenizer)``, 49152
-    for SmolLM2). Python ints, numpy integers and one-element integer arrays are accepted; floats, bools,
-    out-of-range ids and ids masked out by ``allowed_token_ids`` raise an error and leave the episode as
-    it was. :meth:`action_masks` returns the allowed tokens as a boolean array (all ``True`` by default),
+    for SmolLM2). Python ints, numpy integers and 0-d or one-element integer arrays are accepted; floats, bools,
+    arrays of any other size (the message names the shape), out-of-range ids and ids masked out by
+    ``allowed_token_ids`` raise an error and leave the episode as it was. :meth:`action_masks` returns the allowed tokens as a boolean array (all ``True`` by default),
     so sb3-contrib's ``MaskablePPO`` uses it unchanged.
 
     ## Observation Space
@@ -48,14 +48,17 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
     ## Rewards
 
     0 on every step but the last. On the last step the reward plugin scores the prompt text and the
-    completion text (decoded without the EOS token and without special tokens), once. For
-    ``MossText-v0`` that is the VADER compound score in [-1, 1].
+    completion text (decoded without the EOS token and without special tokens), once, before the step changes
+    any state. For ``MossText-v0`` that is the VADER compound score in [-1, 1].
 
     ## Starting State
 
     ``reset`` draws a prompt uniformly with the environment's ``np_random`` (the same seed gives the same
-    prompt sequence). ``reset(options={"prompt": "text"})`` or ``options={"prompt_index": i}`` picks one. The reset ``info``
-    holds ``prompt`` and ``prompt_index`` (-1 for a prompt given as text).
+    prompt sequence). ``reset(options={"prompt": "text"})`` (with an optional ``"reference"``) or
+    ``options={"prompt_index": i}`` picks one. The reset ``info`` holds ``prompt`` and ``prompt_index`` (-1 for a
+    prompt given as text). Options are checked before anything changes: unknown keys, both ``prompt`` and
+    ``prompt_index``, or a bad value raise ``ValueError`` and leave the env, ``np_random`` included, as it was
+    (a rejected ``reset(seed=...)`` does not reseed).
 
     ## Episode End
 
@@ -66,8 +69,9 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
     The last step's ``info`` holds ``prompt``, ``completion``, ``completion_ids`` (with the EOS, if any),
     ``reward_components`` (each reward part's unweighted value) and ``reference`` (or ``None``).
     ``step`` before ``reset`` or after the episode ended raises ``gymnasium.error.ResetNeeded``. A reward
-    plugin that fails raises ``rewards.RewardPluginError``; the last token is taken back, so the env is
-    as before that ``step`` and stays usable.
+    plugin that fails (or runs past ``reward_timeout``) raises ``rewards.RewardPluginError``; an interruption
+    during ``step`` or ``reset`` (``KeyboardInterrupt``, any ``BaseException``) is re-raised. Either way the env
+    is exactly as before the call and stays usable.
 
     ## Arguments
 
@@ -77,12 +81,18 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
       or ``.jsonl`` path, or an iterable of dicts with ``prompt`` (and ``reference``).
     * ``reward``, ``reward_kwargs``: a reward spec for ``rewards.make`` (name, ``"module:attr"``,
       callable, or a weighted list) and its arguments. Default ``"sentiment"``.
-    * ``max_new_tokens`` (24), ``max_prompt_tokens`` (32).
+    * ``max_new_tokens`` (24), ``max_prompt_tokens`` (32); each at most :data:`textenv.task.MAX_TOKENS`
+      (1,000,000), checked before the buffer is allocated.
     * ``prompt_truncation``: ``"left"`` (default: keep the prompt's last ``max_prompt_tokens`` tokens, with
       a warning) or ``"error"``. Empty prompts are always refused.
     * ``chat_template`` (False), ``system_prompt``: wrap prompts as a chat user turn.
-    * ``eos_token_ids``, ``allowed_token_ids``, ``vocab_size``, ``trust_remote_code`` (False).
-    * ``render_mode``: ``"ansi"`` (``render()`` returns the text) or ``"human"`` (prints it).
+    * ``eos_token_ids``, ``allowed_token_ids``, ``vocab_size`` (at most 2**24), ``trust_remote_code`` (False).
+    * ``reward_timeout``: seconds one reward-plugin call may take (``None``, the default: no limit). A late call
+      raises ``RewardPluginError`` and is abandoned in a background thread, not stopped (Python cannot kill a
+      thread); see :meth:`rewards.RewardModel.with_timeout`.
+    * ``render_mode``: ``"ansi"`` (``render()`` returns ``"prompt >>> completion"``), ``"human"`` (prints it on
+      every step) or ``"rgb_array"`` (that text drawn into a ``(256, 512, 3)`` uint8 frame, the newest lines in
+      view; what SB3 and ``RecordVideo`` ask for).
 
     ```python
     >>> import gymnasium as gym, textenv

@@ -66,16 +66,20 @@ class TextGenerationVectorEnv(VectorEnv):
 
     ## Arguments
 
-    * ``num_envs``: number of rows.
+    * ``num_envs``: number of rows; ``num_envs * (max_prompt_tokens + max_new_tokens)`` is at most
+      :data:`textenv.task.MAX_BUFFER_TOKENS` (2**28 token slots, 4 GiB), checked before the buffer is allocated.
     * ``autoreset_mode``: an ``AutoresetMode`` or its string value (default ``NEXT_STEP``).
-    * ``render_mode``: ``None`` or ``"ansi"`` (``render()`` returns one string per row).
+    * ``render_mode``: ``None``, ``"ansi"`` (``render()`` returns one string per row) or ``"rgb_array"`` (one
+      ``(256, 512, 3)`` uint8 frame per row, as the single env draws it).
     * everything else: the single env's arguments (:class:`textenv.task.TextTask`).
 
     ``reset`` options: ``reset_mask`` (bool ``(num_envs,)``: reset only these rows), ``prompt_index``
     (int array ``(num_envs,)``: each row's prompt), ``prompts`` (list of ``num_envs`` strings). A bad option,
-    seed or action raises before anything changes; a reward plugin that fails raises
-    ``rewards.RewardPluginError`` with the step taken back. Every action is checked, also those of rows whose
-    action is ignored (ended rows under ``NEXT_STEP``/``DISABLED``).
+    seed or action raises before anything changes (``np_random`` and every row's generator included). The reward
+    plugin runs before a step writes anything: one that fails raises ``rewards.RewardPluginError``, and an
+    interruption during ``step`` or ``reset`` (``KeyboardInterrupt``, any ``BaseException``) is re-raised, with
+    every row as before the call either way. Every action is checked, also those of rows whose action is ignored
+    (ended rows under ``NEXT_STEP``/``DISABLED``).
 
     ## Cost per step
 
