@@ -234,7 +234,7 @@ class CompositeReward(RewardModel):
         return {part_name: weight for part_name, _, weight in self.parts}
 
     def with_timeout(self, timeout: float | None) -> CompositeReward:
-        """A copy whose parts' plugin calls each fail after ``timeout`` seconds (see :meth:`RewardModel.with_timeout`)."""
+        """A copy whose parts' plugin calls each fail after ``timeout`` seconds (:meth:`RewardModel.with_timeout`)."""
         parts = [(part_name, model.with_timeout(timeout), weight) for part_name, model, weight in self.parts]
         copy = CompositeReward(parts, self.name)
         copy.timeout = check_timeout(timeout)
@@ -253,7 +253,9 @@ class CompositeReward(RewardModel):
         bad = np.flatnonzero(~np.isfinite(total))
         if bad.size:
             row = int(bad[0])
-            terms = " + ".join(f"{weight:g} * {part_name} ({components[part_name][row]:g})" for part_name, _, weight in self.parts)
+            terms = " + ".join(
+                f"{weight:g} * {part_name} ({components[part_name][row]:g})" for part_name, _, weight in self.parts
+            )
             raise RewardPluginError(
                 f"reward {self.name!r}: the weighted total of completion {row} is {total[row]} ({terms}); "
                 f"{bad.size} of {n} totals are not finite. Use smaller weights."

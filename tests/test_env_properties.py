@@ -206,7 +206,9 @@ def _token(action: Any) -> int | None:
 
 # -- vector env ------------------------------------------------------------------------------------------------
 valid_vector_actions = hnp.arrays(
-    st.sampled_from([np.int64, np.int32, np.uint16]), (NUM_ENVS,), elements=st.sampled_from([EOS, 5, 10, 200, VOCAB - 1])
+    st.sampled_from([np.int64, np.int32, np.uint16]),
+    (NUM_ENVS,),
+    elements=st.sampled_from([EOS, 5, 10, 200, VOCAB - 1]),
 )
 invalid_vector_actions = st.one_of(
     hnp.arrays(np.int64, (NUM_ENVS,), elements=st.integers(-3, VOCAB + 3)).filter(
@@ -220,7 +222,9 @@ invalid_vector_actions = st.one_of(
 row_masks = hnp.arrays(np.bool_, (NUM_ENVS,))
 valid_vector_options = st.one_of(
     st.none(),
-    st.fixed_dictionaries({"prompt_index": hnp.arrays(np.int64, (NUM_ENVS,), elements=st.integers(0, NUM_PROMPTS - 1))}),
+    st.fixed_dictionaries(
+        {"prompt_index": hnp.arrays(np.int64, (NUM_ENVS,), elements=st.integers(0, NUM_PROMPTS - 1))}
+    ),
     st.fixed_dictionaries({"prompts": st.lists(st.sampled_from(["tell me words about animals :", "x y", "colors"]),
                                                min_size=NUM_ENVS, max_size=NUM_ENVS)}),
 )
@@ -298,7 +302,9 @@ ARGUMENTS = {
                                   st.lists(st.integers(VOCAB, 10**6) | st.text(max_size=1), min_size=1, max_size=2)),
     "vocab_size": argument(st.none() | st.integers(VOCAB, 1000),
                            st.integers(max_value=0) | st.just(2**24 + 1) | st.just(2**63) | st.just(1.5)),
-    "reward_timeout": argument(st.none() | st.floats(0.5, 60), st.sampled_from([0, -1.0, math.inf, math.nan, True, "1"])),
+    "reward_timeout": argument(
+        st.none() | st.floats(0.5, 60), st.sampled_from([0, -1.0, math.inf, math.nan, True, "1"])
+    ),
     "render_mode": argument(st.sampled_from([None, "ansi", "rgb_array"]), st.sampled_from(["rgb", "video", ""])),
 }
 

@@ -284,8 +284,12 @@ class Interrupting:
 @pytest.mark.parametrize("where", ["plugin", "after the tokens are written"])
 def test_an_interruption_during_a_step_leaves_the_env_as_before(mode, where, eos_id, tokenizer, monkeypatch):
     great = word_ids(tokenizer)[0]
-    env = TextGenerationVectorEnv(3, autoreset_mode=mode, **with_reward(rewards.RewardModel(Interrupting(KeyboardInterrupt(), 2), "len")))
-    twin = TextGenerationVectorEnv(3, autoreset_mode=mode, **with_reward(rewards.RewardModel(Interrupting(KeyboardInterrupt(), 0), "len")))
+    env, twin = (
+        TextGenerationVectorEnv(
+            3, autoreset_mode=mode, **with_reward(rewards.RewardModel(Interrupting(KeyboardInterrupt(), at), "len"))
+        )
+        for at in (2, 0)  # the env's plugin is interrupted on its second call, the twin's never
+    )
     plan = [[eos_id, great, great], [great, eos_id, great], [great, great, eos_id], [great, great, great]]
     for env_ in (env, twin):
         env_.reset(seed=9)

@@ -14,6 +14,10 @@ from textenv.render import TextFrames
 from textenv.task import TextTask
 
 RESET_OPTIONS = ("prompt", "prompt_index", "reference")
+# what a reset changes besides the buffer (restored when it is interrupted)
+EPISODE_FIELDS = (
+    "_prompt_index", "_prompt_text", "_reference", "_length", "_needs_reset", "_np_random", "_np_random_seed"
+)
 
 
 class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
@@ -33,7 +37,8 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
     ``Discrete(vocab_size)``: the id of the next token (``vocab_size`` defaults to ``len(tokenizer)``, 49152
     for SmolLM2). Python ints, numpy integers and 0-d or one-element integer arrays are accepted; floats, bools,
     arrays of any other size (the message names the shape), out-of-range ids and ids masked out by
-    ``allowed_token_ids`` raise an error and leave the episode as it was. :meth:`action_masks` returns the allowed tokens as a boolean array (all ``True`` by default),
+    ``allowed_token_ids`` raise an error and leave the episode as it was. :meth:`action_masks` returns the
+    allowed tokens as a boolean array (all ``True`` by default),
     so sb3-contrib's ``MaskablePPO`` uses it unchanged.
 
     ## Observation Space
@@ -188,31 +193,15 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
 
     def _save(self) -> tuple[Any, ...]:
         """The episode state, for :meth:`_restore` after an interrupted reset."""
-        return (
-            self._input_ids.copy(),
-            self._attention_mask.copy(),
-            self._prompt_index,
-            self._prompt_text,
-            self._reference,
-            self._length,
-            self._needs_reset,
-            self._np_random,
-            self._np_random_seed,
-        )
+        fields = tuple(getattr(self, name) for name in EPISODE_FIELDS)
+        return self._input_ids.copy(), self._attention_mask.copy(), fields
 
     def _restore(self, saved: tuple[Any, ...]) -> None:
-        input_ids, attention_mask, *fields = saved
+        input_ids, attention_mask, fields = saved
         self._input_ids[:] = input_ids
         self._attention_mask[:] = attention_mask
-        (
-            self._prompt_index,
-            self._prompt_text,
-            self._reference,
-            self._length,
-            self._needs_reset,
-            self._np_random,
-            self._np_random_seed,
-        ) = fields
+        for name, value in zip(EPISODE_FIELDS, fields):
+            setattr(self, name, value)
 
     def _observation(self) -> dict[str, np.ndarray]:
         return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
@@ -254,7 +243,9 @@ def _reset_options(options: Any) -> tuple[str | None, Any, str | None]:
     if options is None:
         return None, None, None
     if not isinstance(options, Mapping):
-        raise ValueError(f"options must be a dict with keys from {RESET_OPTIONS}, got {type(options).__name__}: {options!r}")
+        raise ValueError(
+            f"options must be a dict with keys from {RESET_OPTIONS}, got {type(options).__name__}: {options!r}"
+        )
     unknown = sorted(str(key) for key in options if key not in RESET_OPTIONS)
     if unknown:
         raise ValueError(f"unknown reset options {unknown}; expected keys from {RESET_OPTIONS}")

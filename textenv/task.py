@@ -57,7 +57,8 @@ class TextTask:
             size when that is larger).
         trust_remote_code: passed to transformers when the tokenizer is loaded by name.
         reward_timeout: seconds one reward-plugin call may take before it fails with
-            ``rewards.RewardPluginError`` (``None``, the default: no limit). See :meth:`rewards.RewardModel.with_timeout`.
+            ``rewards.RewardPluginError`` (``None``, the default: no limit). See
+            :meth:`rewards.RewardModel.with_timeout`.
 
     Raises:
         ValueError: a size is not a positive int or above its limit (:data:`MAX_TOKENS`, :data:`MAX_VOCAB_SIZE`).
