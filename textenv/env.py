@@ -131,10 +131,10 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
         # Everything that can fail runs before any state changes: options are checked, a seed builds a new
         # generator (kept only on success), and the prompt is drawn and encoded.
         prompt, prompt_index, reference = _reset_options(options)
-        if seed is not None:
+        if seed is not None or self._np_random is None:
             rng, rng_seed = seeding.np_random(seed)
         else:
-            rng, rng_seed = self.np_random, self._np_random_seed
+            rng, rng_seed = self._np_random, self._np_random_seed
         saved_state = rng.bit_generator.state
         try:
             prompt_ids, index, text, reference = self.task.choose_prompt(rng, prompt, prompt_index, reference)
