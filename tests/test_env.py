@@ -6,6 +6,8 @@ import json
 import pickle
 import subprocess
 import sys
+import threading
+import time
 import warnings
 
 import gymnasium as gym
@@ -16,6 +18,8 @@ from gymnasium.error import ResetNeeded
 import rewards
 import textenv
 from textenv import TextGenerationEnv
+
+from env_state import assert_same_state, snapshot
 
 PROMPTS = ["The movie was", "I walked into the theater and", "Halfway through the second act,"]
 
@@ -129,13 +133,18 @@ def test_step_before_reset_raises():
         (True, TypeError, "must be an integer token id"),
         ("7", TypeError, "must be an integer token id"),
         (np.array([1.5]), TypeError, "must be an integer token id"),
+        (np.array([77, 12, 354]), ValueError, r"one token id .*shape \(3,\): array\(\[ 77,  12, 354\]\)"),
+        (np.array([], dtype=np.int64), ValueError, r"shape \(0,\)"),
+        (np.array([[1, 2], [3, 4]]), ValueError, r"shape \(2, 2\)"),
     ],
 )
 def test_bad_actions_error_and_leave_env_usable(action, error, match):
     env = make_env()
     obs, _ = env.reset(seed=0)
+    before = snapshot(env)
     with pytest.raises(error, match=match):
         env.step(action)
+    assert_same_state(before, snapshot(env))
     obs2, reward, *_ = env.step(np.int64(5))  # numpy ints and arrays of one int are fine
     assert obs2["attention_mask"].sum() == obs["attention_mask"].sum() + 1
     env.step(np.array([6]))
@@ -170,6 +179,108 @@ def test_reward_plugin_failure_names_plugin_and_env_stays_usable(tokenizer, eos_
         env.step(eos_id)
     obs2, reward, terminated, _, info = env.step(eos_id)  # the failed steps were taken back
     assert reward == 0.5 and terminated and info["completion_ids"] == [5, eos_id]
+
+
+class Interrupting:
+    """A reward plugin that raises ``error`` on its first call and scores the completion length afterwards."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error, self.calls = error, 0
+
+    def __call__(self, prompts, completions, **info):
+        self.calls += 1
+        if self.calls == 1:
+            raise self.error
+        return [float(len(ids)) for ids in info["completion_ids"]]
+
+
+class Abort(BaseException):
+    """Any BaseException that is not an Exception: propagated unchanged, like KeyboardInterrupt."""
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), SystemExit(3), Abort()])
+def test_an_interruption_in_the_reward_plugin_leaves_the_env_as_before_the_step(error, eos_id):
+    env = make_env(reward=Interrupting(error))
+    env.reset(seed=0)
+    env.step(5)
+    before = snapshot(env)
+    with pytest.raises(type(error)):
+        env.step(eos_id)
+    assert_same_state(before, snapshot(env))
+    obs, reward, terminated, truncated, info = env.step(eos_id)  # the same step again, now scored
+    assert (reward, terminated, truncated, info["completion_ids"]) == (2.0, True, False, [5, eos_id])
+    assert obs["attention_mask"][12:].tolist() == [1, 1, 0, 0, 0]
+
+
+def test_an_interruption_after_the_token_is_written_is_taken_back(monkeypatch, eos_id):
+    env = make_env(reward=Interrupting(ValueError("unused")), render_mode="human")
+    env.reset(seed=0)
+    env.step(5)
+
+    def interrupted_render():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(env, "render", interrupted_render)
+    before = snapshot(env)
+    with pytest.raises(KeyboardInterrupt):
+        env.step(6)
+    assert_same_state(before, snapshot(env))
+
+
+def test_a_rejected_reset_changes_no_state_not_even_np_random():
+    env = make_env()
+    env.reset(seed=3)
+    env.step(5)
+    before = snapshot(env)
+    bad = [
+        ({"seed": 11, "options": {"prompt_index": 99}}, ValueError, r"prompt_index=99; expected an int in \[0, 3\)"),
+        ({"seed": 11, "options": {"prompt": ""}}, ValueError, "non-empty str"),
+        ({"seed": 11, "options": {"promt": "typo"}}, ValueError, r"unknown reset options \['promt'\]"),
+        ({"seed": 11, "options": {"prompt": "a", "prompt_index": 0}}, ValueError, "give one"),
+        ({"seed": 11, "options": {"reference": 5}}, ValueError, "reference"),
+        ({"seed": 11, "options": "prompt"}, ValueError, "options must be a dict"),
+        ({"seed": -1}, gym.error.Error, "Seed must be"),
+        ({"options": {"prompt_index": -1}}, ValueError, "prompt_index=-1"),
+    ]
+    for kwargs, error, match in bad:
+        with pytest.raises(error, match=match):
+            env.reset(**kwargs)
+        assert_same_state(before, snapshot(env))
+    twin = make_env()
+    twin.reset(seed=3)
+    assert env.reset()[1] == twin.reset()[1]  # the generator goes on where the seed left it
+
+
+def test_reset_options_pick_the_prompt_and_reference():
+    env = make_env()
+    assert env.reset(options={"prompt_index": 2})[1] == {"prompt": PROMPTS[2], "prompt_index": 2}
+    assert env.reset(options={"prompt": "Hello", "reference": "Hi"})[1] == {"prompt": "Hello", "prompt_index": -1}
+    assert env.unwrapped._reference == "Hi"
+
+
+def test_reward_timeout_raises_and_leaves_the_env_usable(eos_id):
+    release = threading.Event()
+    calls = []
+
+    def slow(prompts, completions, **info):
+        calls.append(len(calls))
+        if len(calls) == 1:
+            release.wait(30)  # hangs until the test lets it go
+        return [1.0] * len(completions)
+
+    env = make_env(reward=slow, reward_timeout=0.3)
+    env.reset(seed=0)
+    before = snapshot(env)
+    started = time.monotonic()
+    with pytest.raises(rewards.RewardPluginError, match=r"'slow' did not return within its timeout of 0.3 s"):
+        env.step(eos_id)
+    assert time.monotonic() - started < 5
+    assert_same_state(before, snapshot(env))
+    _, reward, terminated, _, _ = env.step(eos_id)  # a fresh worker serves the next call
+    assert (reward, terminated, calls) == (1.0, True, [0, 1])
+    release.set()
+    with pytest.raises(ValueError, match="reward_timeout must be None or a positive number of seconds, got 0"):
+        make_env(reward_timeout=0)
 
 
 def test_prompt_sources(tmp_path):
@@ -230,6 +341,26 @@ def test_bad_sizes(bad):
         make_env(**bad)
 
 
+@pytest.mark.parametrize("name", ["max_new_tokens", "max_prompt_tokens"])
+@pytest.mark.parametrize("size", [10**12, 2**63, 1_000_001])
+def test_sizes_that_cannot_fit_are_refused_before_allocating(name, size):
+    with pytest.raises(ValueError, match=f"{name}={size} is above the limit of 1,000,000"):
+        gym.make("MossWords-v0", **{name: size})
+    with pytest.raises(ValueError, match=f"{name}={size} is above the limit"):
+        gym.make_vec("MossWords-v0", num_envs=2, vectorization_mode="vector_entry_point", **{name: size})
+
+
+def test_vocab_and_vector_buffer_limits():
+    with pytest.raises(ValueError, match="vocab_size=16777217 is above the limit of 16,777,216"):
+        gym.make("MossWords-v0", vocab_size=2**24 + 1)
+    with pytest.raises(ValueError, match=r"\(max_prompt_tokens \+ max_new_tokens\) = 1000 \* 1000008 .* limit of 268,"):
+        gym.make_vec("MossWords-v0", num_envs=1000, vectorization_mode="vector_entry_point", max_new_tokens=10**6)
+    with pytest.raises(ValueError, match="num_envs=10000000000 is above the limit"):
+        gym.make_vec("MossWords-v0", num_envs=10**10, vectorization_mode="vector_entry_point")
+    env = gym.make("MossWords-v0", max_new_tokens=1_000_000)  # the limit itself fits: 16 MB of buffer
+    assert env.observation_space["input_ids"].shape == (1_000_008,)
+
+
 def test_missing_model_path_is_a_clear_error(tmp_path):
     missing = str(tmp_path / "no-model-here")
     with pytest.raises(FileNotFoundError, match="no-model-here"):
@@ -253,7 +384,7 @@ def test_render_modes(tokenizer, capsys):
     human.step(word_token(tokenizer, " there"))
     assert "Hi >>>  there" in capsys.readouterr().out
     with pytest.raises(ValueError, match="render_mode"):
-        make_env(render_mode="rgb_array")
+        make_env(render_mode="rgb")
 
 
 def test_env_pickles_and_keeps_working():

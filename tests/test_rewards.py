@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import pickle
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -448,6 +450,7 @@ def test_register_functions_and_classes():
         (lambda p, c, **i: 1.0, r"'<lambda>' returned float 1.0; expected a sequence of 2 floats"),
         (lambda p, c, **i: np.ones((2, 2)), r"'<lambda>'.*shape \(2, 2\)"),
         (lambda p, c, **i: [0.5, float("nan")], r"'<lambda>'.*non-finite.*index 1: nan"),
+        (lambda p, c, **i: [1.0, 10**400], r"'<lambda>' returned a value that is not a float: int too large"),
     ],
 )
 def test_bad_plugin_output_raises_reward_plugin_error(plugin, pattern):
@@ -476,6 +479,69 @@ def test_batch_checks_and_accepted_outputs():
     for output in ([1, 2], (1.5, True), np.array([1, 2], dtype=np.int32), torch.tensor([0.5, 1.0]), iter([1, 2])):
         out = rewards.make(lambda p, c, o=output, **i: o)(["a", "b"], ["c", "d"])
         assert out.dtype == np.float64 and out.shape == (2,)
+
+
+def raising_generator(prompts, completions, **info):
+    yield 1.0
+    raise KeyError("missing score")
+
+
+def test_a_generator_that_raises_while_read_is_a_reward_plugin_error():
+    with pytest.raises(RewardPluginError, match=r"'raising_generator' raised KeyError: 'missing score'") as info:
+        rewards.make(raising_generator)(["a", "b"], ["x", "y"])
+    assert isinstance(info.value.__cause__, KeyError)
+    with pytest.raises(RewardPluginError, match="raising_generator"):  # also as a part of a composite
+        rewards.make(["length", raising_generator])(["a", "b"], ["x", "y"])
+
+
+def test_interruptions_propagate_unwrapped():
+    def interrupted(prompts, completions, **info):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rewards.make(interrupted)(["a"], ["b"])
+    with pytest.raises(KeyboardInterrupt):
+        rewards.make(interrupted).with_timeout(5)(["a"], ["b"])  # raised in the worker, re-raised here
+
+
+def test_an_overflowing_weighted_total_names_the_parts_and_weights():
+    model = rewards.make([(exclaim_count, 1e308), ("keyword", 1e308)])
+    with pytest.raises(
+        RewardPluginError,
+        match=r"'exclaim_count\+keyword': the weighted total of completion 0 is inf "
+        r"\(1e\+308 \* exclaim_count \(1\) \+ 1e\+308 \* keyword \(1\)\); 1 of 2 totals",
+    ):
+        model(["a", "b"], ["good!", "bad"])
+    with pytest.raises(RewardPluginError, match="is nan"):  # inf - inf
+        rewards.make([(exclaim_count, 1e308), (exclaim_count, 1e308), (exclaim_count, -1e308)])(["a"], ["!!"])
+
+
+def test_timeout_fails_a_slow_call_and_the_next_call_gets_a_fresh_worker():
+    release = threading.Event()
+
+    def slow(prompts, completions, **info):
+        if completions[0] == "hang":
+            release.wait(30)
+        return [1.0] * len(completions)
+
+    model = rewards.make(slow).with_timeout(0.2)
+    assert model.timeout == 0.2 and rewards.make(slow).timeout is None  # a copy: the original has no limit
+    started = time.monotonic()
+    with pytest.raises(RewardPluginError, match=r"'slow' did not return within its timeout of 0.2 s"):
+        model(["a"], ["hang"])
+    assert time.monotonic() - started < 5
+    assert model(["a"], ["fine"]).tolist() == [1.0]
+    with pytest.raises(RewardPluginError, match="'failing' raised KeyError"):  # errors still name the plugin
+        rewards.make(failing).with_timeout(5)(["a"], ["b"])
+    composite = rewards.make(["length", slow]).with_timeout(0.2)
+    with pytest.raises(RewardPluginError, match="'slow' did not return"):
+        composite(["a"], ["hang"])
+    release.set()
+    clone = pickle.loads(pickle.dumps(rewards.make(exclaim_count).with_timeout(0.5)))  # a fresh worker there
+    assert clone.timeout == 0.5 and clone(["a"], ["!!"]).tolist() == [2.0]
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "5"):
+        with pytest.raises(ValueError, match="timeout must be None or a positive number"):
+            rewards.make(slow).with_timeout(bad)
 
 
 # -- pickling -----------------------------------------------------------------------------------------------

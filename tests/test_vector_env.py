@@ -15,6 +15,9 @@ import textenv  # noqa: F401  (registers MossText-v0)
 from textenv import TextGenerationEnv
 from textenv.vector_env import TextGenerationVectorEnv
 
+from env_state import assert_equal as assert_same
+from env_state import assert_same_state, snapshot
+
 PROMPTS = [
     "The movie was",
     "I walked into the theater and",
@@ -47,29 +50,6 @@ def random_actions(rng: np.random.Generator, n: int, tokens: list[int], eos: int
     actions = rng.choice(tokens, size=n)
     actions[rng.random(n) < p_eos] = eos
     return actions.astype(np.int64)
-
-
-def assert_same(a, b, where: str = "") -> None:
-    """Deep equality of (vector) step results: dicts, numpy arrays (object arrays element-wise), scalars."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict), f"{where}: {type(b).__name__} is not a dict"
-        assert a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
-        for key in a:
-            assert_same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (tuple, list)):
-        assert type(a) is type(b) and len(a) == len(b), f"{where}: {a!r} != {b!r}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, np.ndarray):
-        assert isinstance(b, np.ndarray), f"{where}: {type(b).__name__} is not an array"
-        assert a.shape == b.shape and a.dtype == b.dtype, f"{where}: {a.shape} {a.dtype} != {b.shape} {b.dtype}"
-        if a.dtype == object:
-            for i, (x, y) in enumerate(zip(a, b)):
-                assert_same(x, y, f"{where}[{i}]")
-        else:
-            np.testing.assert_array_equal(a, b, err_msg=where)
-    else:
-        assert type(a) is type(b) and a == b, f"{where}: {a!r} != {b!r}"
 
 
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
@@ -209,8 +189,10 @@ def test_bad_actions_raise_and_change_nothing(actions, error, match):
     twin.reset(seed=2)
     env.step(np.array([5, 6]))
     twin.step(np.array([5, 6]))
+    state = snapshot(env)
     with pytest.raises(error, match=match):
         env.step(actions)
+    assert_same_state(state, snapshot(env))
     assert_same(env.step(np.array([6, 7])), twin.step(np.array([6, 7])))
 
 
@@ -231,10 +213,15 @@ def test_bad_reset_options_raise_and_change_nothing():
         ({"options": {"reset_mask": np.zeros(3, bool)}}, ValueError, "at least one True"),
         ({"options": {"prompt": "single-env option"}}, ValueError, r"unknown reset options \['prompt'\]"),
         ({"seed": [1, 2]}, ValueError, "3 seeds"),
+        ({"seed": 7, "options": {"prompt_index": [0, 1, 99]}}, ValueError, "prompt_index=99"),
+        ({"seed": [1, -2, 3]}, gym.error.Error, "Seed must be"),
+        ({"seed": 7, "options": "prompts"}, ValueError, "options must be a dict"),
     ]
+    state = snapshot(env)
     for kwargs, error, match in bad:
         with pytest.raises(error, match=match):
             env.reset(**kwargs)
+        assert_same_state(state, snapshot(env))  # np_random and every row's generator included
     assert_same(env.reset(), twin.reset())  # the failed resets drew nothing from the row generators
     obs, info = env.reset(options={"prompt_index": np.array([4, 0, 2]), "reset_mask": np.array([True, True, False])})
     assert info["prompt"][:2].tolist() == [PROMPTS[4], PROMPTS[0]] and info["_prompt"].tolist() == [True, True, False]
@@ -278,6 +265,53 @@ def test_reward_failure_rolls_the_step_back(mode, eos_id, tokenizer):
     for step, actions in enumerate(plan[1:]):  # the failed step was taken back: the env goes on like its twin
         assert_same(env.step(np.array(actions)), twin.step(np.array(actions)), f"step {step}")
     assert state["calls"] == 3
+
+
+class Interrupting:
+    """A reward plugin that raises ``error`` on call number ``at`` and scores completion lengths otherwise."""
+
+    def __init__(self, error: BaseException, at: int) -> None:
+        self.error, self.at, self.calls = error, at, 0
+
+    def __call__(self, prompts, completions, **info):
+        self.calls += 1
+        if self.calls == self.at:
+            raise self.error
+        return [float(len(ids)) for ids in info["completion_ids"]]
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED])
+@pytest.mark.parametrize("where", ["plugin", "after the tokens are written"])
+def test_an_interruption_during_a_step_leaves_the_env_as_before(mode, where, eos_id, tokenizer, monkeypatch):
+    great = word_ids(tokenizer)[0]
+    env, twin = (
+        TextGenerationVectorEnv(
+            3, autoreset_mode=mode, **with_reward(rewards.RewardModel(Interrupting(KeyboardInterrupt(), at), "len"))
+        )
+        for at in (2, 0)  # the env's plugin is interrupted on its second call, the twin's never
+    )
+    plan = [[eos_id, great, great], [great, eos_id, great], [great, great, eos_id], [great, great, great]]
+    for env_ in (env, twin):
+        env_.reset(seed=9)
+        env_.step(np.array(plan[0]))  # row 0 ends: reward call 1
+    if where != "plugin":  # the plugin is fine; the step is interrupted later, after the buffer was written
+        env.task.reward_model.plugin.at = 0
+        observation = env._observation
+        calls = []
+
+        def interrupted_observation():
+            calls.append(1)
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+            return observation()
+
+        monkeypatch.setattr(env, "_observation", interrupted_observation)
+    state = snapshot(env)
+    with pytest.raises(KeyboardInterrupt):
+        env.step(np.array(plan[1]))
+    assert_same_state(state, snapshot(env))
+    for step, actions in enumerate(plan[1:]):  # the interrupted step was taken back: the env goes on like its twin
+        assert_same(env.step(np.array(actions)), twin.step(np.array(actions)), f"step {step}")
 
 
 def test_vector_env_pickles_and_keeps_working(tokenizer, eos_id):

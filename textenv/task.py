@@ -22,10 +22,19 @@ import numpy as np
 from gymnasium import spaces
 
 import rewards
+from rewards.base import check_timeout
 from textenv.models import DEFAULT_MODEL, load_tokenizer
 from textenv.prompts import Prompt, PromptSource, load_prompts
 
 TRUNCATION_MODES = ("left", "error")
+
+# Size limits, checked before anything is allocated. One sequence holds at most MAX_TOKENS prompt slots and
+# MAX_TOKENS completion slots (a million tokens is beyond any causal LM's context); the vector env's buffer holds
+# at most MAX_BUFFER_TOKENS slots in all (num_envs * sequence length; 16 bytes each for ids and mask, so 4 GiB,
+# copied into every observation); the action space has at most MAX_VOCAB_SIZE tokens.
+MAX_TOKENS = 1_000_000
+MAX_BUFFER_TOKENS = 2**28
+MAX_VOCAB_SIZE = 2**24
 
 
 class TextTask:
@@ -47,6 +56,12 @@ class TextTask:
         vocab_size: size of the action space (default ``len(tokenizer)``; set it to a model's embedding
             size when that is larger).
         trust_remote_code: passed to transformers when the tokenizer is loaded by name.
+        reward_timeout: seconds one reward-plugin call may take before it fails with
+            ``rewards.RewardPluginError`` (``None``, the default: no limit). See
+            :meth:`rewards.RewardModel.with_timeout`.
+
+    Raises:
+        ValueError: a size is not a positive int or above its limit (:data:`MAX_TOKENS`, :data:`MAX_VOCAB_SIZE`).
     """
 
     def __init__(
@@ -64,9 +79,13 @@ class TextTask:
         allowed_token_ids: Iterable[int] | None = None,
         vocab_size: int | None = None,
         trust_remote_code: bool = False,
+        reward_timeout: float | None = None,
     ) -> None:
-        _check_positive_int("max_new_tokens", max_new_tokens)
-        _check_positive_int("max_prompt_tokens", max_prompt_tokens)
+        check_size("max_new_tokens", max_new_tokens, MAX_TOKENS)
+        check_size("max_prompt_tokens", max_prompt_tokens, MAX_TOKENS)
+        if vocab_size is not None:
+            check_size("vocab_size", vocab_size, MAX_VOCAB_SIZE)
+        check_timeout(reward_timeout, "reward_timeout")
         if prompt_truncation not in TRUNCATION_MODES:
             raise ValueError(f"prompt_truncation={prompt_truncation!r}; expected one of {TRUNCATION_MODES}")
         self.tokenizer_name = tokenizer if isinstance(tokenizer, str) else None
@@ -74,6 +93,8 @@ class TextTask:
         self.tokenizer = self._load_tokenizer() if isinstance(tokenizer, str) else tokenizer
         self.prompts: list[Prompt] = load_prompts(prompts)
         self.reward_model = rewards.make(reward, **(reward_kwargs or {}))
+        if reward_timeout is not None:
+            self.reward_model = self.reward_model.with_timeout(reward_timeout)
         self.max_new_tokens = int(max_new_tokens)
         self.max_prompt_tokens = int(max_prompt_tokens)
         self.seq_len = self.max_prompt_tokens + self.max_new_tokens
@@ -82,9 +103,14 @@ class TextTask:
         self.system_prompt = system_prompt
 
         self.vocab_size = int(vocab_size) if vocab_size is not None else len(self.tokenizer)
-        _check_positive_int("vocab_size", self.vocab_size)
+        check_size("vocab_size", self.vocab_size, MAX_VOCAB_SIZE)
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else (self.tokenizer.eos_token_id or 0))
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(
+                f"the tokenizer's pad id {self.pad_token_id} is outside vocab_size={self.vocab_size}; "
+                "expected vocab_size above every token id the tokenizer uses"
+            )
         if eos_token_ids is None:
             eos = self.tokenizer.eos_token_id
             eos_token_ids = [] if eos is None else [eos]
@@ -139,6 +165,11 @@ class TextTask:
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size == 0:
             raise ValueError(f"{where} ({text!r}) encodes to no tokens")
+        if ids.max() >= self.vocab_size:
+            raise ValueError(
+                f"{where} ({text[:60]!r}) holds token id {ids.max()}, outside vocab_size={self.vocab_size}; "
+                "expected vocab_size above every token id the tokenizer uses"
+            )
         if ids.size > self.max_prompt_tokens:
             if self.prompt_truncation == "error":
                 raise ValueError(
@@ -200,7 +231,12 @@ class TextTask:
         if kind is int or kind is np.int64:  # fast path: an in-range, allowed plain int
             if 0 <= action < self.vocab_size and (self.all_allowed or self.allowed[action]):
                 return int(action)
-        if isinstance(action, np.ndarray) and action.size == 1:
+        if isinstance(action, np.ndarray):
+            if action.size != 1:
+                raise ValueError(
+                    f"action must be one token id (an int, or a 0-d or 1-element integer array), got an array of "
+                    f"shape {action.shape}: {action!r}"
+                )
             action = action.reshape(())
         if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer, np.ndarray)):
             raise TypeError(
@@ -319,6 +355,9 @@ def _plain_fast_tokenizer(tokenizer: Any) -> bool:
     )
 
 
-def _check_positive_int(name: str, value: Any) -> None:
+def check_size(name: str, value: Any, limit: int) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int in ``[1, limit]``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if value > limit:
+        raise ValueError(f"{name}={value} is above the limit of {limit:,}")

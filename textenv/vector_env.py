@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from textenv.task import TextTask
+from textenv.render import TextFrames
+from textenv.task import MAX_BUFFER_TOKENS, TextTask, check_size
 
 SUPPORTED_AUTORESET_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED)
 
@@ -65,16 +66,20 @@ class TextGenerationVectorEnv(VectorEnv):
 
     ## Arguments
 
-    * ``num_envs``: number of rows.
+    * ``num_envs``: number of rows; ``num_envs * (max_prompt_tokens + max_new_tokens)`` is at most
+      :data:`textenv.task.MAX_BUFFER_TOKENS` (2**28 token slots, 4 GiB), checked before the buffer is allocated.
     * ``autoreset_mode``: an ``AutoresetMode`` or its string value (default ``NEXT_STEP``).
-    * ``render_mode``: ``None`` or ``"ansi"`` (``render()`` returns one string per row).
+    * ``render_mode``: ``None``, ``"ansi"`` (``render()`` returns one string per row) or ``"rgb_array"`` (one
+      ``(256, 512, 3)`` uint8 frame per row, as the single env draws it).
     * everything else: the single env's arguments (:class:`textenv.task.TextTask`).
 
     ``reset`` options: ``reset_mask`` (bool ``(num_envs,)``: reset only these rows), ``prompt_index``
     (int array ``(num_envs,)``: each row's prompt), ``prompts`` (list of ``num_envs`` strings). A bad option,
-    seed or action raises before anything changes; a reward plugin that fails raises
-    ``rewards.RewardPluginError`` with the step taken back. Every action is checked, also those of rows whose
-    action is ignored (ended rows under ``NEXT_STEP``/``DISABLED``).
+    seed or action raises before anything changes (``np_random`` and every row's generator included). The reward
+    plugin runs before a step writes anything: one that fails raises ``rewards.RewardPluginError``, and an
+    interruption during ``step`` or ``reset`` (``KeyboardInterrupt``, any ``BaseException``) is re-raised, with
+    every row as before the call either way. Every action is checked, also those of rows whose action is ignored
+    (ended rows under ``NEXT_STEP``/``DISABLED``).
 
     ## Cost per step
 
@@ -83,7 +88,7 @@ class TextGenerationVectorEnv(VectorEnv):
     episode) one reward call. ``benchmarks/env_throughput.py`` measures it.
     """
 
-    metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP, "render_fps": 4}
 
     def __init__(
         self,
@@ -92,17 +97,21 @@ class TextGenerationVectorEnv(VectorEnv):
         render_mode: str | None = None,
         **task_kwargs: Any,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs <= 0:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        check_size("num_envs", num_envs, MAX_BUFFER_TOKENS)
         try:
             mode = AutoresetMode(autoreset_mode)
         except ValueError:
             raise ValueError(
                 f"autoreset_mode={autoreset_mode!r}; expected one of {[m.value for m in SUPPORTED_AUTORESET_MODES]}"
             ) from None
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode={render_mode!r}; expected None or 'ansi'")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}; expected None or one of {self.metadata['render_modes']}")
         self.task = task = TextTask(**task_kwargs)
+        if num_envs * task.seq_len > MAX_BUFFER_TOKENS:
+            raise ValueError(
+                f"num_envs * (max_prompt_tokens + max_new_tokens) = {num_envs} * {task.seq_len} token slots is above "
+                f"the limit of {MAX_BUFFER_TOKENS:,} (16 bytes each, copied into every observation)"
+            )
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "autoreset_mode": mode}
@@ -127,11 +136,14 @@ class TextGenerationVectorEnv(VectorEnv):
         self._references: list[str | None] = [None] * n
         self._padded_prompts: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # prompt index -> prompt slots
         self._needs_reset = True
+        self._frames: TextFrames | None = None
 
     # -- reset --------------------------------------------------------------------------------------------
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if options is not None and not isinstance(options, Mapping):
+            raise ValueError(f"options must be a dict or None, got {type(options).__name__}: {options!r}")
         options = dict(options or {})
         mask = self._reset_mask(options.pop("reset_mask", None))
         prompt_indices = self._per_row_option(options.pop("prompt_index", None), "prompt_index")
@@ -144,21 +156,23 @@ class TextGenerationVectorEnv(VectorEnv):
         # get fresh generators (kept only on success), unseeded rows' generator states are restored on error.
         rows = np.flatnonzero(mask).tolist()
         rngs = {row: self._rngs[row] if seeds[row] is None else seeding.np_random(seeds[row])[0] for row in rows}
-        saved_states = {row: self._rngs[row].bit_generator.state for row in rows if seeds[row] is None}
+        np_random = None
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            np_random = seeding.np_random(int(seed))
+        saved = self._save(rows)
         try:
             choices = [self.task.choose_prompt(rngs[row], prompts[row], prompt_indices[row]) for row in rows]
-        except Exception:
-            for row, state in saved_states.items():
-                self._rngs[row].bit_generator.state = state
+            if np_random is not None:
+                self._np_random, self._np_random_seed = np_random
+            for row in rows:
+                self._rngs[row] = rngs[row]
+            infos: dict[str, Any] = {}
+            self._reset_rows(rows, choices, infos)
+            self._needs_reset = False
+            return self._observation(), infos
+        except BaseException:  # a bad prompt, or an interruption: every row as it was
+            self._restore(saved)
             raise
-        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-            super().reset(seed=int(seed))
-        for row in rows:
-            self._rngs[row] = rngs[row]
-        infos: dict[str, Any] = {}
-        self._reset_rows(rows, choices, infos)
-        self._needs_reset = False
-        return self._observation(), infos
 
     def _reset_mask(self, mask: Any) -> np.ndarray:
         n = self.num_envs
@@ -233,41 +247,59 @@ class TextGenerationVectorEnv(VectorEnv):
         task, n, mode = self.task, self.num_envs, self.autoreset_mode
         tokens = task.check_actions(actions, n)
         # rows whose episode ended earlier ignore their action (SAME_STEP has none: they were reset already)
-        waiting = np.flatnonzero(self._ended) if mode is not AutoresetMode.SAME_STEP else ()
-        flat_ids, flat_mask = self._input_ids.reshape(-1), self._attention_mask.reshape(-1)  # views
+        waiting = np.flatnonzero(self._ended) if mode is not AutoresetMode.SAME_STEP else np.zeros(0, np.int64)
         if len(waiting) == 0:  # every row writes its token: no fancy row selection
-            rows = slice(None)
+            rows: Any = slice(None)
             slots = self._row_starts + (task.max_prompt_tokens + self._lengths)
-            flat_ids[slots] = tokens
-            flat_mask[slots] = 1
-            self._lengths += 1
+            lengths = self._lengths + 1
             terminated = task.is_eos[tokens]
-            truncated = self._lengths >= task.max_new_tokens
+            truncated = lengths >= task.max_new_tokens
         else:
             rows = np.flatnonzero(~self._ended)
             slots = self._row_starts[rows] + (task.max_prompt_tokens + self._lengths[rows])
-            flat_ids[slots] = tokens[rows]
-            flat_mask[slots] = 1
-            self._lengths[rows] += 1
+            lengths = self._lengths.copy()
+            lengths[rows] += 1
             terminated = np.zeros(n, dtype=bool)
             truncated = np.zeros(n, dtype=bool)
             terminated[rows] = task.is_eos[tokens[rows]]
-            truncated[rows] = self._lengths[rows] >= task.max_new_tokens
+            truncated[rows] = lengths[rows] >= task.max_new_tokens
         truncated &= ~terminated
         ended = terminated | truncated
 
+        # The reward plugin runs before anything changes: if it raises, nothing did.
         rewards = np.zeros(n, dtype=np.float64)
         ended_rows = np.flatnonzero(ended)
         finals: dict[str, Any] = {}
         if ended_rows.size:
-            try:
-                rewards[ended_rows] = self._score(ended_rows, finals)
-            except Exception:  # take this step's tokens back: the env is as before the step
-                flat_ids[slots] = task.pad_token_id
-                flat_mask[slots] = 0
-                self._lengths[rows] -= 1
-                raise
+            rewards[ended_rows] = self._score(ended_rows, tokens, finals)
 
+        to_reset = waiting if mode is AutoresetMode.NEXT_STEP else ended_rows if mode is AutoresetMode.SAME_STEP else ()
+        saved = self._save(to_reset.tolist() if len(to_reset) else [])
+        flat_ids, flat_mask = self._input_ids.reshape(-1), self._attention_mask.reshape(-1)  # views
+        try:
+            flat_ids[slots] = tokens[rows]
+            flat_mask[slots] = 1
+            self._lengths = lengths
+            return self._finish_step(mode, waiting, ended_rows, ended, terminated, truncated, rewards, finals)
+        except BaseException:  # an interruption (Ctrl-C, MemoryError): the env as before the step
+            flat_ids[slots] = task.pad_token_id
+            flat_mask[slots] = 0
+            self._restore(saved)
+            raise
+
+    def _finish_step(
+        self,
+        mode: AutoresetMode,
+        waiting: np.ndarray,
+        ended_rows: np.ndarray,
+        ended: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        rewards: np.ndarray,
+        finals: dict[str, Any],
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """The autoreset part of :meth:`step`, after this step's tokens are written."""
+        task, n = self.task, self.num_envs
         infos: dict[str, Any] = {}
         if mode is AutoresetMode.NEXT_STEP:
             if len(waiting):  # ended last step: reset now, their actions ignored
@@ -294,16 +326,59 @@ class TextGenerationVectorEnv(VectorEnv):
 
         # DISABLED: ended rows repeat their flags and nothing resets until reset()
         self._put_finals(infos, ended_rows, finals)
-        self._final_terminated |= terminated
-        self._final_truncated |= truncated
+        self._final_terminated = self._final_terminated | terminated
+        self._final_truncated = self._final_truncated | truncated
         self._ended = self._final_terminated | self._final_truncated
         return self._observation(), rewards, self._final_terminated.copy(), self._final_truncated.copy(), infos
 
-    def _score(self, rows: np.ndarray, finals: dict[str, Any]) -> np.ndarray:
-        """Score the episodes of ``rows`` with ONE batched reward call; fill ``finals`` for their infos."""
+    def _save(self, rows: list[int]) -> tuple[Any, ...]:
+        """What :meth:`_restore` needs to undo a step or reset that (re)starts episodes in ``rows``: their
+        buffer rows, prompts and generator states, and every row's lengths and flags."""
+        per_row = [
+            (
+                row,
+                self._rngs[row],
+                self._rngs[row].bit_generator.state,
+                self._prompt_texts[row],
+                self._prompt_indices[row],
+                self._references[row],
+            )
+            for row in rows
+        ]
+        return (
+            per_row,
+            self._input_ids[rows],  # fancy indexing: copies
+            self._attention_mask[rows],
+            self._lengths.copy(),
+            self._ended.copy(),
+            self._final_terminated.copy(),
+            self._final_truncated.copy(),
+            self._np_random,
+            self._np_random_seed,
+            self._needs_reset,
+        )
+
+    def _restore(self, saved: tuple[Any, ...]) -> None:
+        per_row, input_ids, attention_mask, *arrays, np_random, np_random_seed, needs_reset = saved
+        rows = [entry[0] for entry in per_row]
+        for row, rng, state, text, index, reference in per_row:
+            rng.bit_generator.state = state
+            self._rngs[row] = rng
+            self._prompt_texts[row], self._prompt_indices[row], self._references[row] = text, index, reference
+        self._input_ids[rows] = input_ids
+        self._attention_mask[rows] = attention_mask
+        self._lengths, self._ended, self._final_terminated, self._final_truncated = arrays
+        self._np_random, self._np_random_seed, self._needs_reset = np_random, np_random_seed, needs_reset
+
+    def _score(self, rows: np.ndarray, tokens: np.ndarray, finals: dict[str, Any]) -> np.ndarray:
+        """Score the episodes of ``rows``, each ending with its token in ``tokens`` (not yet written), with ONE
+        batched reward call; fill ``finals`` for their infos. Changes no state."""
         task, start = self.task, self.task.max_prompt_tokens
         ends = (start + self._lengths[rows]).tolist()
-        completion_ids = [self._input_ids[row, start:end].tolist() for row, end in zip(rows.tolist(), ends)]
+        last = tokens[rows].tolist()
+        completion_ids = [
+            self._input_ids[row, start:end].tolist() + [token] for row, end, token in zip(rows.tolist(), ends, last)
+        ]
         completions = task.decode_batch(completion_ids)
         prompts = [self._prompt_texts[row] for row in rows]
         references = [self._references[row] for row in rows]
@@ -338,15 +413,23 @@ class TextGenerationVectorEnv(VectorEnv):
         """``(num_envs, vocab_size)`` booleans: which tokens each row's ``step`` accepts."""
         return np.broadcast_to(self.task.allowed, (self.num_envs, self.task.vocab_size)).copy()
 
-    def render(self) -> tuple[str, ...] | None:
-        if self.render_mode != "ansi":
-            return None
+    def text(self, row: int) -> str:
+        """Row ``row``'s episode so far as ``"prompt >>> completion"``."""
         start = self.task.max_prompt_tokens
-        return tuple(
-            f"{self._prompt_texts[row]} >>> "
-            f"{self.task.decode(self._input_ids[row, start : start + self._lengths[row]])}"
-            for row in range(self.num_envs)
-        )
+        completion = self.task.decode(self._input_ids[row, start : start + self._lengths[row]])
+        return f"{self._prompt_texts[row]} >>> {completion}"
+
+    def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
+        """One entry per row, like ``SyncVectorEnv``: ``"ansi"`` the text, ``"rgb_array"`` the text drawn into a
+        ``(FRAME_HEIGHT, FRAME_WIDTH, 3)`` uint8 image (:mod:`textenv.render`)."""
+        if self.render_mode is None:
+            return None
+        texts = tuple(self.text(row) for row in range(self.num_envs))
+        if self.render_mode == "rgb_array":
+            if self._frames is None:
+                self._frames = TextFrames()
+            return tuple(self._frames.draw(text) for text in texts)
+        return texts
 
     @property
     def tokenizer(self) -> Any:
