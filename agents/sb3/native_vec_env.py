@@ -9,10 +9,15 @@ the value) from a termination. :class:`SB3TextVecEnv` presents a
 looping over ``num_envs`` Python envs as ``DummyVecEnv`` does::
 
     from stable_baselines3 import PPO
-    from agents.sb3_vecenv import make_sb3_vec_env
+    from stable_baselines3.common.vec_env import VecMonitor
+    from agents.sb3.native_vec_env import make_sb3_vec_env
 
-    venv = make_sb3_vec_env("MossText-v0", num_envs=16, seed=0)
+    venv = VecMonitor(make_sb3_vec_env("MossText-v0", num_envs=16, seed=0))
     PPO("MultiInputPolicy", venv).learn(10_000)
+
+This is the vec env :func:`agents.sb3.make_sb3` trains on by default (``vec_env="native"``, see
+:func:`agents.sb3.factory.make_sb3_env`); ``VecMonitor`` adds the ``info["episode"]`` statistics that SB3's
+logger and the training-run curve read.
 
 ``MaskablePPO`` works too: sb3-contrib asks a ``VecEnv`` for ``env_method("action_masks")`` (one mask per
 env), which returns the rows of the vector env's ``(num_envs, vocab_size)`` mask.
