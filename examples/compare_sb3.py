@@ -3,17 +3,17 @@
 Prints a table (algorithm, steps, seeds, random-policy mean, final mean per seed, wall time per run) and writes
 a learning-curve PNG and the raw numbers (JSON, rewritten after each algorithm) to ``--out``.
 
-    python examples/compare_sb3.py                                   # all seven on MossWords-v0, 30k steps, 3 seeds
-    python examples/compare_sb3.py --algos ppo dqn --seeds 0 1 --steps 20000
+    python examples/compare_sb3.py                                   # all seven on MossWords-v0, 20k steps, 3 seeds
+    python examples/compare_sb3.py --algos ppo dqn --seeds 0 1 --steps 10000
     python examples/compare_sb3.py --budget-to-learn --seeds 0 1 2 3 4   # each its MOSS_WORDS_STEPS budget
 
-Every algorithm gets the same ``--steps`` (default 30,000), so the curves and final means compare at one
+Every algorithm gets the same ``--steps`` (default 20,000), so the curves and final means compare at one
 budget. ``--budget-to-learn`` instead gives each the budget in which all of seeds 0-4 learn
 (``agents.sb3.evaluation.MOSS_WORDS_STEPS``, what tests/test_sb3_learning.py asserts).
 
 "Final mean" is the mean reward of the last ``--last`` training episodes of each run (exploration on, as
 in training), averaged over seeds; "random" is a uniformly random policy on the same env and seeds. Wall time
-is ``learn()`` alone, one torch thread.
+and CPU time are ``learn()`` alone, one torch thread; on a shared machine CPU time is the one to compare.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import textenv  # noqa: E402,F401  (registers the ids)
 from agents.sb3.evaluation import MOSS_WORDS_STEPS, random_policy_rewards, train_and_record  # noqa: E402
 from agents.sb3.factory import ALGORITHMS, VEC_ENVS  # noqa: E402
 
-MATCHED_STEPS = 30_000
+MATCHED_STEPS = 20_000
 
 
 def main() -> None:
@@ -60,7 +60,8 @@ def main() -> None:
     env = gym.make(args.env)
     random_means = [random_policy_rewards(env, args.random_episodes, seed=s).mean() for s in args.seeds]
     random_mean = float(np.mean(random_means))
-    print(f"{args.env}: random policy mean reward {random_mean:.3f} ({args.random_episodes} episodes x {len(args.seeds)} seeds)")
+    print(f"{args.env}: random policy mean reward {random_mean:.3f} ({args.random_episodes} episodes x "
+          f"{len(args.seeds)} seeds)", flush=True)
 
     results: dict[str, dict] = {}
     summary = {"env": args.env, "random_mean": random_mean, "random_means": random_means, "results": results,
@@ -73,22 +74,26 @@ def main() -> None:
             run = train_and_record(algo, args.env, steps, seed=seed, n_envs=args.n_envs, vec_env=args.vec_env)
             final = run.recorder.last_mean(args.last)
             ends, curve = run.recorder.curve(args.bins, steps)
-            print(f"  {algo:14s} seed {seed}: final {final:.3f} in {run.seconds:5.1f} s  curve {np.round(curve, 2).tolist()}")
-            runs.append({"seed": seed, "final": final, "seconds": run.seconds, "curve": curve.tolist(), "ends": ends.tolist()})
+            print(f"  {algo:14s} seed {seed}: final {final:.3f} in {run.seconds:5.1f} s wall, {run.cpu_seconds:5.1f} s CPU"
+                  f"  curve {np.round(curve, 2).tolist()}", flush=True)
+            runs.append({"seed": seed, "final": final, "seconds": run.seconds, "cpu_seconds": run.cpu_seconds,
+                         "curve": curve.tolist(), "ends": ends.tolist()})
         results[algo] = {"steps": steps, "runs": runs}
         (args.out / "results.json").write_text(json.dumps(summary, indent=1))
 
     print()
-    header = f"| {'algorithm':14s} | {'steps':>6s} | seeds | random mean | final mean (per seed) | seconds/run |"
+    header = (f"| {'algorithm':14s} | {'steps':>6s} | seeds | random mean | final mean (per seed) | "
+              "wall s/run | CPU s/run |")
     print(header)
     print("|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|")
     for algo, result in results.items():
         finals = [r["final"] for r in result["runs"]]
         per_seed = ", ".join(f"{f:.2f}" for f in finals)
         seconds = np.mean([r["seconds"] for r in result["runs"]])
+        cpu_seconds = np.mean([r["cpu_seconds"] for r in result["runs"]])
         print(
             f"| {algo:14s} | {result['steps']:6d} | {len(finals):5d} | {random_mean:11.3f} | "
-            f"{np.mean(finals):.3f} ({per_seed}) | {seconds:11.1f} |"
+            f"{np.mean(finals):.3f} ({per_seed}) | {seconds:10.1f} | {cpu_seconds:9.1f} |"
         )
 
     plot(results, random_mean, args.env, args.out / "learning_curves.png")

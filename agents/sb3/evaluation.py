@@ -99,12 +99,14 @@ def random_vec_policy_rewards(venv: Any, episodes: int, seed: int = 0) -> np.nda
 
 @dataclass
 class TrainingRun:
-    """One algorithm trained with one seed: the model, its training episodes and the wall time."""
+    """One algorithm trained with one seed: the model, its training episodes, the wall time of ``learn`` and the
+    process CPU time it used (the fairer measure on a shared machine: other jobs stretch wall time, not CPU time)."""
 
     algo: str
     seed: int
     timesteps: int
     seconds: float
+    cpu_seconds: float
     model: Any = field(repr=False)
     recorder: EpisodeRewardRecorder = field(repr=False)
 
@@ -118,14 +120,15 @@ def train_and_record(
     env_kwargs: dict[str, Any] | None = None,
     **make_kwargs: Any,
 ) -> TrainingRun:
-    """Build ``algo`` on ``n_envs`` copies of ``env_id`` with :func:`agents.make_sb3`, train it, and record
-    every finished episode's reward."""
+    """Build ``algo`` on ``n_envs`` envs of ``env_id`` with :func:`agents.make_sb3` (``make_kwargs`` are its other
+    arguments, e.g. ``vec_env``), train it, and record every finished episode's reward."""
     import time
 
     from agents.sb3.factory import make_sb3
 
     model = make_sb3(algo, env_id, n_envs=n_envs, env_kwargs=env_kwargs, seed=seed, **make_kwargs)
     recorder = EpisodeRewardRecorder()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     model.learn(total_timesteps, callback=recorder)
-    return TrainingRun(algo, seed, total_timesteps, time.perf_counter() - start, model, recorder)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
+    return TrainingRun(algo, seed, total_timesteps, seconds, cpu_seconds, model, recorder)
