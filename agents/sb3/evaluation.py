@@ -10,7 +10,8 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 # Step budgets per algorithm on MossWords-v0 (``make_sb3`` defaults, 4 envs): 10-25 s each on one CPU core, and
-# enough for every seed of 0-4 to learn (examples/compare_sb3.py runs them; tests/test_sb3_learning.py asserts them).
+# enough for every seed of 0-4 to learn (``examples/compare_sb3.py --budget-to-learn`` runs them;
+# tests/test_sb3_learning.py asserts them). The comparison of the algorithms gives all one budget instead.
 MOSS_WORDS_STEPS = {
     "ppo": 30_000,
     "a2c": 40_000,
@@ -25,8 +26,9 @@ MOSS_WORDS_STEPS = {
 class EpisodeRewardRecorder(BaseCallback):
     """Records ``(timestep, episode reward)`` for every episode that ends during ``learn``.
 
-    It reads the ``episode`` entry SB3's ``Monitor`` adds to the last step's info (``make_vec_env`` and the
-    algorithms' own env wrapping add a ``Monitor``).
+    It reads the ``episode`` entry SB3's ``VecMonitor`` / ``Monitor`` adds to the last step's info
+    (:func:`agents.sb3.make_sb3_env` adds one on either vec-env path; the algorithms wrap a bare ``gym.Env`` in a
+    ``Monitor``).
     """
 
     def __init__(self) -> None:
