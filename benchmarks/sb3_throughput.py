@@ -12,14 +12,16 @@ For each setting, a PPO agent is built on each path and ``model.learn(chunk)`` i
 (A, B, A, B, ... after one warm-up chunk each), and medians are compared. Settings:
 
 * ``MossWords-v0``, PPO with ``make_sb3``'s defaults and 4 envs (the algorithm comparison's setting);
-* ``MossWords-v0``, PPO with 64 envs and ``n_steps=16`` (the same samples per update, 1024, from many envs);
+* ``MossWords-v0``, PPO with 64 envs and ``n_steps=16`` (1024 samples per update from many envs);
 * top-k ``MossText-v0``: ``make_top_k_sb3``'s recipe, PPO over SmolLM2-135M-Instruct's top 8 tokens, 32 envs.
 
 Reported: training steps/s (whole ``learn``: rollouts and updates) and rollout steps/s (the rollout phase
-alone: policy forward, env step, buffer writes), each native / sb3. Times are the process's CPU time
-(``time.process_time``, one torch thread), so other jobs on a shared machine disturb them less::
+alone: policy forward, env step, buffer writes), each native / sb3; and, to show the env's own share, the
+``VecEnv`` alone stepped with random actions (no policy) on ``MossWords-v0`` at 4 and 64 envs. Times are the
+process's CPU time (``time.process_time``, one torch thread), so other jobs on a shared machine disturb them
+less::
 
-    .venv/bin/python benchmarks/sb3_throughput.py                  # ~5 min on 2 cores (loads SmolLM2)
+    .venv/bin/python benchmarks/sb3_throughput.py                  # ~5 min of CPU (loads SmolLM2)
     .venv/bin/python benchmarks/sb3_throughput.py --quick --json sb3.json
     .venv/bin/python benchmarks/sb3_throughput.py --no-top-k       # MossWords-v0 only, no LM
 """
@@ -42,8 +44,10 @@ from env_throughput import interleaved  # noqa: E402  (benchmarks/ is the script
 from stable_baselines3.common.base_class import BaseAlgorithm  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 import textenv  # noqa: E402,F401  (registers the ids)
-from agents.sb3 import VEC_ENVS, make_sb3, make_top_k_sb3  # noqa: E402
+from agents.sb3 import VEC_ENVS, make_sb3, make_sb3_env, make_top_k_sb3  # noqa: E402
 
 clock = time.process_time
 
@@ -111,6 +115,26 @@ def measure(setting: Setting, repeats: int, reference_lm: str) -> dict[str, Any]
     return row
 
 
+def measure_vec_env(n_envs: int, steps: int, repeats: int) -> dict[str, Any]:
+    """``VecEnv`` steps/s with random actions and no policy, native vs make_vec_env (MossWords-v0)."""
+    envs = {path: make_sb3_env("MossWords-v0", n_envs, seed=0, vec_env=path) for path in VEC_ENVS}
+    actions = np.random.default_rng(0).integers(0, envs["native"].action_space.n, size=(steps, n_envs))
+
+    def run(path: str) -> float:
+        venv = envs[path]
+        venv.reset()
+        start = clock()
+        for batch in actions:
+            venv.step(batch)
+        return clock() - start
+
+    native, sb3 = interleaved(lambda: run("native"), lambda: run("sb3"), repeats)
+    row = {"n_envs": n_envs, "native_env_steps_per_s": steps * n_envs / native}
+    row["sb3_env_steps_per_s"] = steps * n_envs / sb3
+    row["ratio"] = row["native_env_steps_per_s"] / row["sb3_env_steps_per_s"]
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 repeats per side instead of 3")
@@ -141,9 +165,19 @@ def main() -> None:
             f"| {row['rollout_ratio']:.2f}x |",
             flush=True,
         )
+    print("\n## the VecEnv alone: MossWords-v0, random actions, no policy (env-steps/s)\n")
+    print("| envs | native | sb3 | ratio |")
+    print("|---:|---:|---:|---:|")
+    env_rows = []
+    for n_envs in (4, 64):
+        row = measure_vec_env(n_envs, steps=16_384 // n_envs, repeats=repeats)
+        env_rows.append(row)
+        native, sb3 = row["native_env_steps_per_s"], row["sb3_env_steps_per_s"]
+        print(f"| {n_envs} | {native:,.0f} | {sb3:,.0f} | {row['ratio']:.2f}x |")
     if args.json:
-        meta = {"repeats": repeats, "clock": "process_time", "torch_threads": 1, "date": time.strftime("%Y-%m-%d %H:%M")}
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        meta = {"repeats": repeats, "clock": "process_time", "torch_threads": 1}
+        meta["date"] = time.strftime("%Y-%m-%d %H:%M")
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows, "vec_env_rows": env_rows}, indent=1))
         print(f"\nwrote {args.json}")
 
 
