@@ -3,6 +3,7 @@
     python examples/train_sb3.py                                      # PPO on MossWords-v0, ~30 s on one core
     python examples/train_sb3.py --algo dqn --steps 25000
     python examples/train_sb3.py --env MossText-v0 --top-k 8 --steps 12000    # PPO over SmolLM2's top 8
+    python examples/train_sb3.py --vec-env sb3                        # SB3's make_vec_env instead of the native env
 
 With ``--top-k K`` the env's ``Discrete(vocab)`` becomes ``Discrete(K)``: action ``i`` writes the ``i``-th most
 likely next token under ``--reference-lm`` (one batched, KV-cached LM call per step for all ``--n-envs``
@@ -27,10 +28,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 
 import textenv  # noqa: E402,F401  (registers the ids)
-from agents.sb3 import make_sb3, make_top_k_sb3  # noqa: E402
+from agents.sb3 import VEC_ENVS, make_sb3, make_sb3_env, make_top_k_sb3  # noqa: E402
 from agents.sb3.evaluation import EpisodeRewardRecorder, random_vec_policy_rewards  # noqa: E402
 from agents.sb3.factory import ALGORITHMS, algorithm_class  # noqa: E402
 
@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-envs", type=int, default=None, help="envs (default 4; 32 with --top-k)")
+    parser.add_argument("--vec-env", default="native", choices=VEC_ENVS,
+                        help="textenv's native vector env, or SB3's make_vec_env of single envs")
     parser.add_argument("--top-k", type=int, default=0, help="act over the reference LM's top K tokens (0: off)")
     parser.add_argument("--reference-lm", default="smollm2-135m-instruct")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="override the env's completion budget")
@@ -53,17 +55,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    env_kwargs = {"render_mode": None}
-    if args.max_new_tokens:
-        env_kwargs["max_new_tokens"] = args.max_new_tokens
+    env_kwargs = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
     n_envs = args.n_envs or (32 if args.top_k else 4)
-    venv = make_vec_env(args.env, n_envs=n_envs, seed=args.seed, env_kwargs=env_kwargs)
+    venv = make_sb3_env(args.env, n_envs, seed=args.seed, env_kwargs=env_kwargs, vec_env=args.vec_env)
     if args.top_k:
         model = make_top_k_sb3(args.algo, venv, args.reference_lm, k=args.top_k, seed=args.seed)
         venv = model.get_env()  # the top-k wrapper around venv
     else:
         model = make_sb3(args.algo, venv, seed=args.seed)
-    print(f"{args.algo} on {args.env} ({venv.num_envs} envs, action space {venv.action_space}), {args.steps} steps")
+    print(f"{args.algo} on {args.env} ({venv.num_envs} envs, {args.vec_env} vec env, action space {venv.action_space}), "
+          f"{args.steps} steps")
 
     if args.random_episodes:
         random_rewards = random_vec_policy_rewards(venv, args.random_episodes, seed=args.seed + 10_000)

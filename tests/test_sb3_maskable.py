@@ -1,5 +1,6 @@
-"""MaskablePPO never takes a masked action: with the nucleus masks (single envs and the batched VecEnv
-wrapper) and with the top-k wrapper's top-p masks, in training and in deterministic prediction."""
+"""MaskablePPO never takes a masked action: with the nucleus masks (single envs, and the batched VecEnv
+wrapper on the native vector env and on make_vec_env's) and with the top-k wrapper's top-p masks, in training
+and in deterministic prediction."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ pytest.importorskip("sb3_contrib")
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper  # noqa: E402
 
 import textenv  # noqa: E402,F401
-from agents.sb3 import NucleusMaskVecEnvWrapper, NucleusMaskWrapper, TopKActionWrapper, make_sb3  # noqa: E402
+from agents.sb3 import (  # noqa: E402
+    NucleusMaskVecEnvWrapper,
+    NucleusMaskWrapper,
+    TopKActionWrapper,
+    make_sb3,
+    make_sb3_env,
+)
 from textenv.models import load_causal_lm  # noqa: E402
 
 PPO_KWARGS = dict(n_steps=32, batch_size=32, n_epochs=1)
@@ -85,8 +92,10 @@ def test_maskable_ppo_never_takes_a_masked_action_nucleus(lm):
         obs, *_ = env.step(action)
 
 
-def test_maskable_ppo_with_batched_nucleus_masks(lm):
-    venv = VecMaskAudit(NucleusMaskVecEnvWrapper(DummyVecEnv([moss, moss, moss]), lm, top_p=0.3))
+@pytest.mark.parametrize("vec_env", ["native", "sb3"])
+def test_maskable_ppo_with_batched_nucleus_masks(lm, vec_env):
+    envs = make_sb3_env("MossText-v0", 3, seed=0, env_kwargs={"max_new_tokens": 4}, vec_env=vec_env)
+    venv = VecMaskAudit(NucleusMaskVecEnvWrapper(envs, lm, top_p=0.3))
     model = make_sb3("maskable_ppo", venv, seed=0, features_extractor_kwargs=EXTRACTOR, **PPO_KWARGS)
     model.learn(96)
     assert venv.steps >= 96 and venv.restricted == venv.steps and venv.violations == 0

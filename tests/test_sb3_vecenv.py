@@ -1,4 +1,5 @@
-"""SB3's VecEnv API over the native vector env: terminal observations, resets, masks, PPO and MaskablePPO."""
+"""SB3's VecEnv API over the native vector env: terminal observations, resets, masks, PPO and MaskablePPO; and
+``make_sb3`` training on it by default, with the same episodes as on SB3's ``make_vec_env``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import textenv  # noqa: F401  (registers MossText-v0)
-from agents.sb3_vecenv import SB3TextVecEnv, make_sb3_vec_env
+from agents.sb3.native_vec_env import SB3TextVecEnv, make_sb3_vec_env
 from textenv import TextGenerationEnv
 from textenv.vector_env import TextGenerationVectorEnv
 
@@ -21,7 +22,7 @@ TASK = dict(
 
 
 def test_import_agents_does_not_import_sb3():
-    code = "import agents, sys; print('stable_baselines3' in sys.modules, 'agents.sb3_vecenv' in sys.modules)"
+    code = "import agents, sys; print('stable_baselines3' in sys.modules, 'agents.sb3.native_vec_env' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -105,3 +106,82 @@ def test_maskable_ppo_gets_masks_through_env_method():
     model = MaskablePPO("MultiInputPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
     model.learn(128)
     assert model.num_timesteps == 128
+
+
+class RewardLog:
+    """Every finished episode's (timestep, reward, length) as SB3's Monitor / VecMonitor report them."""
+
+    def __new__(cls):
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class _Log(BaseCallback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.episodes: list[tuple[int, float, int]] = []
+
+            def _on_step(self) -> bool:
+                for info in self.locals["infos"]:
+                    if "episode" in info:
+                        self.episodes.append((self.num_timesteps, info["episode"]["r"], info["episode"]["l"]))
+                return True
+
+        return _Log()
+
+
+@pytest.mark.parametrize(
+    "algo, kwargs",
+    [
+        ("ppo", dict(n_steps=64)),
+        ("maskable_ppo", dict(n_steps=64)),
+        ("recurrent_ppo", dict(n_steps=64)),
+        ("qrdqn", dict(learning_starts=64)),
+    ],
+)
+def test_make_sb3_trains_on_the_native_env_with_the_same_episodes_as_make_vec_env(algo, kwargs):
+    """The default path is the native vector env in VecMonitor; seeded alike, it gives every algorithm exactly
+    the episodes (rewards, lengths, order) that SB3's make_vec_env of single envs gives, and fills the same
+    Monitor statistics (ep_info_buffer, info["episode"])."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    from agents.sb3 import make_sb3
+
+    logs, models = {}, {}
+    for vec_env in ("native", "sb3"):
+        models[vec_env] = make_sb3(algo, "MossWords-v0", n_envs=4, seed=3, vec_env=vec_env, **kwargs)
+        logs[vec_env] = RewardLog()
+        models[vec_env].learn(384, callback=logs[vec_env])
+    native, sb3 = models["native"].get_env(), models["sb3"].get_env()
+    assert isinstance(native, VecMonitor) and isinstance(native.venv, SB3TextVecEnv)
+    assert isinstance(sb3, DummyVecEnv)
+    assert len(logs["native"].episodes) >= 384 // 4 - 4  # 4-token episodes, some end early on <eos>
+    assert logs["native"].episodes == logs["sb3"].episodes
+    native_buffer = [(ep["r"], ep["l"]) for ep in models["native"].ep_info_buffer]
+    assert native_buffer == [(ep["r"], ep["l"]) for ep in models["sb3"].ep_info_buffer]
+    assert len(native_buffer) == min(100, len(logs["native"].episodes))  # SB3's buffer keeps the last 100
+
+
+def test_make_sb3_flattens_the_native_env_for_dqn_memory_optimisation():
+    """DQN's optimize_memory_usage cannot take a Dict observation: make_sb3 flattens the native vector env
+    (terminal observations included) and the token features extractor splits it back."""
+    from agents.sb3 import FlattenTokenVecObservation, make_sb3, make_sb3_env
+
+    model = make_sb3("dqn", "MossWords-v0", n_envs=4, seed=0, optimize_memory_usage=True, learning_starts=64)
+    env = model.get_env()
+    assert isinstance(env, FlattenTokenVecObservation) and env.token_layout == {"input_ids": 12, "attention_mask": 12}
+    model.learn(256)
+    assert model.num_timesteps == 256 and len(model.ep_info_buffer) > 0
+
+    venv = make_sb3_env("MossWords-v0", 2, seed=0, flatten=True)
+    obs = venv.reset()
+    assert obs.shape == (2, 24) and obs.dtype == np.int64
+    for _ in range(4):
+        obs, _, dones, infos = venv.step(np.array([5, 6]))
+    assert dones.all() and all(info["terminal_observation"].shape == (24,) for info in infos)
+    assert (infos[0]["terminal_observation"][8:12] == 5).all()  # the 4 written tokens, after 8 prompt slots
+
+
+def test_make_sb3_env_rejects_an_unknown_vec_env():
+    from agents.sb3 import make_sb3_env
+
+    with pytest.raises(ValueError, match=r"vec_env='subproc'; expected one of \['native', 'sb3'\]"):
+        make_sb3_env("MossWords-v0", 2, vec_env="subproc")

@@ -99,6 +99,41 @@ def test_top_k_vec_wrapper_batches_and_survives_resets(lm):
     assert ends[0] >= 2 and ends[1] > ends[0], ends  # rows did end, and out of step
 
 
+def test_top_k_vec_wrapper_on_the_native_vector_env(lm):
+    """The same check on the native vector env (make_sb3's default), whose rows end out of step when the env
+    ends an episode on any even token."""
+    from agents.sb3 import make_sb3_env
+
+    env_kwargs = {"max_new_tokens": 5, "eos_token_ids": list(range(0, 49152, 2))}
+    venv = TopKVecEnvWrapper(make_sb3_env("MossText-v0", 3, seed=0, env_kwargs=env_kwargs), lm, k=K)
+    obs = venv.reset()
+    rng = np.random.default_rng(1)
+    out_of_step = 0
+    for _ in range(10):
+        for row in range(3):
+            assert_ranked_candidates(lm, {key: value[row] for key, value in obs.items()})
+        obs, _, dones, infos = venv.step(rng.integers(0, K, 3))
+        out_of_step += int(0 < dones.sum() < 3)
+        for row in np.flatnonzero(dones):
+            assert_ranked_candidates(lm, infos[row]["terminal_observation"])
+            assert "episode" in infos[row]  # VecMonitor's statistics pass through the wrapper
+    assert out_of_step >= 2
+
+
+def test_make_top_k_sb3_from_an_env_id_gives_the_same_episodes_on_either_vec_env():
+    from agents.sb3 import make_top_k_sb3
+
+    rewards = {}
+    for vec_env in ("native", "sb3"):
+        model = make_top_k_sb3(
+            "ppo", "MossText-v0", "tiny-random-smollm2", k=K, n_envs=2, env_kwargs={"max_new_tokens": 4},
+            vec_env=vec_env, seed=0, n_steps=16, batch_size=16,
+        )  # fmt: skip
+        model.learn(64)
+        rewards[vec_env] = [ep["r"] for ep in model.ep_info_buffer]
+    assert len(rewards["native"]) == 64 // 4 and rewards["native"] == rewards["sb3"]
+
+
 def test_nucleus_mask_is_the_reference_lms_top_p_set(lm):
     env = NucleusMaskWrapper(moss(), lm, top_p=0.3)
     obs, _ = env.reset(seed=0)

@@ -10,7 +10,8 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 # Step budgets per algorithm on MossWords-v0 (``make_sb3`` defaults, 4 envs): 10-25 s each on one CPU core, and
-# enough for every seed of 0-4 to learn (examples/compare_sb3.py runs them; tests/test_sb3_learning.py asserts them).
+# enough for every seed of 0-4 to learn (``examples/compare_sb3.py --budget-to-learn`` runs them;
+# tests/test_sb3_learning.py asserts them). The comparison of the algorithms gives all one budget instead.
 MOSS_WORDS_STEPS = {
     "ppo": 30_000,
     "a2c": 40_000,
@@ -25,8 +26,9 @@ MOSS_WORDS_STEPS = {
 class EpisodeRewardRecorder(BaseCallback):
     """Records ``(timestep, episode reward)`` for every episode that ends during ``learn``.
 
-    It reads the ``episode`` entry SB3's ``Monitor`` adds to the last step's info (``make_vec_env`` and the
-    algorithms' own env wrapping add a ``Monitor``).
+    It reads the ``episode`` entry SB3's ``VecMonitor`` / ``Monitor`` adds to the last step's info
+    (:func:`agents.sb3.make_sb3_env` adds one on either vec-env path; the algorithms wrap a bare ``gym.Env`` in a
+    ``Monitor``).
     """
 
     def __init__(self) -> None:
@@ -99,12 +101,14 @@ def random_vec_policy_rewards(venv: Any, episodes: int, seed: int = 0) -> np.nda
 
 @dataclass
 class TrainingRun:
-    """One algorithm trained with one seed: the model, its training episodes and the wall time."""
+    """One algorithm trained with one seed: the model, its training episodes, the wall time of ``learn`` and the
+    process CPU time it used (the fairer measure on a shared machine: other jobs stretch wall time, not CPU time)."""
 
     algo: str
     seed: int
     timesteps: int
     seconds: float
+    cpu_seconds: float
     model: Any = field(repr=False)
     recorder: EpisodeRewardRecorder = field(repr=False)
 
@@ -118,14 +122,15 @@ def train_and_record(
     env_kwargs: dict[str, Any] | None = None,
     **make_kwargs: Any,
 ) -> TrainingRun:
-    """Build ``algo`` on ``n_envs`` copies of ``env_id`` with :func:`agents.make_sb3`, train it, and record
-    every finished episode's reward."""
+    """Build ``algo`` on ``n_envs`` envs of ``env_id`` with :func:`agents.make_sb3` (``make_kwargs`` are its other
+    arguments, e.g. ``vec_env``), train it, and record every finished episode's reward."""
     import time
 
     from agents.sb3.factory import make_sb3
 
     model = make_sb3(algo, env_id, n_envs=n_envs, env_kwargs=env_kwargs, seed=seed, **make_kwargs)
     recorder = EpisodeRewardRecorder()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     model.learn(total_timesteps, callback=recorder)
-    return TrainingRun(algo, seed, total_timesteps, time.perf_counter() - start, model, recorder)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
+    return TrainingRun(algo, seed, total_timesteps, seconds, cpu_seconds, model, recorder)

@@ -5,10 +5,17 @@ and the policy class for the env's observation space: ``MultiInputPolicy`` (``Mu
 RecurrentPPO) for textenv's ``Dict`` observation, ``MlpPolicy`` (``MlpLstmPolicy``) for the flat ``Box`` of
 :class:`agents.sb3.wrappers.FlattenTokenObservation`.
 
+An env id is built into a monitored SB3 ``VecEnv`` by :func:`make_sb3_env`: by default (``vec_env="native"``)
+textenv's batched :class:`textenv.vector_env.TextGenerationVectorEnv` through the
+:class:`agents.sb3.native_vec_env.SB3TextVecEnv` adapter, one numpy step and one reward call for all envs; with
+``vec_env="sb3"``, SB3's ``make_vec_env`` (``n_envs`` single envs in a ``DummyVecEnv``, each in a ``Monitor``).
+Both give the same episodes for the same seed; ``benchmarks/sb3_throughput.py`` measures both.
+
 Which combinations SB3 itself cannot do (checked against stable-baselines3 / sb3-contrib 2.9): all seven
 algorithms here accept ``Dict`` observations (each has a ``MultiInput*`` policy). What does not work with a
 ``Dict`` is listed in :data:`DICT_LIMITATIONS`; :func:`make_sb3` flattens the observation for those settings
-when it builds the env itself (an env id, or a single ``gym.Env``) and says why in an error otherwise.
+(:class:`agents.sb3.wrappers.FlattenTokenObservation` for a ``gym.Env``,
+:class:`agents.sb3.vec_wrappers.FlattenTokenVecObservation` for a ``VecEnv``).
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ import gymnasium as gym
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 from agents.sb3.features import TokenFeaturesExtractor
 from agents.sb3.wrappers import FlattenTokenObservation
+
+#: how :func:`make_sb3_env` vectorises an env id: textenv's native vector env, or SB3's ``make_vec_env``
+VEC_ENVS = ("native", "sb3")
 
 ALGORITHMS: dict[str, tuple[str, str]] = {
     # name -> (module, class)
@@ -67,8 +77,8 @@ DEFAULT_HYPERPARAMS: dict[str, dict[str, Any]] = {
     "ppo": _PPO,
     "maskable_ppo": _PPO,
     "recurrent_ppo": _PPO,
-    # A2C's RMSprop steps are large: at 7e-3 one seed of five collapsed onto <eos> (1-step episodes, reward 0)
-    # for good; 5e-3 learned on all five (examples/results/compare_sb3).
+    # A2C's RMSprop steps are large: 5e-3 learns on all of seeds 0-4; larger rates can collapse a seed onto
+    # <eos> (1-step episodes, reward 0) for good.
     "a2c": dict(n_steps=32, learning_rate=5e-3, gamma=1.0, gae_lambda=0.95, ent_coef=0.01),
     # TRPO's step is bounded by target_kl: the default 0.01 moves a 398-way policy too little per update here.
     "trpo": dict(
@@ -126,6 +136,52 @@ def default_policy_kwargs(algo: str, env: gym.Env | VecEnv, **extractor_kwargs: 
     return kwargs
 
 
+def make_sb3_env(
+    env_id: str,
+    n_envs: int = 1,
+    *,
+    seed: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    vec_env: str = "native",
+    flatten: bool = False,
+) -> VecEnv:
+    """A monitored SB3 ``VecEnv`` of ``n_envs`` episodes of ``env_id`` at a time.
+
+    Every finished episode's info carries SB3's ``info["episode"]`` (``r``, ``l``, ``t``), which fills the
+    algorithm's ``ep_info_buffer`` (``rollout/ep_rew_mean``) and the training-run curve.
+
+    Args:
+        env_id: a textenv id (``gym.make_vec`` / ``gym.make`` builds it with ``env_kwargs``).
+        n_envs: episodes stepped together.
+        seed: env ``i`` draws its prompts from ``seed + i`` (either path), from the first ``reset()``.
+        env_kwargs: the env's keyword arguments.
+        vec_env: ``"native"``: :class:`textenv.vector_env.TextGenerationVectorEnv` (``SAME_STEP`` autoreset)
+            through :class:`agents.sb3.native_vec_env.SB3TextVecEnv`, in ``VecMonitor``. ``"sb3"``: SB3's
+            ``make_vec_env`` (a ``DummyVecEnv`` of single envs, each in ``Monitor``).
+        flatten: observations as one flat ``Box`` (:class:`agents.sb3.vec_wrappers.FlattenTokenVecObservation`
+            on the native env, :class:`agents.sb3.wrappers.FlattenTokenObservation` on each single env).
+    """
+    if vec_env == "sb3":
+        # SB3's make_vec_env asks an env id for render_mode="rgb_array" unless told otherwise; training renders nothing.
+        return make_vec_env(
+            env_id,
+            n_envs=n_envs,
+            seed=seed,
+            env_kwargs={"render_mode": None, **(env_kwargs or {})},
+            wrapper_class=FlattenTokenObservation if flatten else None,
+        )
+    if vec_env != "native":
+        raise ValueError(f"vec_env={vec_env!r}; expected one of {list(VEC_ENVS)}")
+    from agents.sb3.native_vec_env import make_sb3_vec_env
+
+    venv: VecEnv = VecMonitor(make_sb3_vec_env(env_id, num_envs=n_envs, seed=seed, **(env_kwargs or {})))
+    if flatten:
+        from agents.sb3.vec_wrappers import FlattenTokenVecObservation
+
+        venv = FlattenTokenVecObservation(venv)
+    return venv
+
+
 def make_sb3(
     algo: str,
     env: str | gym.Env | VecEnv,
@@ -134,6 +190,7 @@ def make_sb3(
     features_extractor_kwargs: dict[str, Any] | None = None,
     n_envs: int = 1,
     env_kwargs: dict[str, Any] | None = None,
+    vec_env: str = "native",
     flatten: bool | None = None,
     seed: int | None = None,
     verbose: int = 0,
@@ -143,16 +200,19 @@ def make_sb3(
 
     Args:
         algo: ``"ppo"``, ``"a2c"``, ``"dqn"``, ``"qrdqn"``, ``"trpo"``, ``"maskable_ppo"`` or ``"recurrent_ppo"``.
-        env: an env id (built with ``make_vec_env``: ``n_envs`` copies, ``env_kwargs``), a ``gym.Env`` or an SB3
-            ``VecEnv``, with textenv's observations (optionally wrapped, e.g. by ``TopKActionWrapper``).
+        env: an env id (built by :func:`make_sb3_env` with ``n_envs``, ``env_kwargs``, ``vec_env``), a
+            ``gym.Env`` or an SB3 ``VecEnv``, with textenv's observations (optionally wrapped, e.g. by
+            ``TopKActionWrapper``).
         policy_kwargs: the policy's keyword arguments; default :func:`default_policy_kwargs`. Given
             explicitly, they are used as they are.
         features_extractor_kwargs: overrides for the default features extractor's arguments (ignored when
             ``policy_kwargs`` is given).
         n_envs, env_kwargs: how to build an env given by id.
-        flatten: wrap the env in :class:`FlattenTokenObservation`. ``None`` (default): only when the setting
+        vec_env: how to vectorise an env given by id: ``"native"`` (default, textenv's batched vector env) or
+            ``"sb3"`` (SB3's ``make_vec_env``); see :func:`make_sb3_env`.
+        flatten: flatten the ``Dict`` observation into a ``Box``. ``None`` (default): only when the setting
             cannot take a ``Dict`` (:data:`DICT_LIMITATIONS`).
-        seed, verbose: passed to the algorithm.
+        seed, verbose: passed to the algorithm (and, for an env id, to the env).
         **algo_kwargs: the algorithm's arguments; they override :data:`DEFAULT_HYPERPARAMS`.
     """
     cls = algorithm_class(algo)
@@ -160,21 +220,14 @@ def make_sb3(
     if flatten is None:
         flatten = needs_flat_observations(algo, hyperparams) and _is_dict_env(env)
     if isinstance(env, str):
-        # SB3's make_vec_env asks an env id for render_mode="rgb_array" unless told otherwise; textenv has none.
-        env = make_vec_env(
-            env,
-            n_envs=n_envs,
-            seed=seed,
-            env_kwargs={"render_mode": None, **(env_kwargs or {})},
-            wrapper_class=FlattenTokenObservation if flatten else None,
-        )
+        env = make_sb3_env(env, n_envs, seed=seed, env_kwargs=env_kwargs, vec_env=vec_env, flatten=flatten)
     elif flatten and _is_dict_env(env):
         if isinstance(env, VecEnv):
-            raise ValueError(
-                f"{algo} with {sorted(algo_kwargs)} cannot take Dict observations ({DICT_LIMITATIONS.get(algo)}); "
-                "wrap each env in agents.sb3.FlattenTokenObservation before vectorising, or pass the env id"
-            )
-        env = FlattenTokenObservation(env)
+            from agents.sb3.vec_wrappers import FlattenTokenVecObservation
+
+            env = FlattenTokenVecObservation(env)
+        else:
+            env = FlattenTokenObservation(env)
     if isinstance(env.observation_space, spaces.Dict):
         policy = "MultiInputLstmPolicy" if algo == "recurrent_ppo" else "MultiInputPolicy"
     else:
@@ -189,24 +242,36 @@ PPO_FAMILY = ("ppo", "maskable_ppo", "recurrent_ppo")
 
 
 def make_top_k_sb3(
-    algo: str, venv: VecEnv, reference_lm: str, *, k: int = 8, seed: int | None = None, **algo_kwargs: Any
+    algo: str,
+    env: str | VecEnv,
+    reference_lm: str,
+    *,
+    k: int = 8,
+    n_envs: int = 32,
+    env_kwargs: dict[str, Any] | None = None,
+    vec_env: str = "native",
+    seed: int | None = None,
+    **algo_kwargs: Any,
 ) -> BaseAlgorithm:
-    """The measured MossText-v0 recipe: ``venv`` wrapped in :class:`agents.sb3.TopKVecEnvWrapper` (action ``i`` =
+    """The measured MossText-v0 recipe: the env wrapped in :class:`agents.sb3.TopKVecEnvWrapper` (action ``i`` =
     the ``i``-th most likely next token under ``reference_lm``), a features extractor whose token embeddings start
     from ``reference_lm``'s and stay frozen (:data:`TOP_K_FEATURES`), and, for the PPO family,
     :data:`TOP_K_PPO_HYPERPARAMS`. ``algo_kwargs`` override those hyperparameters.
 
     Args:
         algo: a name of :data:`ALGORITHMS`.
-        venv: an SB3 ``VecEnv`` of a textenv env (not yet wrapped), e.g. ``make_vec_env("MossText-v0", 32,
-            env_kwargs={"render_mode": None})``.
+        env: an env id (built by :func:`make_sb3_env` with ``n_envs``, ``env_kwargs``, ``vec_env`` and ``seed``),
+            or an SB3 ``VecEnv`` of a textenv env, not yet wrapped (e.g. ``make_sb3_env("MossText-v0", 32)``).
         reference_lm: the reference LM's name or directory (its tokenizer must be the env's).
         k: candidates per step.
-        seed: the agent's seed.
+        n_envs, env_kwargs, vec_env: how to build an env given by id.
+        seed: the agent's seed (and the env's, for an env id).
     """
     from agents.sb3.vec_wrappers import TopKVecEnvWrapper
 
-    wrapped = TopKVecEnvWrapper(venv, reference_lm, k=k)
+    if isinstance(env, str):
+        env = make_sb3_env(env, n_envs, seed=seed, env_kwargs=env_kwargs, vec_env=vec_env)
+    wrapped = TopKVecEnvWrapper(env, reference_lm, k=k)
     hyperparams = {**(TOP_K_PPO_HYPERPARAMS if algo in PPO_FAMILY else {}), **algo_kwargs}
     features = {"embedding_init": reference_lm, **TOP_K_FEATURES}
     return make_sb3(algo, wrapped, seed=seed, features_extractor_kwargs=features, **hyperparams)
@@ -231,7 +296,9 @@ def _token_layout(env: Any) -> dict[str, int] | None:
         return None
     try:
         if isinstance(env, VecEnv):
-            return env.get_attr("token_layout", indices=[0])[0]
+            # a VecEnvWrapper (FlattenTokenVecObservation) holds it, else the single envs of a DummyVecEnv do
+            layout = getattr(env, "token_layout", None)
+            return layout if layout is not None else env.get_attr("token_layout", indices=[0])[0]
         return env.get_wrapper_attr("token_layout")
     except AttributeError:
         raise ValueError(

@@ -10,6 +10,8 @@ incremental forward. SB3 VecEnvs reset an ended env inside ``step``: the ended r
 
 MaskablePPO asks a ``VecEnv`` for masks with ``env_method("action_masks")``; these wrappers answer that
 call themselves.
+
+:class:`FlattenTokenVecObservation` is :class:`agents.sb3.wrappers.FlattenTokenObservation` for a ``VecEnv``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from agents.sb3.reference_lm import ReferenceLM, nucleus_mask, top_k_candidates
-from agents.sb3.wrappers import DEFAULT_REFERENCE_LM, candidate_space, check_k, check_top_p
+from agents.sb3.wrappers import (
+    DEFAULT_REFERENCE_LM,
+    candidate_space,
+    check_k,
+    check_top_p,
+    flat_token_space,
+    flatten_tokens,
+)
 
 
 class _ReferenceLMVecEnvWrapper(VecEnvWrapper):
@@ -128,3 +137,23 @@ class NucleusMaskVecEnvWrapper(_ReferenceLMVecEnvWrapper):
 
     def action_masks(self) -> np.ndarray:
         return nucleus_mask(self._logits, self.top_p) & self.allowed
+
+
+class FlattenTokenVecObservation(VecEnvWrapper):
+    """Every env's ``Dict`` observation as one flat int64 ``Box`` (also each ``terminal_observation``), with
+    ``token_layout`` for :class:`agents.sb3.features.TokenFeaturesExtractor`; see
+    :class:`agents.sb3.wrappers.FlattenTokenObservation`."""
+
+    def __init__(self, venv: VecEnv) -> None:
+        self.keys, self.token_layout, space = flat_token_space(venv.observation_space, "FlattenTokenVecObservation")
+        super().__init__(venv, observation_space=space)
+
+    def reset(self) -> np.ndarray:
+        return flatten_tokens(self.venv.reset(), self.keys)
+
+    def step_wait(self) -> Any:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for info in infos:
+            if "terminal_observation" in info:
+                info["terminal_observation"] = flatten_tokens(info["terminal_observation"], self.keys)
+        return flatten_tokens(obs, self.keys), rewards, dones, infos

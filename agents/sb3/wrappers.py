@@ -158,25 +158,38 @@ class NucleusMaskWrapper(_ReferenceLMWrapper):
         return nucleus_mask(self._logits, self.top_p)[0] & self.allowed
 
 
+FLAT_KEYS = ("input_ids", "attention_mask", "candidate_ids")
+
+
+def flat_token_space(space: spaces.Space, wrapper: str) -> tuple[list[str], dict[str, int], spaces.Box]:
+    """The keys, ``token_layout`` and flat ``Box`` of a textenv ``Dict`` observation space (one env's)."""
+    if not isinstance(space, spaces.Dict) or not {"input_ids", "attention_mask"} <= set(space.spaces):
+        raise TypeError(f"{wrapper} wraps textenv envs (Dict observations), got {space}")
+    keys = [key for key in FLAT_KEYS if key in space.spaces]
+    layout = {key: int(space[key].shape[0]) for key in keys}
+    low = np.concatenate([space[key].low for key in keys]).astype(np.int64)
+    high = np.concatenate([space[key].high for key in keys]).astype(np.int64)
+    return keys, layout, spaces.Box(low, high, dtype=np.int64)
+
+
+def flatten_tokens(observation: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
+    """One observation ``(L,)`` or a batch ``(n, L)`` of them, concatenated along the last axis as int64."""
+    return np.concatenate([observation[key] for key in keys], axis=-1).astype(np.int64, copy=False)
+
+
 class FlattenTokenObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """textenv's ``Dict`` observation as one flat int64 ``Box``: ``input_ids``, ``attention_mask``, then
     ``candidate_ids`` if present. ``token_layout`` (``{key: length}``) tells
-    :class:`agents.sb3.features.TokenFeaturesExtractor` how to split it.
+    :class:`agents.sb3.features.TokenFeaturesExtractor` how to split it. The same for a whole SB3 ``VecEnv``:
+    :class:`agents.sb3.vec_wrappers.FlattenTokenVecObservation`.
     """
-
-    KEYS = ("input_ids", "attention_mask", "candidate_ids")
 
     def __init__(self, env: gym.Env) -> None:
         gym.utils.RecordConstructorArgs.__init__(self)
         super().__init__(env)
-        space = env.observation_space
-        if not isinstance(space, spaces.Dict) or not {"input_ids", "attention_mask"} <= set(space.spaces):
-            raise TypeError(f"FlattenTokenObservation wraps a textenv env (Dict observations), got {space}")
-        self.keys = [key for key in self.KEYS if key in space.spaces]
-        self.token_layout = {key: int(space[key].shape[0]) for key in self.keys}
-        low = np.concatenate([space[key].low for key in self.keys]).astype(np.int64)
-        high = np.concatenate([space[key].high for key in self.keys]).astype(np.int64)
-        self.observation_space = spaces.Box(low, high, dtype=np.int64)
+        self.keys, self.token_layout, self.observation_space = flat_token_space(
+            env.observation_space, "FlattenTokenObservation"
+        )
 
     def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([observation[key] for key in self.keys]).astype(np.int64, copy=False)
+        return flatten_tokens(observation, self.keys)

@@ -9,10 +9,15 @@ the value) from a termination. :class:`SB3TextVecEnv` presents a
 looping over ``num_envs`` Python envs as ``DummyVecEnv`` does::
 
     from stable_baselines3 import PPO
-    from agents.sb3_vecenv import make_sb3_vec_env
+    from stable_baselines3.common.vec_env import VecMonitor
+    from agents.sb3.native_vec_env import make_sb3_vec_env
 
-    venv = make_sb3_vec_env("MossText-v0", num_envs=16, seed=0)
+    venv = VecMonitor(make_sb3_vec_env("MossText-v0", num_envs=16, seed=0))
     PPO("MultiInputPolicy", venv).learn(10_000)
+
+This is the vec env :func:`agents.sb3.make_sb3` trains on by default (``vec_env="native"``, see
+:func:`agents.sb3.factory.make_sb3_env`); ``VecMonitor`` adds the ``info["episode"]`` statistics that SB3's
+logger and the training-run curve read.
 
 ``MaskablePPO`` works too: sb3-contrib asks a ``VecEnv`` for ``env_method("action_masks")`` (one mask per
 env), which returns the rows of the vector env's ``(num_envs, vocab_size)`` mask.
@@ -65,7 +70,8 @@ class SB3TextVecEnv(VecEnv):
     def reset(self) -> VecEnvObs:
         seeds = None if all(seed is None for seed in self._seeds) else list(self._seeds)
         obs, infos = self.venv.reset(seed=seeds, options=self._batched_options())
-        self.reset_infos = [_row_info(infos, row) for row in range(self.num_envs)]
+        rows = list(range(self.num_envs))
+        self.reset_infos = list(_row_infos(infos, rows).values())
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -79,18 +85,17 @@ class SB3TextVecEnv(VecEnv):
         actions, self._actions = self._actions, None
         obs, rewards, terminated, truncated, infos = self.venv.step(actions)
         dones = terminated | truncated
-        final_obs = infos.get("final_obs")
-        final_info = infos.get("final_info", {})
-        step_infos: list[dict[str, Any]] = []
-        for row in range(self.num_envs):
-            info: dict[str, Any] = {}
-            if dones[row]:
-                info.update(_row_info(final_info, row))
-                info["terminal_observation"] = final_obs[row]
-                # the new episode's reset info (SAME_STEP puts it at the top level)
-                self.reset_infos[row] = _row_info(infos, row, skip=("final_obs", "final_info"))
-            info["TimeLimit.truncated"] = bool(truncated[row] and not terminated[row])
-            step_infos.append(info)
+        step_infos: list[dict[str, Any]] = [{"TimeLimit.truncated": t} for t in (truncated & ~terminated).tolist()]
+        ended = np.flatnonzero(dones).tolist()
+        if ended:
+            finals = _row_infos(infos.get("final_info", {}), ended)
+            # the new episodes' reset infos (SAME_STEP puts them at the top level)
+            resets = _row_infos(infos, ended, skip=("final_obs", "final_info"))
+            final_obs = infos["final_obs"]
+            for row in ended:
+                step_infos[row].update(finals[row])
+                step_infos[row]["terminal_observation"] = final_obs[row]
+                self.reset_infos[row] = resets[row]
         return obs, rewards.astype(np.float32), dones, step_infos
 
     def close(self) -> None:
@@ -180,18 +185,22 @@ def make_sb3_vec_env(
     return sb3_env
 
 
-def _row_info(infos: dict[str, Any], row: int, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Row ``row`` of a Gymnasium vector info dict (``info[key]`` arrays with ``info["_key"]`` masks)."""
-    out: dict[str, Any] = {}
+def _row_infos(infos: dict[str, Any], rows: list[int], skip: tuple[str, ...] = ()) -> dict[int, dict[str, Any]]:
+    """Rows ``rows`` of a Gymnasium vector info dict (``info[key]`` arrays with ``info["_key"]`` masks), each as
+    one dict of Python values; a row gets a key only where its mask is set."""
+    out: dict[int, dict[str, Any]] = {row: {} for row in rows}
     for key, value in infos.items():
-        if key.startswith("_") or key in skip:
+        if key[0] == "_" or key in skip:
             continue
-        mask = infos.get(f"_{key}")
-        if mask is not None and not mask[row]:
+        mask = infos.get("_" + key)
+        present = rows if mask is None else [row for row in rows if mask[row]]
+        if not present:
             continue
         if isinstance(value, dict):
-            out[key] = _row_info(value, row)
+            for row, row_value in _row_infos(value, present).items():
+                out[row][key] = row_value
         else:
-            item = value[row]
-            out[key] = item.item() if isinstance(item, np.generic) else item
+            items = value.tolist()  # numpy scalars -> Python values; an object array's items as they are
+            for row in present:
+                out[row][key] = items[row]
     return out
