@@ -5,6 +5,7 @@ from rewards.builtin.fluency import FluencyReward
 from rewards.builtin.keyword import KeywordReward
 from rewards.builtin.length import LengthReward
 from rewards.builtin.repetition import RepetitionReward
+from rewards.builtin.reward_model import RewardModelReward
 from rewards.builtin.sentiment import SentimentReward
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "KeywordReward",
     "LengthReward",
     "RepetitionReward",
+    "RewardModelReward",
     "SentimentReward",
 ]
