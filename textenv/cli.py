@@ -275,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--samples", type=int, default=1, help="completions per prompt")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.set_defaults(func=cmd_eval)
+
+    from agents.reward_model_commands import register as register_reward_model_commands
+
+    register_reward_model_commands(sub)
     return parser
 
 

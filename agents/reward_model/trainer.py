@@ -98,6 +98,7 @@ class RewardModelTrainer:
         config: the settings (default: :class:`RewardModelConfig`'s defaults).
         model: an already-built sequence classifier to train instead of ``config.model`` (with ``tokenizer``).
         tokenizer: the tokenizer of ``model``.
+        skip_invalid: skip (with a warning listing them) invalid lines of a JSONL file instead of failing.
         accelerator: an ``accelerate.Accelerator`` (default: a new one).
     """
 
@@ -108,6 +109,7 @@ class RewardModelTrainer:
         *,
         model: Any = None,
         tokenizer: Any = None,
+        skip_invalid: bool = False,
         accelerator: Any = None,
     ) -> None:
         from accelerate import Accelerator
@@ -127,7 +129,7 @@ class RewardModelTrainer:
 
             self.data_path: str | None = str(pairs)
             self.data_sha256 = data_sha256(pairs)
-            pairs = load_preferences(pairs, tokenizer=tokenizer)
+            pairs = load_preferences(pairs, tokenizer=tokenizer, skip_invalid=skip_invalid)
         else:
             self.data_path = None
             self.data_sha256 = pairs_sha256(pairs)
@@ -279,7 +281,7 @@ class RewardModelTrainer:
                     self.optimizer.step()
                     self.scheduler.step()
                     self.step += 1
-                    window["loss"] += float(loss)
+                    window["loss"] += loss.item()
                     window["accuracy"] += pairwise_accuracy(chosen.detach(), rejected.detach())
                     window["pairs"] += batch.num_pairs * self.accelerator.num_processes
                     window["batches"] += 1
