@@ -1,6 +1,6 @@
 """The ``textenv`` command line (also ``python -m textenv``).
 
-Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval``. Errors a user can act on
+Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval``, ``pairs``, ``label``. Errors a user can act on
 (unknown names, bad arguments) print one line and exit with code 2; Ctrl-C keeps partial results, marks
 them, and exits with 130.
 """
@@ -276,8 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.set_defaults(func=cmd_eval)
 
+    from agents.preference_commands import register as register_preference_commands
     from agents.reward_model_commands import register as register_reward_model_commands
 
+    register_preference_commands(sub)
     register_reward_model_commands(sub)
     return parser
 
