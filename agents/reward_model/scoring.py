@@ -226,12 +226,12 @@ def load_reward_model(name_or_path: str, dtype: Any = None, seed: int = 0) -> tu
     return model, tokenizer
 
 
-def freeze_lower_blocks(model: nn.Module, trainable_blocks: int | None) -> int:
-    """Train only the top ``trainable_blocks`` transformer blocks, the final norm and the score head (``None``:
-    everything). Returns the number of trainable parameters."""
+def freeze_lower_blocks(model: nn.Module, trainable_blocks: int | None, head: nn.Module | None = None) -> int:
+    """Train only the top ``trainable_blocks`` transformer blocks of ``model`` (a transformers model: its
+    ``base_model`` holds the blocks), the final norm and ``head`` (default: the ``score`` head of a sequence
+    classifier, if any). ``None`` trains everything. Returns the number of trainable parameters of ``model``."""
     if trainable_blocks is None:
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
+        model.requires_grad_(True)
     else:
         blocks = _blocks(model)
         if trainable_blocks > len(blocks):
@@ -242,7 +242,9 @@ def freeze_lower_blocks(model: nn.Module, trainable_blocks: int | None) -> int:
         final_norm = getattr(model.base_model, "norm", None) or getattr(model.base_model, "ln_f", None)
         if final_norm is not None:
             final_norm.requires_grad_(True)
-        model.score.requires_grad_(True)
+        head = head if head is not None else getattr(model, "score", None)
+        if head is not None:
+            head.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

@@ -69,8 +69,8 @@ def pairs_sha256(pairs: Sequence[Any]) -> str:
 
 
 def split_by_prompt(pairs: Sequence[Any], eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices ``(train, eval)``: whole prompts go to the held-out side until it holds ``eval_fraction`` of the
-    pairs (pairs without a prompt are grouped by their chosen text)."""
+    """Indices ``(train, eval)``: whole prompts, in a seeded random order, go to the held-out side while they fit in
+    ``eval_fraction`` of the pairs (pairs without a prompt are grouped by their chosen text)."""
     groups: dict[str, list[int]] = {}
     for i, pair in enumerate(pairs):
         key = pair.prompt if pair.prompt is not None else "\0" + pair.chosen
@@ -81,9 +81,11 @@ def split_by_prompt(pairs: Sequence[Any], eval_fraction: float, seed: int) -> tu
     held: list[int] = []
     train: list[int] = []
     for key in keys:
-        (held if len(held) < target and len(groups) > 1 and len(held) + len(train) < len(pairs) else train).extend(
-            groups[key]
-        )
+        fits = len(held) + len(groups[key]) <= target
+        (held if fits else train).extend(groups[key])
+    if not held and target > 0 and len(keys) > 1:  # every prompt has more pairs than the target: hold out one
+        held = groups[keys[0]]
+        train = [i for i in train if i not in set(held)]
     if not train:
         raise ValueError(f"no training pairs are left after holding out {len(held)} of {len(pairs)}")
     return sorted(train), sorted(held)
