@@ -269,22 +269,9 @@ class RewardModelTrainer:
                     break
                 for batch in self.train_batches(epoch):
                     t0 = time.perf_counter()
-                    self.scorer.train()
-                    chosen, rejected = self.scorer(batch)
-                    loss = bradley_terry_loss(
-                        chosen, rejected, batch.margin, cfg.label_smoothing, cfg.center_rewards_coefficient
-                    )
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.accelerator.backward(loss)
-                    if cfg.max_grad_norm is not None:
-                        self.accelerator.clip_grad_norm_(
-                            [p for p in self.scorer.parameters() if p.requires_grad], cfg.max_grad_norm
-                        )
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.step += 1
-                    window["loss"] += loss.item()
-                    window["accuracy"] += pairwise_accuracy(chosen.detach(), rejected.detach())
+                    loss, accuracy = self.training_step(batch)
+                    window["loss"] += loss
+                    window["accuracy"] += accuracy
                     window["pairs"] += batch.num_pairs * self.accelerator.num_processes
                     window["batches"] += 1
                     window["seconds"] += time.perf_counter() - t0
@@ -313,6 +300,22 @@ class RewardModelTrainer:
         if cfg.output_dir is not None:
             result.output_dir = str(self.save(cfg.output_dir, result))
         return result
+
+    def training_step(self, batch: PairBatch) -> tuple[float, float]:
+        """One optimiser step on a batch: forward, Bradley-Terry loss, backward, clipping, step. Returns the loss and
+        the batch's pairwise accuracy."""
+        cfg = self.config
+        self.scorer.train()
+        chosen, rejected = self.scorer(batch)
+        loss = bradley_terry_loss(chosen, rejected, batch.margin, cfg.label_smoothing, cfg.center_rewards_coefficient)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        if cfg.max_grad_norm is not None:
+            self.accelerator.clip_grad_norm_([p for p in self.scorer.parameters() if p.requires_grad], cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss.item(), pairwise_accuracy(chosen.detach(), rejected.detach())
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         model = self.unwrapped_model
