@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.reward_model.trainer import json_safe
+
 RL_ALGORITHMS = ("grpo", "lm-ppo")
 BON_FORM, RL_FORM = "bon", "rl"
 
@@ -154,7 +156,7 @@ class Experiment:
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
-        self.results: dict[str, Any] = {"config": _jsonable(dataclasses.asdict(config)), "timings": self.timings}
+        self.results: dict[str, Any] = {"config": json_safe(dataclasses.asdict(config)), "timings": self.timings}
         torch.manual_seed(config.seed)
 
     def timed(self, key: str, function: Any, *args: Any) -> Any:
@@ -179,7 +181,7 @@ class Experiment:
                 self.results["rl"][key] = self.timed(f"rl_{key}", self.rl, algorithm, n)
         self.results["fits"] = self.fits()
         self.timings["total"] = round(sum(v for k, v in self.timings.items() if k != "total"), 2)
-        (self.out / "results.json").write_text(json.dumps(_jsonable(self.results), indent=2))
+        (self.out / "results.json").write_text(json.dumps(json_safe(self.results), indent=2))
         (self.out / "table.md").write_text(table_markdown(self.results["fits"]))
         self.plot()
         return self.results
@@ -399,18 +401,6 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
     return head
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    return value
-
-
 # -- command line ----------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true", help="the tiny random model, seconds end to end (tests)")
@@ -448,11 +438,11 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Run the experiment as the command line asks; return a summary (the table rows and the timings)."""
     results = Experiment(config_from_args(args)).run()
     summary = {"out": results["config"]["out"], "timings": results["timings"], "proxies": results.get("proxies")}
-    return _jsonable({**summary, "fits": results["fits"]})
+    return json_safe({**summary, "fits": results["fits"]})
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     summary = run_from_args(parser.parse_args(argv))
-    print(json.dumps(_jsonable(summary), indent=2))
+    print(json.dumps(json_safe(summary), indent=2))

@@ -379,7 +379,7 @@ class RewardModelTrainer:
         model.config.architectures = [type(model).__name__]
         model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
-        (directory / METADATA_FILE).write_text(json.dumps(_finite(metadata), indent=2))
+        (directory / METADATA_FILE).write_text(json.dumps(json_safe(metadata), indent=2))
 
 
 def write_directory_atomically(target: Path, write: Any) -> None:
@@ -403,14 +403,16 @@ def write_directory_atomically(target: Path, write: Any) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _finite(value: Any) -> Any:
-    """JSON-safe: NaN/inf become None."""
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf floats as ``None`` and numpy scalars as Python numbers, for strict JSON."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
