@@ -291,9 +291,10 @@ def test_overoptimization_smoke_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "overopt"
     assert main(["overoptimization", "--smoke", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert set(results["best_of_n"]) == {"12", "24"}
+    assert set(results["best_of_n"]) == {"12", "24", "24-ensemble"}
     assert set(results["rl"]) == {"grpo_N24", "lm-ppo_N24"}
     assert all(len(c["kl"]) == 3 for c in results["rl"].values())
-    assert len(results["fits"]) == 4 and (out / "overoptimization.png").stat().st_size > 1000
+    assert set(results["proxies"]) == {"rm_N12", "rm_N24", "rm_N24_seed1"}
+    assert len(results["fits"]) == 5 and (out / "overoptimization.png").stat().st_size > 1000
     assert {"pairs", "best_of_n", "total"} <= set(results["timings"])
     assert "| best-of-n | 12 |" in (out / "table.md").read_text()

@@ -2,7 +2,8 @@
 
 1. **Pairs**: the policy samples ``k`` completions per ``builtin:train`` prompt; a gold reward plugin (default VADER
    ``sentiment``) labels every pair of them (``agents.preference_pairs``).
-2. **Proxies**: one reward model per ``N`` in ``pair_counts``, trained on the first ``N`` pairs.
+2. **Proxies**: one reward model per ``N`` in ``pair_counts``, trained on the first ``N`` pairs; optionally an
+   ensemble of ``ensemble_members`` on the largest ``N`` (other seeds), combined as ``mean - lam * std``.
 3. **Best-of-n** on held-out ``builtin:test`` prompts: ``max_n`` samples per prompt from the initial policy; for
    each ``n = 1, 2, 4, ... max_n`` the expected gold and proxy score of the sample the proxy ranks best among ``n``
    (the unbiased estimator over all ``n``-subsets of the ``max_n`` samples), at ``KL_bon = log n - (n-1)/n``.
@@ -53,6 +54,12 @@ class OveroptimizationConfig:
     rm_epochs: int = field(default=2, metadata={"help": "proxy training epochs"})
     rm_trainable_blocks: int = field(default=4, metadata={"help": "top blocks trained in each proxy"})
     rm_learning_rate: float = field(default=2e-5, metadata={"help": "proxy learning rate"})
+    ensemble_members: int = field(
+        default=0,
+        metadata={"help": "with >= 2: this many proxies on the largest N (other seeds), and best-of-n against their "
+                  "mean - ensemble_lam * std (Coste et al. 2024)"},
+    )
+    ensemble_lam: float = field(default=1.0, metadata={"help": "lam of the mean - lam * std ensemble"})
     # best-of-n
     bon_prompts: int = field(default=16, metadata={"help": "held-out prompts for best-of-n"})
     bon_max_n: int = field(default=64, metadata={"help": "largest n (a power of 2); samples per prompt"})
@@ -75,6 +82,7 @@ class OveroptimizationConfig:
             out=out, policy="tiny-random-smollm2", max_new_tokens=6, pair_counts=(12, 24), k=4, rm_epochs=1,
             rm_trainable_blocks=2, rm_learning_rate=1e-3, bon_prompts=3, bon_max_n=8, rl_iterations=2,
             rl_eval_every=1, rl_num_envs=4, rl_trainable_blocks=2, rl_learning_rate=1e-3, eval_prompts=4,
+            ensemble_members=2,
         )
 
     def validate(self) -> None:
@@ -172,13 +180,20 @@ class Experiment:
 
         self.reference = load_causal_lm(cfg.policy, seed=cfg.seed).eval().requires_grad_(False)
         pairs = self.timed("pairs", self.make_pairs)
-        self.proxies = {n: self.timed(f"proxy_N{n}", self.train_proxy, pairs[:n], n) for n in cfg.pair_counts}
+        self.proxies = {str(n): self.timed(f"proxy_N{n}", self.train_proxy, pairs[:n], n) for n in cfg.pair_counts}
+        if cfg.ensemble_members >= 2:
+            largest = max(cfg.pair_counts)
+            members = [self.proxies[str(largest)]] + [
+                self.timed(f"proxy_N{largest}_seed{i}", self.train_proxy, pairs[:largest], largest, i)
+                for i in range(1, cfg.ensemble_members)
+            ]
+            self.proxies[f"{largest}-ensemble"] = members
         self.results["best_of_n"] = self.timed("best_of_n", self.best_of_n)
         self.results["rl"] = {}
         for algorithm in cfg.rl_algorithms:
             for n in cfg.rl_pair_counts or (max(cfg.pair_counts),):
                 key = f"{algorithm}_N{n}"
-                self.results["rl"][key] = self.timed(f"rl_{key}", self.rl, algorithm, n)
+                self.results["rl"][key] = self.timed(f"rl_{key}", self.rl, algorithm, str(n))
         self.results["fits"] = self.fits()
         self.timings["total"] = round(sum(v for k, v in self.timings.items() if k != "total"), 2)
         (self.out / "results.json").write_text(json.dumps(json_safe(self.results), indent=2))
@@ -201,18 +216,19 @@ class Experiment:
         self.results["pairs"] = summary
         return load_preferences(path)
 
-    def train_proxy(self, pairs: list[Any], n: int) -> str:
+    def train_proxy(self, pairs: list[Any], n: int, member: int = 0) -> str:
+        """Train the proxy on ``pairs`` (``member`` > 0: an ensemble member with another seed); its directory."""
         from agents.reward_model import RewardModelConfig, RewardModelTrainer
 
         cfg = self.config
-        directory = self.out / f"rm_N{n}"
+        directory = self.out / (f"rm_N{n}" + (f"_seed{member}" if member else ""))
         config = RewardModelConfig(
-            model=cfg.rm_model or cfg.policy, seed=cfg.seed, num_train_epochs=cfg.rm_epochs,
+            model=cfg.rm_model or cfg.policy, seed=cfg.seed + member, num_train_epochs=cfg.rm_epochs,
             trainable_blocks=cfg.rm_trainable_blocks, learning_rate=cfg.rm_learning_rate, output_dir=str(directory),
             progress_bar=False,
         )
         result = RewardModelTrainer(pairs, config).train()
-        self.results.setdefault("proxies", {})[str(n)] = {
+        self.results.setdefault("proxies", {})[directory.name] = {
             "held_out_accuracy": result.best_eval_accuracy, "steps": result.steps,
             "train_seconds": round(result.train_seconds, 2), "path": str(directory),
         }
@@ -248,10 +264,18 @@ class Experiment:
         gold = np.concatenate([r.scores.double().cpu().numpy() for r, _ in rollouts])[:rows]
         return texts, gold, [r for r, _ in rollouts], engine.allowed
 
-    def proxy_scores(self, n: int, texts: list[tuple[str, str]]) -> np.ndarray:
+    def proxy_spec(self, label: str) -> dict[str, Any]:
+        """The reward spec of proxy ``label``: ``"N"`` (one reward model) or ``"N-ensemble"``."""
+        proxy = self.proxies[label]
+        if isinstance(proxy, list):
+            kwargs = {"paths": proxy, "aggregate": "mean_minus_std", "lam": self.config.ensemble_lam}
+            return {"name": "reward_model", "kwargs": kwargs}
+        return {"name": "reward_model", "kwargs": {"path": proxy}}
+
+    def proxy_scores(self, label: str, texts: list[tuple[str, str]]) -> np.ndarray:
         import rewards
 
-        proxy = rewards.make({"name": "reward_model", "kwargs": {"path": self.proxies[n]}})
+        proxy = rewards.make(self.proxy_spec(label))
         return proxy([p for p, _ in texts], [c for _, c in texts])
 
     def best_of_n(self) -> dict[str, Any]:
@@ -261,10 +285,10 @@ class Experiment:
         gold = gold.reshape(-1, m)
         ns = [2**i for i in range(int(math.log2(m)) + 1)]
         curves = {}
-        for n_pairs in cfg.pair_counts:
-            proxy = self.proxy_scores(n_pairs, texts).reshape(-1, m)
+        for label in self.proxies:
+            proxy = self.proxy_scores(label, texts).reshape(-1, m)
             gold0, proxy0 = float(gold.mean()), float(proxy.mean())
-            curves[str(n_pairs)] = {
+            curves[label] = {
                 "n": ns,
                 "kl": [kl_best_of_n(n) for n in ns],
                 "gold": [best_of_n_expectation(proxy, gold, n) for n in ns],
@@ -274,7 +298,7 @@ class Experiment:
             }
         return curves
 
-    def rl(self, algorithm: str, n_pairs: int) -> dict[str, Any]:
+    def rl(self, algorithm: str, label: str) -> dict[str, Any]:
         from agents import lm
         from agents.reward_model.scoring import freeze_lower_blocks
 
@@ -289,11 +313,11 @@ class Experiment:
             config: Any = lm.GRPOConfig(num_generations=4 if cfg.rl_num_envs % 4 == 0 else 2, **common)
             trainer_class: Any = lm.GRPOTrainer
         else:  # MOSS-RLHF's critic-from-RM: the value model starts as the proxy reward model
-            config = lm.LMPPOConfig(value_model_init=self.proxies[n_pairs], critic_learning_rate=1e-4, **common)
+            config = lm.LMPPOConfig(value_model_init=self.proxies[label], critic_learning_rate=1e-4, **common)
             trainer_class = lm.LMPPOTrainer
         env_kwargs = {
             "prompts": "builtin:train", "max_new_tokens": cfg.max_new_tokens,
-            "reward": {"name": "reward_model", "kwargs": {"path": self.proxies[n_pairs]}},
+            "reward": self.proxy_spec(label),
         }
         trainer = trainer_class(cfg.env, policy, config, env_kwargs=env_kwargs)
         if algorithm == "lm-ppo":
@@ -303,7 +327,7 @@ class Experiment:
         try:
             for iteration in range(0, cfg.rl_iterations + 1):
                 if iteration % cfg.rl_eval_every == 0 or iteration == cfg.rl_iterations:
-                    points.append({"iteration": iteration, **self.evaluate_policy(trainer.unwrapped_policy, n_pairs)})
+                    points.append({"iteration": iteration, **self.evaluate_policy(trainer.unwrapped_policy, label)})
                 if iteration < cfg.rl_iterations:
                     trainer.train(1)
         finally:
@@ -319,7 +343,7 @@ class Experiment:
         }
 
     @torch.no_grad()
-    def evaluate_policy(self, policy: Any, n_pairs: int) -> dict[str, float]:
+    def evaluate_policy(self, policy: Any, label: str) -> dict[str, float]:
         """Held-out gold, proxy and ``KL(pi || pi_0)`` (mean over completions of the summed log-ratio)."""
         from agents.lm.rollout import sequence_logprobs
 
@@ -333,7 +357,7 @@ class Experiment:
             for r in rollouts
         ])[: len(texts)]
         policy.train(was_training)
-        return {"gold": float(gold.mean()), "proxy": float(self.proxy_scores(n_pairs, texts).mean()), "kl": float(kl.mean())}
+        return {"gold": float(gold.mean()), "proxy": float(self.proxy_scores(label, texts).mean()), "kl": float(kl.mean())}
 
     # -- fits, table, plot -------------------------------------------------------------------------------------
     def fits(self) -> list[dict[str, Any]]:
@@ -347,7 +371,7 @@ class Experiment:
             gold = np.asarray(curve["gold"]) - curve["gold_initial"]
             proxy = np.asarray(curve["proxy"]) - curve["proxy_initial"]
             peak = int(np.argmax(gold))
-            row = {"method": method, "N": int(n), "gold_initial": curve["gold_initial"]}
+            row = {"method": method, "N": n, "gold_initial": curve["gold_initial"]}
             for name, values in (("gold", gold), ("proxy", proxy)):
                 fit = fit_gao(d, values, form)
                 row.update({f"{name}_{k}": v for k, v in fit.items()})
@@ -366,9 +390,9 @@ class Experiment:
             runs = {k.rpartition("_N")[2]: c for k, c in self.results["rl"].items() if k.startswith(algorithm + "_N")}
             panels.append((algorithm, RL_FORM, runs))
         fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-        fits = {(r["method"], str(r["N"])): r for r in self.results["fits"]}
+        fits = {(r["method"], r["N"]): r for r in self.results["fits"]}
         for ax, (method, form, curves) in zip(axes[0], panels):
-            for i, (n, curve) in enumerate(sorted(curves.items(), key=lambda kv: int(kv[0]))):
+            for i, (n, curve) in enumerate(curves.items()):
                 color = f"C{i}"
                 d = np.sqrt(np.clip(curve["kl"], 0.0, None))
                 grid = np.linspace(0, max(float(d.max()), 1e-3), 100)
