@@ -53,7 +53,7 @@ class OveroptimizationConfig:
     k: int = field(default=4, metadata={"help": "completions per prompt when generating pairs (k(k-1)/2 pairs)"})
     rm_epochs: int = field(default=2, metadata={"help": "proxy training epochs"})
     rm_trainable_blocks: int = field(default=4, metadata={"help": "top blocks trained in each proxy"})
-    rm_learning_rate: float = field(default=2e-5, metadata={"help": "proxy learning rate"})
+    rm_learning_rate: float = field(default=1e-4, metadata={"help": "proxy learning rate"})
     ensemble_members: int = field(
         default=0,
         metadata={"help": "with >= 2: this many proxies on the largest N (other seeds), and best-of-n against their "
