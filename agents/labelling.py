@@ -24,12 +24,13 @@ is the log replayed: a rerun shows the first pair without an answer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -129,21 +130,30 @@ def labels_to_preferences(pairs: Sequence[PreferencePair], state: LabelState) ->
 
 
 # -- the terminal session -----------------------------------------------------------------------------------
-def read_key(stream: IO[str]) -> str:
-    """One key from ``stream``: unbuffered and without Enter on a terminal (cbreak mode, restored after);
-    otherwise the next non-blank character. End of input reads as ``q``."""
+@contextlib.contextmanager
+def single_keys(stream: IO[str]) -> Iterator[None]:
+    """On a terminal, cbreak mode for the block (each key is readable at once, without Enter; Ctrl-C still
+    interrupts), restored after; elsewhere nothing. Set before the first question is shown, so a key pressed
+    at once is not caught in the terminal's line buffer."""
     fd = stream.fileno()
-    if os.isatty(fd):
-        import termios
-        import tty
+    if not os.isatty(fd):
+        yield
+        return
+    import termios
+    import tty
 
-        saved = termios.tcgetattr(fd)
-        try:
-            tty.setcbreak(fd)
-            data = os.read(fd, 1)
-        finally:
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        return data.decode("utf-8", "replace").lower() if data else "q"
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def read_key(stream: IO[str]) -> str:
+    """The next key from ``stream`` that is not blank, lower-cased (one byte at a time, unbuffered: use
+    :func:`single_keys` on a terminal). End of input reads as ``q``."""
+    fd = stream.fileno()
     while True:
         data = os.read(fd, 1)
         if not data:
@@ -168,23 +178,43 @@ def label_session(
     *,
     seed: int = 0,
     tokenizer: Any = None,
+    skip_invalid: bool = False,
     stdin: IO[str] | None = None,
     stdout: IO[str] | None = None,
-    read: Callable[[IO[str]], str] = read_key,
 ) -> dict[str, int]:
     """Label the pairs of ``pairs_path`` one key at a time, appending each answer to ``labels_path``.
 
     Returns counts: ``answered`` (after the session), ``pairs``, ``left``, ``this_session`` (answers given).
     """
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    pairs = load_preferences(pairs_path, tokenizer=tokenizer)
+    pairs = load_preferences(pairs_path, tokenizer=tokenizer, skip_invalid=skip_invalid)
     drop_partial_line(labels_path)  # an answer cut by a kill is lost, the answers before it are kept
     state = read_labels(labels_path, pairs)
+    with single_keys(stdin):
+        given = _ask(pairs, state, labels_path, seed, stdin, stdout)
+    left = len(pairs) - len(state.answers)
+    if left:
+        stdout.write(f"stopped: {len(state.answers)} of {len(pairs)} answered; run the same command to resume\n")
+    else:
+        stdout.write(f"all {len(pairs)} pairs answered; labels in {labels_path}\n")
+    stdout.flush()
+    return {"answered": len(state.answers), "pairs": len(pairs), "left": left, "this_session": given}
+
+
+def _ask(
+    pairs: Sequence[PreferencePair],
+    state: LabelState,
+    labels_path: str | os.PathLike,
+    seed: int,
+    stdin: IO[str],
+    stdout: IO[str],
+) -> int:
+    """The question loop; each answer is on disk before the next question. Returns the answers given."""
     given = 0
     while (index := state.next_pair(len(pairs))) is not None:
         a_chosen = a_is_chosen(seed, index)
         show_pair(stdout, pairs[index], index, len(pairs), len(state.answers), a_chosen)
-        key = read(stdin)
+        key = read_key(stdin)
         stdout.write(f"{key}\n")
         if key == "q":
             break
@@ -205,20 +235,20 @@ def label_session(
         state.answers[index] = record
         state.history.append(index)
         given += 1
-    left = len(pairs) - len(state.answers)
-    if left:
-        stdout.write(f"stopped: {len(state.answers)} of {len(pairs)} answered; run the same command to resume\n")
-    else:
-        stdout.write(f"all {len(pairs)} pairs answered; labels in {labels_path}\n")
-    stdout.flush()
-    return {"answered": len(state.answers), "pairs": len(pairs), "left": left, "this_session": given}
+    return given
 
 
 def export_labels(
-    pairs_path: str | os.PathLike, labels_path: str | os.PathLike, out: str | os.PathLike, *, tokenizer: Any = None
+    pairs_path: str | os.PathLike,
+    labels_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    tokenizer: Any = None,
+    skip_invalid: bool = False,
 ) -> dict[str, int]:
-    """Write the labelled pairs of ``labels_path`` as a preference file ``out`` (ties and skips left out)."""
-    pairs = load_preferences(pairs_path, tokenizer=tokenizer)
+    """Write the labelled pairs of ``labels_path`` as a preference file ``out`` (ties and skips left out).
+    ``tokenizer`` and ``skip_invalid`` must be those the pairs were labelled with."""
+    pairs = load_preferences(pairs_path, tokenizer=tokenizer, skip_invalid=skip_invalid)
     if not Path(labels_path).exists():
         raise FileNotFoundError(f"labels file {str(labels_path)!r} does not exist")
     state = read_labels(labels_path, pairs)

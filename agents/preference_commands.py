@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from textenv.cli import CLIError, check_env_id, check_env_kwargs, parse_kwargs
@@ -53,15 +56,29 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Warnings raised inside (dropped identical pairs, skipped lines) printed as ``textenv: warning: ...``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                print(f"textenv: warning: {warning.message}", file=sys.stderr)
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from agents.labelling import LabelFileError, export_labels, label_session
 
+    data = {"tokenizer": args.tokenizer, "skip_invalid": args.skip_invalid}
     try:
-        if args.export:
-            counts = export_labels(args.pairs_file, args.out, args.export, tokenizer=args.tokenizer)
-            print(json.dumps({"out": args.export, **counts}, indent=2))
-            return 0
-        label_session(args.pairs_file, args.out, seed=args.seed, tokenizer=args.tokenizer)
+        with warnings_as_lines():
+            if args.export:
+                counts = export_labels(args.pairs_file, args.out, args.export, **data)
+                print(json.dumps({"out": args.export, **counts}, indent=2))
+                return 0
+            label_session(args.pairs_file, args.out, seed=args.seed, **data)
     except KeyboardInterrupt:
         print(f"\ntextenv: interrupted; the answers given are kept in {args.out} (rerun to resume)", file=sys.stderr)
         return 130
@@ -100,6 +117,7 @@ def register(subparsers: Any) -> None:
     label.add_argument("--out", required=True, help="the labels log (JSONL, appended and fsync'd per key)")
     label.add_argument("--seed", type=int, default=0, help="seed of the A/B order of each pair")
     label.add_argument("--tokenizer", help="model whose chat template renders chat-message pairs")
+    label.add_argument("--skip-invalid", action="store_true", help="skip invalid lines of PAIRS_FILE (reported)")
     label.add_argument("--export", metavar="PREFS_FILE",
                        help="no labelling: write the a/b answers in --out as a preference file (ties, skips left out)")
     label.set_defaults(func=cmd_label)

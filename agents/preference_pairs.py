@@ -104,7 +104,7 @@ def label_pair(gold_a: float, gold_b: float, u_label: float, u_noise: float, con
             return None
         a_wins = gold_a > gold_b
     else:
-        a_wins = u_label < 1.0 / (1.0 + math.exp(-(gold_a - gold_b) / config.temperature))
+        a_wins = u_label < 0.5 * (1.0 + math.tanh((gold_a - gold_b) / (2.0 * config.temperature)))  # sigmoid
     return a_wins != (u_noise < config.label_noise)
 
 
@@ -209,7 +209,9 @@ def resume_point(out: Path, config: PairConfig) -> tuple[int, tuple[int, int] | 
             "choose another output file"
         )
     previous = json.loads(stored.read_text())
-    changed = {key: (previous.get(key), value) for key, value in config.settings().items() if previous.get(key) != value}
+    changed = {
+        key: (previous.get(key), value) for key, value in config.settings().items() if previous.get(key) != value
+    }
     if changed:
         described = ", ".join(f"{key}: {old!r} in the file, {new!r} now" for key, (old, new) in changed.items())
         raise ValueError(f"{out} was generated with other settings ({described}); use the same ones or another file")

@@ -1,8 +1,8 @@
 """The ``textenv`` command line (also ``python -m textenv``).
 
-Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval``, ``pairs``, ``label``. Errors a user can act on
-(unknown names, bad arguments) print one line and exit with code 2; Ctrl-C keeps partial results, marks
-them, and exits with 130.
+Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval``, and ``pairs``, ``label``
+(:mod:`agents.preference_commands`). Errors a user can act on (unknown names, bad arguments) print one line
+and exit with code 2; Ctrl-C keeps partial results, marks them, and exits with 130.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ def write_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]])
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
     count = 0
     try:
+        os.fchmod(fd, _file_mode(target))
         with os.fdopen(fd, "wb") as f:
             for record in records:
                 f.write(encode_record(record))
@@ -57,6 +58,15 @@ def write_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]])
         Path(tmp).unlink(missing_ok=True)
         raise
     return count
+
+
+def _file_mode(target: Path) -> int:
+    """The replaced file's permissions, or those a new file gets (mkstemp's own are owner-only)."""
+    if target.exists():
+        return target.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def drop_partial_line(path: str | os.PathLike) -> int:

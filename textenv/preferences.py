@@ -29,7 +29,7 @@ import numbers
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from textenv.jsonl import append_records, drop_partial_line, iter_lines, write_records
@@ -98,15 +98,12 @@ class PreferencePair:
 
     def swapped(self) -> PreferencePair:
         """The same pair with the preference reversed (gold scores follow their texts; margin kept)."""
-        return PreferencePair(
+        return replace(
+            self,
             chosen=self.rejected,
             rejected=self.chosen,
-            prompt=self.prompt,
-            margin=self.margin,
             gold_chosen=self.gold_rejected,
             gold_rejected=self.gold_chosen,
-            metadata=self.metadata,
-            source=self.source,
         )
 
 
@@ -223,7 +220,8 @@ def parse_record(
         elif isinstance(value, list):
             _check_messages(value, name, error)
         else:
-            raise error(f"expected a string or a list of chat messages, got {type(value).__name__}: {value!r:.60}", name)
+            got = f"{type(value).__name__}: {value!r:.60}"
+            raise error(f"expected a string or a list of chat messages, got {got}", name)
         texts[name] = value
     kinds = {name: isinstance(value, list) for name, value in texts.items()}
     if len(set(kinds.values())) > 1:
@@ -240,8 +238,11 @@ def parse_record(
 
     if any(kinds.values()):
         if tokenizer is None:
-            raise error("chat-message lists need a tokenizer to apply its chat template (pass tokenizer=...)", "chosen")
-        prompt, chosen, rejected = _render_chat(texts.get("prompt"), texts["chosen"], texts["rejected"], tokenizer, error)
+            needed = "chat-message lists need a tokenizer to apply its chat template (tokenizer=..., or --tokenizer)"
+            raise error(needed, "chosen")
+        prompt, chosen, rejected = _render_chat(
+            texts.get("prompt"), texts["chosen"], texts["rejected"], tokenizer, error
+        )
     else:
         prompt, chosen, rejected = texts.get("prompt"), texts["chosen"], texts["rejected"]
     metadata = {key: value for key, value in record.items() if key not in TEXT_FIELDS + NUMBER_FIELDS}
@@ -262,7 +263,8 @@ def _check_messages(messages: list[Any], name: str, error: Any) -> None:
         raise error("empty message list", name)
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
-            raise error(f"message {i}: expected an object with 'role' and 'content', got {type(message).__name__}", name)
+            kind = type(message).__name__
+            raise error(f"message {i}: expected an object with 'role' and 'content', got {kind}", name)
         role, content = message.get("role"), message.get("content")
         if not isinstance(role, str) or not role:
             raise error(f"message {i}: 'role' must be a non-empty string, got {role!r:.40}", name)
@@ -310,9 +312,16 @@ def write_preferences(
     each pair as one line and fsyncs it before the next, after cutting a partial last line left by a killed
     writer: a kill loses at most the pair being written.
     """
-    records = (_checked(pair).to_record() for pair in pairs)
     if not append:
-        return write_records(path, records)
+        pairs = list(pairs)
+        with_margin = sum(pair.margin is not None for pair in pairs)
+        if 0 < with_margin < len(pairs):
+            raise ValueError(
+                f"{with_margin} of {len(pairs)} pairs have a margin: give every pair one or none (TRL's "
+                "RewardTrainer batches the margin column and cannot fill in a missing one)"
+            )
+        return write_records(path, (_checked(pair).to_record() for pair in pairs))
+    records = (_checked(pair).to_record() for pair in pairs)
     drop_partial_line(path)
     return append_records(path, records)
 
