@@ -107,7 +107,10 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
     try:
         result = trainer.train()
     except KeyboardInterrupt:
-        print(f"textenv: interrupted; nothing written to {args.out} (a previous model there is untouched)", file=sys.stderr)
+        print(
+            f"textenv: interrupted; nothing written to {args.out} (a previous model there is untouched)",
+            file=sys.stderr,
+        )
         return 130
     summary = {
         "output_dir": result.output_dir,

@@ -157,7 +157,8 @@ def main() -> None:
                 positions["ours"] += int(batch.prefix_mask.sum() + batch.continuation_mask.sum())
                 positions["trl"] += sum(len(ours.encoded[i].prefix) * 2 + len(ours.encoded[i].chosen)
                                         + len(ours.encoded[i].rejected) for i in indices)
-                for side, run in (("ours", lambda: ours.training_step(ours.collate(indices))), ("trl", lambda: trl_step(indices))):
+                ours_step = lambda: ours.training_step(ours.collate(indices))  # noqa: E731
+                for side, run in (("ours", ours_step), ("trl", lambda: trl_step(indices))):
                     started = time.perf_counter()
                     run()
                     if step:  # step 0 is the warm-up
@@ -173,7 +174,8 @@ def main() -> None:
                 "trl_step_seconds": times["trl"],
             }
             results["layouts"][layout] = row
-            print(f"{layout:9s} ours {row['ours_pairs_per_second']:6.2f} pairs/s   TRL {row['trl_pairs_per_second']:6.2f} "
+            print(f"{layout:9s} ours {row['ours_pairs_per_second']:6.2f} pairs/s   "
+                  f"TRL {row['trl_pairs_per_second']:6.2f} "
                   f"pairs/s   ratio {row['ratio']:.2f}x   (model positions per pair: ours "
                   f"{row['ours_positions_per_pair']:.1f}, TRL {row['trl_positions_per_pair']:.1f})", flush=True)
         del trl_trainer

@@ -193,7 +193,8 @@ def test_ensemble_aggregates_members(trained_rm, tmp_path):
         ("min", stacked.min(0)),
         ("mean_minus_std", stacked.mean(0) - 2.0 * stacked.std(0)),
     ):
-        spec = {"name": "reward_model", "kwargs": {"paths": [str(directory), str(other)], "aggregate": aggregate, "lam": 2.0}}
+        kwargs = {"paths": [str(directory), str(other)], "aggregate": aggregate, "lam": 2.0}
+        spec = {"name": "reward_model", "kwargs": kwargs}
         np.testing.assert_allclose(rewards.make(spec)(prompts, completions), expected, atol=1e-6)
     with pytest.raises(ValueError, match="aggregate"):
         rewards.make({"name": "reward_model", "kwargs": {"paths": [str(directory)], "aggregate": "median"}})
@@ -278,7 +279,9 @@ def test_best_of_n_estimator_matches_enumeration():
     proxy, gold = rng.normal(size=(2, 6)), rng.normal(size=(2, 6))
     for n in (1, 2, 3, 6):
         brute = np.mean([
-            np.mean([gold[row, max(subset, key=lambda i: proxy[row, i])] for subset in itertools.combinations(range(6), n)])
+            np.mean([
+                gold[row, max(subset, key=lambda i: proxy[row, i])] for subset in itertools.combinations(range(6), n)
+            ])
             for row in range(2)
         ])
         assert best_of_n_expectation(proxy, gold, n) == pytest.approx(brute, abs=1e-12)

@@ -134,7 +134,9 @@ class RewardModelConfig:
             _check_int(self, "trainable_blocks", minimum=0)
         _check_unit(self, "label_smoothing")
         if self.label_smoothing >= 0.5:
-            raise ValueError(f"RewardModelConfig.label_smoothing={self.label_smoothing!r}; expected a number in [0, 0.5)")
+            raise ValueError(
+                f"RewardModelConfig.label_smoothing={self.label_smoothing!r}; expected a number in [0, 0.5)"
+            )
         _check_nonneg(self, "center_rewards_coefficient")
         if self.eval_steps is not None:
             _check_int(self, "eval_steps", minimum=1)

@@ -357,7 +357,8 @@ class Experiment:
             for r in rollouts
         ])[: len(texts)]
         policy.train(was_training)
-        return {"gold": float(gold.mean()), "proxy": float(self.proxy_scores(label, texts).mean()), "kl": float(kl.mean())}
+        proxy = float(self.proxy_scores(label, texts).mean())
+        return {"gold": float(gold.mean()), "proxy": proxy, "kl": float(kl.mean())}
 
     # -- fits, table, plot -------------------------------------------------------------------------------------
     def fits(self) -> list[dict[str, Any]]:
@@ -414,7 +415,10 @@ class Experiment:
 
 
 def table_markdown(rows: list[dict[str, Any]]) -> str:
-    head = "| method | N | gold alpha | gold beta | proxy alpha | proxy beta | peak gold (seen) | d at peak | fitted peak gold | fitted d* |\n"
+    head = (
+        "| method | N | gold alpha | gold beta | proxy alpha | proxy beta | peak gold (seen) | d at peak "
+        "| fitted peak gold | fitted d* |\n"
+    )
     head += "|---|---|---|---|---|---|---|---|---|---|\n"
     for r in rows:
         head += (
@@ -454,7 +458,10 @@ def config_from_args(args: argparse.Namespace) -> OveroptimizationConfig:
         if f.name == "gold" and value.lstrip().startswith(("{", "[")):
             value = json.loads(value)
         overrides[f.name] = value
-    base = OveroptimizationConfig.smoke(overrides.get("out", "runs/overoptimization_smoke")) if args.smoke else OveroptimizationConfig()
+    if args.smoke:
+        base = OveroptimizationConfig.smoke(overrides.get("out", "runs/overoptimization_smoke"))
+    else:
+        base = OveroptimizationConfig()
     return dataclasses.replace(base, **overrides)
 
 

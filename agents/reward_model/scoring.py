@@ -37,7 +37,9 @@ class EncodedPair:
     margin: float = 0.0
 
 
-def encode_pair(tokenizer: Any, prompt: str | None, chosen: str, rejected: str, max_length: int, margin: float = 0.0) -> EncodedPair:
+def encode_pair(
+    tokenizer: Any, prompt: str | None, chosen: str, rejected: str, max_length: int, margin: float = 0.0
+) -> EncodedPair:
     """Tokenize a pair as the reward plugin tokenizes each text (:func:`encode_prompt_completion`) and split the two
     sequences at their shared prefix: the prompt's tokens both kept (or, without a prompt, their common first
     tokens), leaving at least one token of each continuation."""
@@ -210,7 +212,9 @@ def load_reward_model(name_or_path: str, dtype: Any = None, seed: int = 0) -> tu
     ):
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=dtype)
         if model.config.num_labels != 1:
-            raise ValueError(f"{name_or_path} is a classifier with {model.config.num_labels} labels; a reward model has 1")
+            raise ValueError(
+                f"{name_or_path} is a classifier with {model.config.num_labels} labels; a reward model has 1"
+            )
         return model, tokenizer
     causal = load_causal_lm(name_or_path, dtype=dtype, seed=seed)
     config = AutoConfig.for_model(**causal.config.to_dict())

@@ -28,7 +28,6 @@ from agents.lm.logger import MetricsLogger
 from agents.reward_model.config import RewardModelConfig
 from agents.reward_model.loss import bradley_terry_loss, pairwise_accuracy
 from agents.reward_model.scoring import (
-    EncodedPair,
     PairBatch,
     PairScorer,
     collate_pairs,
@@ -181,8 +180,8 @@ class RewardModelTrainer:
             order = [i for block in blocks for i in rng.permutation(block).tolist()]
         else:
             order = rng.permutation(self.train_index).tolist()
-        size, world, rank = cfg.per_device_train_batch_size, self.accelerator.num_processes, self.accelerator.process_index
-        global_size = size * world
+        size, rank = cfg.per_device_train_batch_size, self.accelerator.process_index
+        global_size = size * self.accelerator.num_processes
         for start in range(0, len(order), global_size):
             chunk = order[start : start + global_size]
             mine = chunk[rank * size : (rank + 1) * size] or chunk[:size]  # a short last batch: every process steps
@@ -311,7 +310,8 @@ class RewardModelTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
         if cfg.max_grad_norm is not None:
-            self.accelerator.clip_grad_norm_([p for p in self.scorer.parameters() if p.requires_grad], cfg.max_grad_norm)
+            trainable = [p for p in self.scorer.parameters() if p.requires_grad]
+            self.accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
@@ -417,6 +417,8 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def train_reward_model(pairs: str | os.PathLike | Sequence[Any], config: RewardModelConfig | None = None, **kwargs: Any) -> RewardModelResult:
+def train_reward_model(
+    pairs: str | os.PathLike | Sequence[Any], config: RewardModelConfig | None = None, **kwargs: Any
+) -> RewardModelResult:
     """Build a :class:`RewardModelTrainer` and train it (``kwargs`` go to the trainer)."""
     return RewardModelTrainer(pairs, config, **kwargs).train()
