@@ -138,6 +138,14 @@ def test_tiny_model_learns_a_marker_preference(trained_rm):
     assert any("train_loss" in row for row in result.history)
 
 
+def test_without_held_out_pairs_the_trained_weights_are_kept():
+    trainer = RewardModelTrainer(marker_pairs(16), tiny_config(eval_fraction=0.0, num_train_epochs=1))
+    before = trainer.unwrapped_model.score.weight.detach().clone()
+    result = trainer.train()
+    assert result.steps == 2 and math.isnan(result.best_eval_accuracy) and not trainer.eval_index
+    assert not torch.equal(trainer.unwrapped_model.score.weight, before)
+
+
 def test_output_directory_loads_everywhere(trained_rm):
     import rewards
     from transformers import AutoModelForSequenceClassification

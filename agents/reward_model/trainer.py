@@ -228,7 +228,7 @@ class RewardModelTrainer:
             bar = tqdm(total=self.total_steps, unit="step", desc="reward model", dynamic_ncols=True)
         started = time.perf_counter()
         best = {"eval_accuracy": -1.0, "eval_loss": math.inf, "step": 0}
-        best_state = self._trainable_state()
+        best_state = self._trainable_state() if self.eval_index else {}
         since_best = 0
         window: dict[str, float] = {"loss": 0.0, "accuracy": 0.0, "pairs": 0.0, "batches": 0.0, "seconds": 0.0}
 
@@ -287,7 +287,8 @@ class RewardModelTrainer:
             if bar is not None:
                 bar.close()
         train_seconds = time.perf_counter() - started
-        self._load_trainable_state(best_state)
+        if self.eval_index:  # without held-out pairs the last weights are the result
+            self._load_trainable_state(best_state)
         result = RewardModelResult(
             best_eval_accuracy=best["eval_accuracy"] if self.eval_index else float("nan"),
             best_eval_loss=best["eval_loss"] if self.eval_index else float("nan"),
