@@ -1,8 +1,10 @@
 """The ``textenv`` command line (also ``python -m agents``).
 
-Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval``, and ``pairs``, ``label``
-(:mod:`agents.preference_commands`), all listed in :data:`SUBCOMMANDS`. Errors a user can act on (unknown names, bad values, a damaged checkpoint, a run directory made for another run or asking
-to run code) print one line and exit with code 2; Ctrl-C keeps partial results, marks them, and exits with 130.
+Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval``; ``pairs``, ``label``
+(:mod:`agents.preference_commands`); ``train-rm``, ``overoptimization`` (:mod:`agents.reward_model_commands`); all
+listed in :data:`SUBCOMMANDS`. Errors a user can act on (unknown names, bad values, a damaged checkpoint, a run
+directory made for another run or asking to run code) print one line and exit with code 2; Ctrl-C keeps partial
+results, marks them, and exits with 130.
 
 Trusted: the code installed here and the flags on the command line. Untrusted: everything read from disk or a hub
 (run directories, checkpoints, model and tokenizer directories, prompt files), which is read as data only
@@ -345,6 +347,13 @@ def add_preference_parsers(sub: Any) -> None:
     register(sub)
 
 
+def add_reward_model_parsers(sub: Any) -> None:
+    """``train-rm`` and ``overoptimization`` (:mod:`agents.reward_model_commands`, imported when the parser is built)."""
+    from agents.reward_model_commands import register
+
+    register(sub)
+
+
 #: every sub-command, in the order ``textenv --help`` lists them: a function adding its parser to the sub-parsers
 SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     add_envs_parser,
@@ -354,6 +363,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     add_compare_parser,
     add_eval_parser,
     add_preference_parsers,
+    add_reward_model_parsers,
 )
 
 

@@ -5,6 +5,7 @@ from rewards.builtin.fluency import FluencyReward
 from rewards.builtin.keyword import KeywordReward
 from rewards.builtin.length import LengthReward
 from rewards.builtin.repetition import RepetitionReward
+from rewards.builtin.reward_model import RewardModelReward
 from rewards.builtin.sentiment import SentimentReward
 from rewards.builtin.topic_words import TopicWordsReward
 
@@ -14,6 +15,7 @@ __all__ = [
     "KeywordReward",
     "LengthReward",
     "RepetitionReward",
+    "RewardModelReward",
     "SentimentReward",
     "TopicWordsReward",
 ]

@@ -1,0 +1,246 @@
+"""Reward-model construction and the pair forward: each distinct prefix once, its KV cache shared by its completions.
+
+A pair is two token sequences ``prefix + chosen`` and ``prefix + rejected`` (the prefix is the prompt, or for data
+without a prompt the tokens the two texts share at the start). A batch of pairs becomes:
+
+* the distinct prefixes, left-padded, forwarded once with ``use_cache``;
+* the distinct continuations (a completion that appears in several pairs of the batch is forwarded once),
+  right-padded, forwarded on top of their prefix's cache (``batch_select_indices`` expands the cache; autograd
+  flows back through it to the one prefix forward);
+* each sequence's score is the score head applied to the hidden state of its last token.
+
+That is the same function as one full forward of every sequence (the prefix's positions never attend to what
+follows), with fewer positions. Both forwards go through :func:`agents.decoding.lm_forward`, the one place that
+computes position ids and passes a KV cache to a model (here the backbone, which returns hidden states).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from agents.decoding import lm_forward
+from rewards.builtin.reward_model import encode_prompt_completion
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    """Token ids of one pair: the shared prefix and the two continuations (each at least one token)."""
+
+    prefix: tuple[int, ...]
+    chosen: tuple[int, ...]
+    rejected: tuple[int, ...]
+    margin: float = 0.0
+
+
+def encode_pair(
+    tokenizer: Any, prompt: str | None, chosen: str, rejected: str, max_length: int, margin: float = 0.0
+) -> EncodedPair:
+    """Tokenize a pair as the reward plugin tokenizes each text (:func:`encode_prompt_completion`) and split the two
+    sequences at their shared prefix: the prompt's tokens both kept (or, without a prompt, their common first
+    tokens), leaving at least one token of each continuation."""
+    c_prompt, c_ids = encode_prompt_completion(tokenizer, prompt or "", chosen, max_length)
+    r_prompt, r_ids = encode_prompt_completion(tokenizer, prompt or "", rejected, max_length)
+    c_full, r_full = c_prompt + c_ids, r_prompt + r_ids
+    common = 0
+    for a, b in zip(c_full, r_full):
+        if a != b:
+            break
+        common += 1
+    split = min(common, len(c_full) - 1, len(r_full) - 1)
+    if prompt:
+        split = min(split, len(c_prompt), len(r_prompt))
+    return EncodedPair(tuple(c_full[:split]), tuple(c_full[split:]), tuple(r_full[split:]), float(margin))
+
+
+@dataclass
+class PairBatch:
+    """A collated batch of pairs (see the module docstring). ``S`` distinct sequences, ``B`` pairs."""
+
+    prefix_ids: torch.Tensor  # (prefixes, P) left-padded
+    prefix_mask: torch.Tensor
+    continuation_ids: torch.Tensor  # (S, C) right-padded
+    continuation_mask: torch.Tensor
+    prefix_of: torch.Tensor  # (S,) index of each sequence's prefix
+    chosen_index: torch.Tensor  # (B,) index of each pair's chosen sequence
+    rejected_index: torch.Tensor  # (B,)
+    margin: torch.Tensor  # (B,) float32
+    pad_token_id: int
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.chosen_index.shape[0])
+
+    def to(self, device: Any) -> PairBatch:
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.__dict__.items()}
+        return PairBatch(**moved)
+
+    def full_sequences(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every distinct sequence ``prefix + continuation``, right-padded: ``(ids, mask)`` of shape ``(S, L)``."""
+        rows = []
+        for s in range(self.continuation_ids.shape[0]):
+            p = self.prefix_of[s]
+            prefix = self.prefix_ids[p][self.prefix_mask[p].bool()]
+            rows.append(torch.cat([prefix, self.continuation_ids[s][self.continuation_mask[s].bool()]]))
+        return _pad(rows, self.pad_token_id, left=False)
+
+
+def _pad(rows: list[torch.Tensor], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = len(row)
+        if n:
+            cols = slice(width - n, width) if left else slice(0, n)
+            ids[i, cols] = torch.as_tensor(row, dtype=torch.long)
+            mask[i, cols] = 1
+    return ids, mask
+
+
+def collate_pairs(pairs: list[EncodedPair], pad_token_id: int) -> PairBatch:
+    """Deduplicate prefixes and (prefix, continuation) sequences of a batch of pairs and pad them."""
+    prefixes: dict[tuple[int, ...], int] = {}
+    sequences: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+
+    def index_of(prefix: tuple[int, ...], continuation: tuple[int, ...]) -> int:
+        prefixes.setdefault(prefix, len(prefixes))
+        return sequences.setdefault((prefix, continuation), len(sequences))
+
+    chosen = [index_of(p.prefix, p.chosen) for p in pairs]
+    rejected = [index_of(p.prefix, p.rejected) for p in pairs]
+    prefix_ids, prefix_mask = _pad([torch.tensor(p, dtype=torch.long) for p in prefixes], pad_token_id, left=True)
+    cont_ids, cont_mask = _pad([torch.tensor(c, dtype=torch.long) for _, c in sequences], pad_token_id, left=False)
+    return PairBatch(
+        prefix_ids=prefix_ids,
+        prefix_mask=prefix_mask,
+        continuation_ids=cont_ids,
+        continuation_mask=cont_mask,
+        prefix_of=torch.tensor([prefixes[p] for p, _ in sequences], dtype=torch.long),
+        chosen_index=torch.tensor(chosen, dtype=torch.long),
+        rejected_index=torch.tensor(rejected, dtype=torch.long),
+        margin=torch.tensor([p.margin for p in pairs], dtype=torch.float32),
+        pad_token_id=pad_token_id,
+    )
+
+
+class PairScorer(nn.Module):
+    """Scores the sequences of a :class:`PairBatch` with a sequence-classification reward model.
+
+    ``forward(batch)`` returns ``(chosen_scores, rejected_scores)``, each ``(B,)``. An ``nn.Module`` so that
+    ``accelerator.prepare`` can wrap it in DDP (every forward goes through the wrapper, so gradients are synced).
+
+    Args:
+        model: a transformers ``*ForSequenceClassification`` with one output (``base_model`` + ``score`` head).
+        share_prompt_forward: forward each distinct prefix once and share its KV cache; ``False`` forwards every
+            distinct full sequence (as TRL's ``RewardTrainer`` does, less its duplicate sequences).
+    """
+
+    def __init__(self, model: nn.Module, share_prompt_forward: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.share_prompt_forward = share_prompt_forward
+
+    def forward(self, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.sequence_scores(batch)
+        return scores[batch.chosen_index], scores[batch.rejected_index]
+
+    def sequence_scores(self, batch: PairBatch) -> torch.Tensor:
+        """The score ``(S,)`` of every distinct sequence of the batch."""
+        backbone = self.model.base_model
+        if self.share_prompt_forward and batch.prefix_ids.shape[1] > 0 and bool(batch.prefix_mask.any(1).all()):
+            hidden, last = self._shared_hidden(backbone, batch)
+        else:
+            ids, mask = batch.full_sequences()
+            ids, mask = ids.to(batch.prefix_ids.device), mask.to(batch.prefix_ids.device)
+            hidden = lm_forward(backbone, ids, mask, use_cache=False, logits_to_keep=0).last_hidden_state
+            last = mask.sum(1) - 1
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return self.model.score(hidden[rows, last]).squeeze(-1).float()
+
+    @staticmethod
+    def _shared_hidden(backbone: nn.Module, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        prefix_mask = batch.prefix_mask
+        cache = lm_forward(backbone, batch.prefix_ids, prefix_mask, logits_to_keep=0).past_key_values
+        cache.batch_select_indices(batch.prefix_of)
+        cont_mask = batch.continuation_mask
+        hidden = lm_forward(
+            backbone, batch.continuation_ids, cont_mask, past=prefix_mask[batch.prefix_of], cache=cache, logits_to_keep=0
+        ).last_hidden_state
+        return hidden, cont_mask.sum(1) - 1
+
+
+# -- building the model ---------------------------------------------------------------------------------------
+def load_reward_model(name_or_path: str, dtype: Any = None, seed: int = 0) -> tuple[nn.Module, Any]:
+    """``(model, tokenizer)``: a one-output ``AutoModelForSequenceClassification`` for ``name_or_path``.
+
+    A reward-model directory (a sequence classifier with one label) is loaded as it is. Anything else is a causal
+    LM (built-in name, directory or hub id, loaded by :func:`textenv.load_causal_lm`): its config becomes a
+    sequence classifier's with ``num_labels=1`` and ``pad_token_id`` set, its backbone weights are copied, and the
+    score head is initialised from ``seed``.
+    """
+    import json
+    from pathlib import Path
+
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from textenv.models import load_causal_lm, load_tokenizer
+
+    dtype = dtype or torch.float32
+    tokenizer = load_tokenizer(name_or_path)
+    config_file = Path(str(name_or_path)) / "config.json"
+    if config_file.is_file() and any(
+        a.endswith("ForSequenceClassification") for a in json.loads(config_file.read_text()).get("architectures") or []
+    ):
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=dtype)
+        if model.config.num_labels != 1:
+            raise ValueError(
+                f"{name_or_path} is a classifier with {model.config.num_labels} labels; a reward model has 1"
+            )
+        return model, tokenizer
+    causal = load_causal_lm(name_or_path, dtype=dtype, seed=seed)
+    config = AutoConfig.for_model(**causal.config.to_dict())
+    config.num_labels = 1
+    config.pad_token_id = tokenizer.pad_token_id
+    config.architectures = None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
+    missing, unexpected = model.base_model.load_state_dict(causal.base_model.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{name_or_path}: backbone weights do not fit a sequence classifier ({missing}, {unexpected})")
+    return model, tokenizer
+
+
+def freeze_lower_blocks(model: nn.Module, trainable_blocks: int | None, head: nn.Module | None = None) -> int:
+    """Train only the top ``trainable_blocks`` transformer blocks of ``model`` (a transformers model: its
+    ``base_model`` holds the blocks), the final norm and ``head`` (default: the ``score`` head of a sequence
+    classifier, if any). ``None`` trains everything. Returns the number of trainable parameters of ``model``."""
+    if trainable_blocks is None:
+        model.requires_grad_(True)
+    else:
+        blocks = _blocks(model)
+        if trainable_blocks > len(blocks):
+            raise ValueError(f"trainable_blocks={trainable_blocks}, but the model has {len(blocks)} blocks")
+        model.requires_grad_(False)
+        for block in blocks[len(blocks) - trainable_blocks :]:
+            block.requires_grad_(True)
+        final_norm = getattr(model.base_model, "norm", None) or getattr(model.base_model, "ln_f", None)
+        if final_norm is not None:
+            final_norm.requires_grad_(True)
+        head = head if head is not None else getattr(model, "score", None)
+        if head is not None:
+            head.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _blocks(model: nn.Module) -> nn.ModuleList:
+    base = model.base_model
+    for name in ("layers", "h", "blocks"):
+        blocks = getattr(base, name, None)
+        if isinstance(blocks, nn.ModuleList):
+            return blocks
+    raise ValueError(f"cannot find the transformer blocks of {type(base).__name__} (expected .layers or .h)")

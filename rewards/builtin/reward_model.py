@@ -1,0 +1,202 @@
+"""``reward_model``: the score of a trained reward model, or of an ensemble of them (mean, min, mean - lam*std)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rewards.builtin._models import check_model_path
+from rewards.builtin._util import check_choice, check_int
+from rewards.registry import register
+
+AGGREGATES = ("mean", "min", "mean_minus_std")
+METADATA_FILE = "textenv_reward_model.json"  # written beside the weights by ``textenv train-rm``
+
+
+def encode_prompt_completion(
+    tokenizer: Any, prompt: str, completion: str, max_length: int
+) -> tuple[list[int], list[int]]:
+    """The token ids a reward model reads for one text: ``(prompt_ids, completion_ids)``.
+
+    Prompt and completion are tokenized separately, without special tokens, and read as their concatenation (so a
+    prompt shared by two completions has the same ids in both). Trailing pad tokens are dropped (the score is read
+    at the last token, and transformers' sequence classifiers read it at the last token that is not the pad
+    token). Texts longer than ``max_length`` tokens lose tokens from the left: the prompt's first, then the
+    completion's, so the end of the completion is always seen. An empty text is one pad token.
+    """
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else []
+    completion_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"]) if completion else []
+    pad = tokenizer.pad_token_id
+    while completion_ids and completion_ids[-1] == pad:
+        completion_ids.pop()
+    if not completion_ids:
+        while prompt_ids and prompt_ids[-1] == pad:
+            prompt_ids.pop()
+    excess = len(prompt_ids) + len(completion_ids) - max_length
+    if excess > 0:
+        cut = min(excess, len(prompt_ids))
+        prompt_ids = prompt_ids[cut:]
+        completion_ids = completion_ids[excess - cut :]
+    if not prompt_ids and not completion_ids:
+        completion_ids = [tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0]
+    return prompt_ids, completion_ids
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """``textenv_reward_model.json`` of a reward-model directory, or ``{}`` for a directory without one."""
+    file = Path(path) / METADATA_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+@register("reward_model")
+class RewardModelReward:
+    """The scalar score of a reward model (``AutoModelForSequenceClassification`` with one output, as written by
+    ``textenv train-rm``), or the aggregate of an ensemble of them.
+
+    Each text is ``prompt + completion``, tokenized as the trainer tokenizes it
+    (:func:`encode_prompt_completion`), right-padded, scored in batches under ``torch.no_grad()`` in eval mode; the
+    score is the model's logit at the last token. With several ``paths`` each model scores every text and the
+    scores are combined per text (Coste et al. 2024, "Reward Model Ensembles Help Mitigate Overoptimization"):
+    ``"mean"``, ``"min"`` (worst case), or ``"mean_minus_std"`` (``mean - lam * std`` over the members, the
+    uncertainty-weighted optimisation). With ``normalize`` each member's score is first standardised with the mean
+    and standard deviation of its scores on its training texts (recorded by the trainer), so members of different
+    scales weigh alike. Weights are loaded on the first call and are not pickled.
+
+    Range:
+        The real line (a Bradley-Terry reward has no fixed scale; only differences are meaningful).
+
+    Arguments:
+        path: one reward-model directory (give ``path`` or ``paths``).
+        paths: several reward-model directories (an ensemble).
+        aggregate: ``"mean"``, ``"min"`` or ``"mean_minus_std"`` (default ``"mean"``; one model: its score).
+        lam: the weight of the standard deviation in ``"mean_minus_std"`` (default 1.0).
+        normalize: standardise each member by its recorded training-score mean and std (default False).
+        include_prompt: score ``prompt + completion`` rather than the completion alone (default True).
+        batch_size: texts per forward pass (default 32).
+        max_length: maximum tokens per text (default 512).
+        device: torch device (default ``"cpu"``).
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        paths: Sequence[str] | None = None,
+        aggregate: str = "mean",
+        lam: float = 1.0,
+        normalize: bool = False,
+        include_prompt: bool = True,
+        batch_size: int = 32,
+        max_length: int = 512,
+        device: str = "cpu",
+    ) -> None:
+        if (path is None) == (paths is None):
+            raise ValueError("reward_model reward: give exactly one of path (one directory) or paths (an ensemble)")
+        if paths is not None and (isinstance(paths, (str, bytes)) or not list(paths)):
+            raise ValueError(f"reward_model reward: paths={paths!r}; expected a non-empty list of directories")
+        members = [path] if path is not None else list(paths or [])
+        self.paths = [self._check_dir(p) for p in members]
+        self.aggregate = check_choice("aggregate", aggregate, AGGREGATES)
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"lam={lam!r}; expected a finite number >= 0")
+        self.lam = float(lam)
+        if not isinstance(normalize, bool) or not isinstance(include_prompt, bool):
+            raise TypeError(f"normalize={normalize!r}, include_prompt={include_prompt!r}; expected True or False")
+        self.normalize = normalize
+        self.include_prompt = include_prompt
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.max_length = check_int("max_length", max_length, 1)
+        self.device = str(device)
+        self.stats = [self._score_stats(p) for p in self.paths] if normalize else None
+        self._members: list[tuple[Any, Any]] | None = None
+
+    @staticmethod
+    def _check_dir(path: Any) -> str:
+        directory = check_model_path(path, "reward_model reward")
+        config = Path(directory) / "config.json"
+        if not config.is_file():
+            raise FileNotFoundError(f"reward_model reward: {directory!r} is not a model directory (no config.json)")
+        from transformers import AutoConfig
+
+        num_labels = AutoConfig.from_pretrained(directory).num_labels
+        if num_labels != 1:
+            raise ValueError(
+                f"reward_model reward: {directory!r} has num_labels={num_labels}; expected a reward model with one "
+                "output (for a multi-label classifier use the 'classifier' reward)"
+            )
+        return directory
+
+    @staticmethod
+    def _score_stats(path: str) -> tuple[float, float]:
+        stats = read_metadata(path).get("score_stats")
+        if not stats:
+            raise ValueError(
+                f"reward_model reward: normalize=True needs the score statistics in {path}/{METADATA_FILE}, "
+                "written by textenv train-rm"
+            )
+        return float(stats["mean"]), max(float(stats["std"]), 1e-8)
+
+    def _load(self) -> list[tuple[Any, Any]]:
+        if self._members is None:
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            members = []
+            for path in self.paths:
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForSequenceClassification.from_pretrained(path)
+                if tokenizer.pad_token_id is None:
+                    tokenizer.pad_token = tokenizer.eos_token
+                if model.config.pad_token_id is None:
+                    model.config.pad_token_id = tokenizer.pad_token_id
+                members.append((tokenizer, model.to(self.device).eval()))
+            self._members = members
+        return self._members
+
+    def member_scores(self, prompts: Sequence[str], completions: Sequence[str]) -> Any:
+        """Every member's score of every text: a float64 array ``(members, texts)``."""
+        import numpy as np
+        import torch
+
+        rows = []
+        for tokenizer, model in self._load():
+            encoded = [
+                sum(encode_prompt_completion(tokenizer, p if self.include_prompt else "", c, self.max_length), [])
+                for p, c in zip(prompts, completions)
+            ]
+            scores: list[float] = []
+            with torch.no_grad():
+                for start in range(0, len(encoded), self.batch_size):
+                    chunk = encoded[start : start + self.batch_size]
+                    width = max(len(ids) for ids in chunk)
+                    ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+                    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                    for i, row in enumerate(chunk):
+                        ids[i, : len(row)] = torch.as_tensor(row)
+                        mask[i, : len(row)] = 1
+                    logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                    scores.extend(logits[:, 0].double().cpu().tolist())
+            rows.append(scores)
+        values = np.asarray(rows, dtype=np.float64).reshape(len(self.paths), len(completions))
+        if self.stats is not None:
+            means, stds = np.asarray(self.stats).T
+            values = (values - means[:, None]) / stds[:, None]
+        return values
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str], **info: Any) -> list[float]:
+        values = self.member_scores(prompts, completions)
+        if self.aggregate == "min":
+            combined = values.min(axis=0)
+        elif self.aggregate == "mean_minus_std":
+            combined = values.mean(axis=0) - self.lam * values.std(axis=0)
+        else:
+            combined = values.mean(axis=0)
+        return combined.tolist()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_members": None}
+
+    def __repr__(self) -> str:
+        return f"RewardModelReward(paths={self.paths!r}, aggregate={self.aggregate!r}, lam={self.lam})"

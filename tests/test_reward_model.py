@@ -1,0 +1,311 @@
+"""Reward-model training (agents.reward_model), the reward_model plugin and ensembles, the overoptimization
+experiment's estimators and fits, on tiny random-init models."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents.reward_model import (
+    PairScorer,
+    RewardModelConfig,
+    RewardModelTrainer,
+    bradley_terry_loss,
+    collate_pairs,
+    encode_pair,
+    load_reward_model,
+    value_model_from_reward_model,
+)
+from agents.reward_model.overoptimization import (
+    best_of_n_expectation,
+    fit_gao,
+    gao_curve,
+    kl_best_of_n,
+)
+from textenv.models import TINY_MODEL
+from textenv.preferences import PreferencePair, write_preferences
+
+WORDS = "apple river stone cloud music green table window sky bread lamp chair".split()
+MARKER = " wonderful"
+
+
+def marker_pairs(count: int, seed: int = 0) -> list[PreferencePair]:
+    """Random word soup; the chosen completion has the marker word somewhere, the rejected one does not."""
+    rng = random.Random(seed)
+    pairs = []
+    for i in range(count):
+        prompt = f"item {i % (count // 2)}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5)))
+        chosen = [rng.choice(WORDS) for _ in range(rng.randint(3, 7))]
+        chosen.insert(rng.randrange(len(chosen) + 1), MARKER.strip())
+        rejected = [rng.choice(WORDS) for _ in range(rng.randint(3, 7))]
+        pairs.append(PreferencePair(chosen=" " + " ".join(chosen), rejected=" " + " ".join(rejected), prompt=prompt))
+    return pairs
+
+
+def tiny_config(**overrides) -> RewardModelConfig:
+    settings = dict(
+        model=TINY_MODEL, trainable_blocks=None, learning_rate=3e-3, num_train_epochs=2, progress_bar=False,
+        early_stopping_patience=None, eval_fraction=0.25,
+    )
+    settings.update(overrides)
+    return RewardModelConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def trained_rm(tmp_path_factory) -> tuple[Path, object, Path]:
+    """One tiny reward model trained on the marker task from a JSONL file: (directory, result, data file)."""
+    root = tmp_path_factory.mktemp("rm")
+    data = root / "pairs.jsonl"
+    write_preferences(data, marker_pairs(80))
+    trainer = RewardModelTrainer(str(data), tiny_config(output_dir=str(root / "rm")))
+    result = trainer.train()
+    return root / "rm", result, data
+
+
+# -- the loss -------------------------------------------------------------------------------------------------
+def test_bradley_terry_loss_matches_hand_computed_values():
+    chosen, rejected = torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0])
+    # d = 1, -1: -log sigmoid(1) = 0.31326, -log sigmoid(-1) = 1.31326
+    assert bradley_terry_loss(chosen, rejected).item() == pytest.approx((0.313262 + 1.313262) / 2, abs=1e-5)
+    # margin 1 on the first pair: d = 0 -> log 2
+    margin = torch.tensor([1.0, 0.0])
+    assert bradley_terry_loss(chosen, rejected, margin).item() == pytest.approx((0.693147 + 1.313262) / 2, abs=1e-5)
+    # smoothing 0.1: 0.9 * 0.313262 + 0.1 * 1.313262 = 0.413262 and 0.9 * 1.313262 + 0.1 * 0.313262 = 1.213262
+    assert bradley_terry_loss(chosen, rejected, label_smoothing=0.1).item() == pytest.approx(
+        (0.413262 + 1.213262) / 2, abs=1e-5
+    )
+    # centring 0.01 * mean((3)^2, (1)^2) = 0.05
+    assert bradley_terry_loss(chosen, rejected, center_rewards_coefficient=0.01).item() == pytest.approx(
+        (0.313262 + 1.313262) / 2 + 0.05, abs=1e-5
+    )
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="label_smoothing"):
+        RewardModelConfig(label_smoothing=0.5).validate()
+    with pytest.raises(ValueError, match="trainable_blocks"):
+        RewardModelConfig(trainable_blocks=-1).validate()
+    with pytest.raises(ValueError, match="eval_fraction"):
+        RewardModelConfig(eval_fraction=1.0).validate()
+
+
+# -- the shared-prompt forward ------------------------------------------------------------------------------------
+def test_shared_prompt_scores_and_gradients_equal_separate_full_forwards():
+    model, tokenizer = load_reward_model(TINY_MODEL, seed=3)
+    raw = [
+        ("The movie was", " great fun", " bad"),
+        ("The movie was", " great fun", " okay I guess, not more"),  # a repeated prompt and completion
+        ("A long prompt about food and", " tasty", " awful awful"),
+        (None, "Same start then good", "Same start then bad"),  # no prompt: the shared first tokens
+    ]
+    pairs = [encode_pair(tokenizer, p, c, r, 64, margin=0.5) for p, c, r in raw]
+    batch = collate_pairs(pairs, tokenizer.pad_token_id)
+    assert batch.prefix_ids.shape[0] == 3 and batch.continuation_ids.shape[0] == 7  # deduplicated
+    results = {}
+    for shared in (True, False):
+        model.zero_grad()
+        chosen, rejected = PairScorer(model, share_prompt_forward=shared)(batch)
+        bradley_terry_loss(chosen, rejected, batch.margin).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[shared] = (chosen.detach(), rejected.detach(), grads)
+    # reference: transformers' own sequence-classifier forward of each whole text, one at a time, unpadded
+    with torch.no_grad():
+        for i, pair in enumerate(pairs):
+            for which, continuation in (("chosen", pair.chosen), ("rejected", pair.rejected)):
+                ids = torch.tensor([list(pair.prefix) + list(continuation)])
+                expected = model(input_ids=ids).logits[0, 0]
+                got = results[True][0 if which == "chosen" else 1][i]
+                assert got.item() == pytest.approx(expected.item(), abs=1e-5)
+    torch.testing.assert_close(results[True][0], results[False][0], atol=1e-5, rtol=0)
+    assert results[True][2].keys() == results[False][2].keys() and results[True][2]
+    for name, grad in results[True][2].items():
+        torch.testing.assert_close(grad, results[False][2][name], atol=1e-5, rtol=1e-4)
+
+
+# -- training ----------------------------------------------------------------------------------------------------
+def test_tiny_model_learns_a_marker_preference(trained_rm):
+    _, result, _ = trained_rm
+    first, best = result.history[0], result.best_eval_accuracy
+    assert first["iteration"] == 0 and first["eval_accuracy"] <= 0.75  # untrained: near chance
+    assert best >= 0.9
+    assert any("train_loss" in row for row in result.history)
+
+
+def test_without_held_out_pairs_the_trained_weights_are_kept():
+    trainer = RewardModelTrainer(marker_pairs(16), tiny_config(eval_fraction=0.0, num_train_epochs=1))
+    before = trainer.unwrapped_model.score.weight.detach().clone()
+    result = trainer.train()
+    assert result.steps == 2 and math.isnan(result.best_eval_accuracy) and not trainer.eval_index
+    assert not torch.equal(trainer.unwrapped_model.score.weight, before)
+
+
+def test_output_directory_loads_everywhere(trained_rm):
+    import rewards
+    from transformers import AutoModelForSequenceClassification
+
+    directory, result, data = trained_rm
+    metadata = json.loads((directory / "textenv_reward_model.json").read_text())
+    assert metadata["data_sha256"] == __import__("hashlib").sha256(data.read_bytes()).hexdigest()
+    assert metadata["metrics"]["best_eval_accuracy"] == pytest.approx(result.best_eval_accuracy)
+    assert metadata["settings"]["learning_rate"] == 3e-3
+    assert (directory / "model.safetensors").is_file() and (directory / "logs" / "progress.csv").is_file()
+    assert not list(directory.parent.glob(".rm.*"))  # no temporary directory left behind
+
+    prompts = ["item 1: sky lamp", "item 1: sky lamp"]
+    completions = [" stone wonderful cloud", " stone chair cloud"]
+    plugin = rewards.make({"name": "reward_model", "kwargs": {"path": str(directory)}})
+    scores = plugin(prompts, completions)
+    assert scores[0] > scores[1]
+    classifier = rewards.make({"name": "classifier", "kwargs": {"model": str(directory)}})
+    np.testing.assert_allclose(classifier(prompts, completions), scores, atol=1e-5)
+
+    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    assert model.config.num_labels == 1 and model.config.pad_token_id is not None
+
+    # the critic-from-RM value model: its value at the last token is the reward model's score
+    from textenv.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(directory))
+    value_model = value_model_from_reward_model(directory, tokenizer=tokenizer)
+    ids = torch.tensor([tokenizer(prompts[0] + completions[0], add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        value = value_model(ids, torch.ones_like(ids))[0, -1].item()
+    assert value == pytest.approx(scores[0], abs=1e-4)
+
+
+def test_ensemble_aggregates_members(trained_rm, tmp_path):
+    import rewards
+    from safetensors.torch import load_file, save_file
+
+    directory, _, _ = trained_rm
+    other = tmp_path / "rm2"
+    shutil.copytree(directory, other)
+    weights = load_file(other / "model.safetensors")
+    weights["score.weight"] = -0.5 * weights["score.weight"]  # a member that disagrees
+    save_file(weights, other / "model.safetensors", metadata={"format": "pt"})
+
+    prompts, completions = ["item 2: sky"] * 3, [" wonderful lamp", " lamp chair", " river"]
+    members = [rewards.make({"name": "reward_model", "kwargs": {"path": str(p)}})(prompts, completions)
+               for p in (directory, other)]
+    stacked = np.stack(members)
+    assert not np.allclose(stacked[0], stacked[1])
+    for aggregate, expected in (
+        ("mean", stacked.mean(0)),
+        ("min", stacked.min(0)),
+        ("mean_minus_std", stacked.mean(0) - 2.0 * stacked.std(0)),
+    ):
+        kwargs = {"paths": [str(directory), str(other)], "aggregate": aggregate, "lam": 2.0}
+        spec = {"name": "reward_model", "kwargs": kwargs}
+        np.testing.assert_allclose(rewards.make(spec)(prompts, completions), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="aggregate"):
+        rewards.make({"name": "reward_model", "kwargs": {"paths": [str(directory)], "aggregate": "median"}})
+    with pytest.raises(ValueError, match="exactly one of path"):
+        rewards.make({"name": "reward_model", "kwargs": {}})
+
+
+def test_save_is_atomic_and_keeps_the_old_model_on_failure(trained_rm, tmp_path, monkeypatch):
+    directory, _, data = trained_rm
+    target = tmp_path / "rm"
+    shutil.copytree(directory, target)
+    before = (target / "model.safetensors").read_bytes()
+    trainer = RewardModelTrainer(str(data), tiny_config(num_train_epochs=1))
+
+    def broken(self, tmp, metadata):
+        (tmp / "model.safetensors").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(RewardModelTrainer, "_write", broken)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save(target)
+    assert (target / "model.safetensors").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rm")]
+
+
+def test_train_rm_cli(tmp_path, capsys):
+    from agents.cli import main
+
+    data = tmp_path / "pairs.jsonl"
+    write_preferences(data, marker_pairs(24, seed=1))
+    out = tmp_path / "rm"
+    code = main(["train-rm", "--data", str(data), "--out", str(out), "--model", TINY_MODEL, "--num-train-epochs", "1",
+                 "--trainable-blocks", "1", "--progress-bar", "false"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["output_dir"] == str(out) and (out / "config.json").is_file()
+    assert json.loads((out / "textenv_reward_model.json").read_text())["settings"]["trainable_blocks"] == 1
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"chosen": "a", "rejected": "b"}\n{"chosen": "x"}\n')
+    assert main(["train-rm", "--data", str(bad), "--out", str(tmp_path / "x"), "--model", TINY_MODEL,
+                 "--trainable-blocks", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.jsonl:2" in err[0] and "rejected" in err[0]
+    assert main(["train-rm", "--data", str(data), "--out", str(tmp_path / "x"), "--label-smoothing", "0.7"]) == 2
+    assert "label_smoothing" in capsys.readouterr().err
+
+
+def test_trl_grpo_trainer_accepts_the_directory(trained_rm, tmp_path):
+    trl = pytest.importorskip("trl")
+    from datasets import Dataset
+    from textenv.models import load_causal_lm, load_tokenizer
+
+    directory, _, _ = trained_rm
+    policy_dir = tmp_path / "policy"
+    load_causal_lm(TINY_MODEL).save_pretrained(policy_dir)
+    load_tokenizer(TINY_MODEL).save_pretrained(policy_dir)
+    args = trl.GRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=2, num_generations=2,
+                          max_completion_length=4, report_to=[], use_cpu=True)
+    trainer = trl.GRPOTrainer(model=str(policy_dir), reward_funcs=str(directory), args=args,
+                              train_dataset=Dataset.from_dict({"prompt": ["a", "b"]}))
+    assert trainer.reward_funcs[0].config.num_labels == 1
+
+
+# -- the overoptimization experiment ------------------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["bon", "rl"])
+def test_gao_fit_recovers_known_coefficients(form):
+    rng = np.random.default_rng(0)
+    d = np.linspace(0.05, 3.0, 40)
+    alpha, beta = 0.8, 0.3
+    reward = gao_curve(d, alpha, beta, form) + rng.normal(0, 0.01, d.shape)
+    fit = fit_gao(d, reward, form)
+    assert fit["alpha"] == pytest.approx(alpha, abs=0.02) and fit["beta"] == pytest.approx(beta, abs=0.02)
+    expected_peak = alpha / (2 * beta) if form == "bon" else math.exp(alpha / beta - 1)
+    assert fit["fit_peak_d"] == pytest.approx(expected_peak, rel=0.1)
+
+
+def test_best_of_n_estimator_matches_enumeration():
+    import itertools
+
+    rng = np.random.default_rng(1)
+    proxy, gold = rng.normal(size=(2, 6)), rng.normal(size=(2, 6))
+    for n in (1, 2, 3, 6):
+        brute = np.mean([
+            np.mean([
+                gold[row, max(subset, key=lambda i: proxy[row, i])] for subset in itertools.combinations(range(6), n)
+            ])
+            for row in range(2)
+        ])
+        assert best_of_n_expectation(proxy, gold, n) == pytest.approx(brute, abs=1e-12)
+    assert kl_best_of_n(1) == 0 and kl_best_of_n(64) == pytest.approx(math.log(64) - 63 / 64)
+
+
+def test_overoptimization_smoke_runs_end_to_end(tmp_path, capsys):
+    from agents.cli import main
+
+    out = tmp_path / "overopt"
+    assert main(["overoptimization", "--smoke", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["best_of_n"]) == {"12", "24", "24-ensemble"}
+    assert set(results["rl"]) == {"grpo_N24", "lm-ppo_N24"}
+    assert all(len(c["kl"]) == 3 for c in results["rl"].values())
+    assert set(results["proxies"]) == {"rm_N12", "rm_N24", "rm_N24_seed1"}
+    assert len(results["fits"]) == 5 and (out / "overoptimization.png").stat().st_size > 1000
+    assert {"pairs", "best_of_n", "total"} <= set(results["timings"])
+    assert "| best-of-n | 12 |" in (out / "table.md").read_text()
