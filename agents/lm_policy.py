@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from textenv.kv_cache import cache_kwargs, returned_cache
+
 
 class CausalLMPolicy:
     """Samples tokens for textenv observations with a causal LM and its KV cache.
@@ -55,7 +57,7 @@ class CausalLMPolicy:
         mask = torch.as_tensor(np.atleast_2d(observation["attention_mask"])[:, : self.max_prompt_tokens], device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        self._cache, self._mask, self._logits = out.past_key_values, mask, out.logits[:, -1]
+        self._cache, self._mask, self._logits = returned_cache(out), mask, out.logits[:, -1]
 
     @torch.no_grad()
     def act(self) -> np.ndarray:
@@ -89,10 +91,10 @@ class CausalLMPolicy:
             input_ids=tokens_t,
             attention_mask=self._mask,
             position_ids=positions,
-            past_key_values=self._cache,
+            **cache_kwargs(self.model, self._cache),
             use_cache=True,
         )
-        self._cache, self._logits = out.past_key_values, out.logits[:, -1]
+        self._cache, self._logits = returned_cache(out), out.logits[:, -1]
 
 
 def run_episode(env: Any, policy: CausalLMPolicy, seed: int | None = None) -> dict[str, Any]:

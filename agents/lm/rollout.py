@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from agents.lm.core import masked_logprobs
+from textenv.kv_cache import cache_kwargs, returned_cache
 
 
 @dataclass
@@ -151,7 +152,7 @@ def completion_logits(
                 input_ids=input_ids[:, lp:],
                 attention_mask=attention_mask,
                 position_ids=positions[:, lp:],
-                past_key_values=cache,
+                **cache_kwargs(model, cache),
                 use_cache=True,
                 logits_to_keep=t_max - 1,
             )
@@ -176,7 +177,7 @@ def prefill_prompts(
         use_cache=True,
         logits_to_keep=1,
     )
-    cache, logits = out.past_key_values, out.logits[:, -1]
+    cache, logits = returned_cache(out), out.logits[:, -1]
     if shared is not None:
         cache.batch_select_indices(shared[1])
         logits = logits[shared[1]]
@@ -287,10 +288,10 @@ class RolloutEngine:
                 input_ids=tokens[:, None],
                 attention_mask=attention,
                 position_ids=next_position,
-                past_key_values=cache,
+                **cache_kwargs(self.model, cache),
                 use_cache=True,
             )
-            cache, logits = out.past_key_values, out.logits[:, -1]
+            cache, logits = returned_cache(out), out.logits[:, -1]
             next_position = next_position + 1
         if not done.all():
             raise RuntimeError(

@@ -4,7 +4,7 @@ The top-k action wrapper and the nucleus action mask (:mod:`agents.sb3.wrappers`
 the reference LM's next-token logits for each row of a batch. :class:`ReferenceLM` gets them the way
 :class:`agents.lm_policy.CausalLMPolicy` does: :meth:`ReferenceLM.prefill` runs the rows' current contexts
 once (left-padded, ``position_ids`` counted from each row's first real token) and keeps
-``past_key_values``; :meth:`ReferenceLM.advance` then feeds one token per row, so no step re-encodes
+its KV cache; :meth:`ReferenceLM.advance` then feeds one token per row, so no step re-encodes
 the sequence. When some rows of a batch start new episodes, :meth:`ReferenceLM.replace_rows` prefills only
 those rows' prompts and splices their keys and values into the batch's cache (left-padded to a common
 length, all-padding columns trimmed), so the other rows keep theirs.
@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from textenv.kv_cache import cache_kwargs, returned_cache
 
 _SHARED: dict[str, Any] = {}
 _SHARED_LOCK = threading.Lock()
@@ -134,7 +136,7 @@ class ReferenceLM:
         mask_t = torch.as_tensor(packed_mask, device=self.device)
         positions = (mask_t.cumsum(-1) - 1).clamp(min=0)
         out = self._forward(input_ids=ids_t, attention_mask=mask_t, position_ids=positions, use_cache=True)
-        return self._restrict(out.logits[:, -1]), out.past_key_values, mask_t
+        return self._restrict(out.logits[:, -1]), returned_cache(out), mask_t
 
     def _forward(self, **kwargs: Any) -> Any:
         if self._logits_to_keep:
@@ -158,10 +160,10 @@ class ReferenceLM:
             input_ids=tokens_t,
             attention_mask=self._mask,
             position_ids=positions,
-            past_key_values=self._cache,
+            **cache_kwargs(self.model, self._cache),
             use_cache=True,
         )
-        self._cache = out.past_key_values
+        self._cache = returned_cache(out)
         return self._restrict(out.logits[:, -1])
 
     def _restrict(self, logits: torch.Tensor) -> torch.Tensor:
