@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from textenv.kv_cache import cache_kwargs, returned_cache
+
 # -- positions and prompts ---------------------------------------------------------------------------------------
 
 
@@ -90,22 +92,22 @@ def lm_forward(
     }
     accepted = _forward_parameters(type(getattr(model, "module", model)))  # the module inside a DDP wrapper
     if cache is not None:
-        kwargs["cache" if "cache" in accepted and "past_key_values" not in accepted else "past_key_values"] = cache
+        kwargs.update(cache_kwargs(model, cache))
     if "logits_to_keep" in accepted:
         out = model(**kwargs, logits_to_keep=logits_to_keep)
     else:
         out = model(**kwargs)
         if logits_to_keep:
             out.logits = out.logits[:, -logits_to_keep:]
-    if out.get("past_key_values") is None and out.get("cache") is not None:
-        out.past_key_values = out.cache  # the cache under the name every caller reads
+    if use_cache and out.get("past_key_values") is None:
+        out.past_key_values = returned_cache(out)  # the cache under the name every caller reads
     return out
 
 
 @functools.cache
 def _forward_parameters(model_class: type) -> frozenset[str]:
     """The keyword names of a model class's ``forward`` (``logits_to_keep``: transformers >= 4.45; the cache's
-    name: ``past_key_values``, or ``cache`` where a release renamed it)."""
+    name is :mod:`textenv.kv_cache`'s business)."""
     return frozenset(inspect.signature(model_class.forward).parameters)
 
 

@@ -635,8 +635,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings, args = parse_args(argv)
     torch.set_num_threads(settings.threads)
-    # library chatter (TRL/transformers/torch); textenv's own warnings (e.g. prompt truncation) stay visible
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|trl|torch|accelerate)(\.|$)")
+    # library chatter (TRL/transformers/torch, incl. transformers 5's notices of renamed arguments such as
+    # gradient_checkpointing); textenv's own warnings (e.g. prompt truncation) stay visible
+    for category in (UserWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(transformers|trl|torch|accelerate)(\.|$)")
     results: dict[str, Any] = {
         "settings": asdict(settings),
         "load_before": load_average(),

@@ -370,7 +370,8 @@ def test_missing_model_path_is_a_clear_error(tmp_path):
 def test_chat_template_prompts(tokenizer):
     env = make_env(chat_template=True, max_prompt_tokens=40)
     obs, info = env.reset(seed=0)
-    expected = tokenizer.apply_chat_template([{"role": "user", "content": info["prompt"]}], add_generation_prompt=True)
+    messages = [{"role": "user", "content": info["prompt"]}]
+    expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
     assert obs["input_ids"][40 - len(expected) : 40].tolist() == list(expected)
 
 

@@ -29,8 +29,23 @@ def test_gguf_cache_is_made_once_atomically_and_reused(tmp_path, monkeypatch):
 
     model = models.load_causal_lm(models.DEFAULT_MODEL)
     assert model.config.num_hidden_layers == 30 and model.config.vocab_size == 49152
+    # a plain model: transformers refuses to save_pretrained one still flagged as GGUF-quantised
+    assert getattr(model.config, "quantization_config", None) is None and getattr(model, "hf_quantizer", None) is None
     tok = models.load_tokenizer(str(path))
     assert tok.eos_token == "<|im_end|>" and tok("The movie")["input_ids"][0] != tok.bos_token_id
+    assert tok.padding_side == "left" and tok.clean_up_tokenization_spaces is False
+
+
+def test_cache_directory_names_the_transformers_major_version(tmp_path, monkeypatch):
+    """transformers 5 writes config/tokenizer files that 4.x misreads, so each major version has its own copy."""
+    import transformers
+
+    monkeypatch.setenv("TEXTENV_CACHE", str(tmp_path))
+    major = transformers.__version__.split(".")[0]
+    assert models._converted_dir().parent == tmp_path
+    assert models._converted_dir().name.endswith(f"-transformers{major}")
+    monkeypatch.setattr(transformers, "__version__", f"{int(major) + 1}.0.0")
+    assert models._converted_dir().name.endswith(f"-transformers{int(major) + 1}")
 
 
 def test_converted_model_matches_the_gguf_logits(tmp_path):

@@ -18,7 +18,7 @@ DATA = Path(textenv.__file__).with_name("data") / "moss_words"
 
 def test_shipped_package_data_is_what_the_builder_writes(tmp_path):
     word_task.build_package_data(tmp_path)
-    for name in ("tokenizer.json", "prompts.jsonl"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "prompts.jsonl"):
         assert (tmp_path / name).read_text() == (DATA / name).read_text(), name
 
 

