@@ -140,7 +140,7 @@ def plot(
     plt.close(fig)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", choices=sorted(AGENTS), default="grpo")
     parser.add_argument("--model", default=textenv.DEFAULT_MODEL)
@@ -165,11 +165,22 @@ def main() -> None:
     parser.add_argument("--save-every-minutes", type=float, default=0.0, help="checkpoint every N minutes (0: at the end)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/rlhf_sentiment")
-    args = parser.parse_args()
+    return parser
 
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+def training_reward(args: argparse.Namespace) -> Any:
+    """The env's reward spec: ``sentiment``, plus the repetition and fluency terms whose weights are not 0."""
+    extra_rewards = [
+        {"name": "repetition", "weight": args.repetition_weight},
+        {"name": "fluency", "weight": args.fluency_weight, "kwargs": {"model": args.model}},  # the untuned model
+    ]
+    parts = [part for part in extra_rewards if part["weight"]]
+    return ["sentiment", *parts] if parts else "sentiment"
+
+
+def make_trainer(args: argparse.Namespace, output_dir: str | None) -> tuple[Any, int]:
+    """The trainer the settings ask for, on the training prompts, its policy's lower blocks frozen; and the
+    policy's trainable parameter count."""
     trainer_class, config_class = AGENTS[args.agent]
     if args.agent == "lm-ppo":  # the KL penalty is MOSS-RLHF's per-token one in the reward (kl_coef 0.05)
         extra = {"critic_learning_rate": args.critic_lr}
@@ -177,21 +188,25 @@ def main() -> None:
         extra = {"num_generations": args.generations, "beta": args.beta}
     config = config_class(
         seed=args.seed, num_envs=args.num_envs, learning_rate=args.lr, num_minibatches=args.minibatches,
-        output_dir=str(out), progress_bar=False, save_every_minutes=args.save_every_minutes, **extra
+        output_dir=output_dir, progress_bar=False, save_every_minutes=args.save_every_minutes, **extra
     )
     policy = textenv.load_causal_lm(args.model)
     trainable = freeze_lower_layers(policy, policy.model, args.train_layers)
-    env_kwargs: dict[str, Any] = {"prompts": "builtin:train"}
-    extra_rewards = [
-        {"name": "repetition", "weight": args.repetition_weight},
-        {"name": "fluency", "weight": args.fluency_weight, "kwargs": {"model": args.model}},  # the untuned model
-    ]
-    if any(part["weight"] for part in extra_rewards):
-        env_kwargs["reward"] = ["sentiment"] + [part for part in extra_rewards if part["weight"]]
+    env_kwargs = {"prompts": "builtin:train", "reward": training_reward(args)}
     trainer = trainer_class("MossText-v0", policy, config, env_kwargs=env_kwargs)
     if args.agent == "lm-ppo":  # the critic (a copy of the policy's backbone + a value head) trains the same blocks
         backbone = trainer.accelerator.unwrap_model(trainer.value_model).backbone
         freeze_lower_layers(backbone, backbone, args.train_layers)
+    return trainer, trainable
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer, trainable = make_trainer(args, str(out))
+    policy, config = trainer.unwrapped_policy, trainer.config
     reference = trainer.reference if trainer.reference is not None else textenv.load_causal_lm(args.model)
     print(f"{args.agent} on MossText-v0 with {args.model}: {trainable / 1e6:.1f}M trainable parameters, "
           f"{args.num_envs} episodes per iteration, budget {args.minutes} min")
@@ -211,7 +226,7 @@ def main() -> None:
         "perplexity_ratio": after["perplexity_under_reference"] / before["perplexity_under_reference"],
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    plot(history, before, after, out / "learning_curves.png", composite="reward" in env_kwargs)
+    plot(history, before, after, out / "learning_curves.png", composite=training_reward(args) != "sentiment")
     print(json.dumps({k: v for k, v in results.items() if k != "settings"}, indent=2))
 
 

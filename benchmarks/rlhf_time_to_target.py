@@ -1,0 +1,266 @@
+"""RLHF time to target: held-out reward against CPU seconds, textenv's GRPO and LM-PPO beside TRL's GRPOTrainer.
+
+Every side trains SmolLM2-135M-Instruct (its top ``--train-layers`` blocks) on the same reward, ``sentiment +
+1.0 * repetition + 0.5 * fluency`` (``examples/rlhf_sentiment.py``'s default), from the training prompts
+(``builtin:train``), with matched settings: ``--num-envs`` completions per round (``--generations`` per prompt for
+the group methods), ``--minibatches`` optimiser steps per round, learning rate, KL coefficient ``--beta`` (GRPO and
+TRL; LM-PPO uses its per-token KL penalty), the same precision. TRL keeps its other defaults (AdamW, linear
+learning-rate decay, gradient checkpointing), as a TRL user would. One TRL round is ``--minibatches`` optimiser
+steps on one generation batch of ``--num-envs`` completions (``steps_per_generation``).
+
+Every ``--eval-every`` rounds each policy writes one completion per held-out prompt (``builtin:test``, never
+trained on) and the mean VADER compound is recorded against the process CPU seconds (user + sys) spent
+training so far; the evaluations' own CPU time is left out. The sides run one after the other in this process, on
+the same threads (``--threads``). Reported: the curves (JSON + plot) and, for each textenv agent, the CPU seconds to
+first reach the target held-out reward (``--target``; default: TRL's final held-out reward) divided by TRL's.
+The issue's target is a ratio <= 0.5.
+
+    .venv/bin/python benchmarks/rlhf_time_to_target.py --out runs/time_to_target    # the real run (tens of minutes)
+    .venv/bin/python benchmarks/rlhf_time_to_target.py --smoke --out /tmp/ttt          # tiny model, seconds
+
+TRL is needed for its side (``pip install -e ".[bench]"``); without it that side is reported as skipped and
+ratios need ``--target``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import torch  # noqa: E402
+
+import rewards  # noqa: E402
+import textenv  # noqa: E402
+from agents.lm.callbacks import Callback  # noqa: E402
+from examples.rlhf_sentiment import build_parser, evaluate, freeze_lower_layers, make_trainer, training_reward  # noqa: E402
+
+TEXTENV_AGENTS = ("grpo", "lm-ppo")
+SMOKE = ["--model", "tiny-random-smollm2", "--rounds", "2", "--eval-every", "1", "--num-envs", "4",
+         "--generations", "2", "--minibatches", "2"]
+
+
+class HeldOut:
+    """Held-out VADER of a policy against the training CPU seconds so far (evaluation CPU time left out)."""
+
+    def __init__(self, settings: argparse.Namespace, reference: Any) -> None:
+        self.settings, self.reference = settings, reference
+        self.started = time.process_time()
+        self.eval_cpu = 0.0
+        self.curve: list[dict[str, float]] = []
+
+    def __call__(self, policy: Any, round_: int) -> None:
+        before = time.process_time()
+        training = policy.training
+        policy.eval()
+        result = evaluate(policy, self.reference, self.settings.eval_samples, seed=1234, temperature=1.0)
+        policy.train(training)
+        point = {
+            "round": round_,
+            "cpu_seconds": before - self.started - self.eval_cpu,
+            "held_out_vader": result["sentiment_mean"],
+            "kl_to_reference": result["kl_to_reference"],
+            "distinct_2_all": result["distinct_2_all"],
+            "top_4gram_share": result["top_4gram_share"],
+        }
+        self.curve.append(point)
+        self.eval_cpu += time.process_time() - before
+        print(f"  round {round_:3d}  {point['cpu_seconds']:8.1f} CPU s  held-out VADER {point['held_out_vader']:+.3f}",
+              flush=True)
+
+    def due(self, round_: int) -> bool:
+        return round_ % self.settings.eval_every == 0 or round_ == self.settings.rounds
+
+
+def run_textenv(agent: str, settings: argparse.Namespace, reference: Any) -> list[dict[str, float]]:
+    args = build_parser().parse_args(example_args(settings, agent))
+    trainer, _ = make_trainer(args, output_dir=None)
+    held_out = HeldOut(settings, reference)
+
+    class EvaluateEvery(Callback):
+        def on_iteration_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+            if held_out.due(trainer.iteration):
+                held_out(trainer.unwrapped_policy, trainer.iteration)
+
+    held_out(trainer.unwrapped_policy, 0)
+    trainer.train(settings.rounds, callbacks=[EvaluateEvery()])
+    trainer.close()
+    return held_out.curve
+
+
+def run_trl(settings: argparse.Namespace, reference: Any, output_dir: str) -> list[dict[str, float]] | dict[str, str]:
+    try:
+        from datasets import Dataset
+        from transformers import TrainerCallback
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError as error:
+        return {"skipped": f"TRL is not installed ({error}); pip install -e '.[bench]'"}
+    from textenv.prompts import load_prompts
+
+    reward = rewards.make(training_reward(build_parser().parse_args(example_args(settings, "grpo"))))
+
+    def reward_function(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+        return [float(x) for x in reward(list(prompts), list(completions))]
+
+    from transformers import AutoModelForCausalLM
+
+    untuned = Path(output_dir) / "untuned"  # TRL builds its reference model from the policy's directory
+    textenv.load_causal_lm(settings.model).save_pretrained(untuned)
+    policy = AutoModelForCausalLM.from_pretrained(untuned)
+    freeze_lower_layers(policy, policy.model, settings.train_layers)
+    steps_per_round = settings.minibatches
+    args = GRPOConfig(
+        output_dir=output_dir,
+        seed=settings.seed,
+        per_device_train_batch_size=settings.num_envs // steps_per_round,
+        gradient_accumulation_steps=1,
+        steps_per_generation=steps_per_round,  # one generation batch of num_envs completions per round
+        num_generations=settings.generations,
+        num_iterations=1,
+        max_completion_length=24,  # MossText-v0's max_new_tokens
+        temperature=1.0,
+        learning_rate=settings.lr,
+        beta=settings.beta,
+        max_steps=settings.rounds * steps_per_round,
+        logging_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        bf16=settings.precision == "bf16",
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    prompts = [prompt.text for prompt in load_prompts("builtin:train")]
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=[reward_function],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=textenv.load_tokenizer(settings.model),
+    )
+    held_out = HeldOut(settings, reference)
+
+    class EvaluateEvery(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step % steps_per_round == 0 and held_out.due(state.global_step // steps_per_round):
+                held_out(trainer.model, state.global_step // steps_per_round)
+
+    trainer.add_callback(EvaluateEvery())
+    held_out(trainer.model, 0)
+    trainer.train()
+    return held_out.curve
+
+
+def example_args(settings: argparse.Namespace, agent: str) -> list[str]:
+    """``examples/rlhf_sentiment.py``'s command line for these settings."""
+    return [
+        "--agent", agent, "--model", settings.model, "--num-envs", str(settings.num_envs),
+        "--generations", str(settings.generations), "--minibatches", str(settings.minibatches),
+        "--lr", str(settings.lr), "--critic-lr", str(settings.critic_lr), "--beta", str(settings.beta),
+        "--train-layers", str(settings.train_layers), "--eval-samples", str(settings.eval_samples),
+        "--seed", str(settings.seed),
+    ]
+
+
+def cpu_seconds_to_reach(curve: list[dict[str, float]], target: float) -> float | None:
+    """CPU seconds at the first evaluation whose held-out reward reaches ``target`` (None: never)."""
+    return next((point["cpu_seconds"] for point in curve if point["held_out_vader"] >= target), None)
+
+
+def plot(curves: dict[str, Any], target: float | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for name, curve in curves.items():
+        if isinstance(curve, list):
+            ax.plot([p["cpu_seconds"] for p in curve], [p["held_out_vader"] for p in curve], marker="o", label=name)
+    if target is not None:
+        ax.axhline(target, color="red", ls=":", label=f"target {target:.3f}")
+    ax.set_xlabel("training CPU seconds (user + sys)")
+    ax.set_ylabel("held-out mean VADER")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 rounds: checks the pipeline only")
+    parser.add_argument("--agents", default="grpo,lm-ppo,trl", help="comma-separated: grpo, lm-ppo, trl")
+    parser.add_argument("--model", default=textenv.DEFAULT_MODEL)
+    parser.add_argument("--rounds", type=int, default=86)
+    parser.add_argument("--eval-every", type=int, default=10, help="rounds between held-out evaluations")
+    parser.add_argument("--eval-samples", type=int, default=1, help="completions per held-out prompt")
+    parser.add_argument("--num-envs", type=int, default=16, help="completions per round")
+    parser.add_argument("--generations", type=int, default=4, help="completions per prompt (grpo, trl)")
+    parser.add_argument("--minibatches", type=int, default=4, help="optimiser steps per round")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--critic-lr", type=float, default=1e-4)
+    parser.add_argument("--beta", type=float, default=0.04)
+    parser.add_argument("--train-layers", type=int, default=8)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target", type=float, default=None, help="held-out reward to reach (default: TRL's final)")
+    parser.add_argument("--out", default="runs/rlhf_time_to_target")
+    argv = sys.argv[1:] if argv is None else argv
+    settings = parser.parse_args(argv)
+    return parser.parse_args(SMOKE + argv) if settings.smoke else settings
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    settings = parse_settings(argv)
+    torch.set_num_threads(settings.threads)
+    if settings.precision == "bf16":
+        os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"  # the textenv trainers' Accelerator reads it
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    reference = textenv.load_causal_lm(settings.model).eval()
+    runners: dict[str, Callable[[], Any]] = {agent: (lambda a=agent: run_textenv(a, settings, reference))
+                                             for agent in TEXTENV_AGENTS}
+    runners["trl"] = lambda: run_trl(settings, reference, str(out / "trl"))
+    curves: dict[str, Any] = {}
+    for name in settings.agents.split(","):
+        if name not in runners:
+            raise SystemExit(f"unknown agent {name!r}; expected some of {sorted(runners)}")
+        print(f"{name}:", flush=True)
+        curves[name] = runners[name]()
+    trl_curve = curves.get("trl")
+    target = settings.target
+    if target is None and isinstance(trl_curve, list):
+        target = trl_curve[-1]["held_out_vader"]
+    reach = {name: cpu_seconds_to_reach(curve, target) for name, curve in curves.items()
+             if isinstance(curve, list) and target is not None}
+    trl_reach = reach.get("trl")
+    ratios = {name: (seconds / trl_reach if seconds is not None and trl_reach else None)
+              for name, seconds in reach.items() if name != "trl"}
+    results = {"settings": vars(settings), "curves": curves, "target": target, "cpu_seconds_to_target": reach,
+               "ratio_to_trl": ratios}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot(curves, target, out / "held_out_vs_cpu.png")
+    for name, ratio in ratios.items():
+        shown = "not reached" if ratio is None else f"{ratio:.2f}x TRL's CPU seconds (target <= 0.5)"
+        print(f"{name}: held-out {target:.3f} in {shown}")
+    if not math.isfinite(target if target is not None else math.nan):
+        print("no target: TRL did not run and --target was not given")
+    return results
+
+
+if __name__ == "__main__":
+    main()
