@@ -115,6 +115,20 @@ class DialogueTask:
         self.is_end_of_turn = text.is_eos
         self.tokenizer = text.tokenizer
 
+    # the names the LM agents read off a task, as on TextTask
+    @property
+    def prompts(self) -> list[Any]:
+        return self.text.prompts
+
+    @property
+    def allowed(self) -> np.ndarray:
+        return self.text.allowed
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The agent's steps are bounded by the conversation slots."""
+        return self.text.max_new_tokens
+
     def encode_reply(self, text: str) -> list[int]:
         """Token ids of a reply (no special tokens added), checked against the action space's size."""
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
