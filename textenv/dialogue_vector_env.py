@@ -15,7 +15,7 @@ from gymnasium.vector.utils import batch_space
 from rewards.conversation import AGENT, OTHER, Conversation
 from textenv.dialogue_task import DialogueTask
 from textenv.responders import Reply
-from textenv.vector_env import _put
+from textenv.vector_env import TextGenerationVectorEnv, _put
 
 SUPPORTED_AUTORESET_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)
 
@@ -178,26 +178,9 @@ class DialogueVectorEnv(VectorEnv):
         self._put_step_infos(infos)
         return self._observation(), infos
 
-    def _reset_mask(self, mask: Any) -> np.ndarray:
-        n = self.num_envs
-        if mask is None:
-            return np.ones(n, dtype=bool)
-        array = np.asarray(mask)
-        if array.shape != (n,) or array.dtype != np.bool_ or not array.any():
-            raise ValueError(f"options['reset_mask'] must be a bool array of shape ({n},) with a True; got {mask!r}")
-        if self._needs_reset and not array.all():
-            raise ResetNeeded("the first reset() must reset every row (no reset_mask, or an all-True one)")
-        return array
-
-    def _per_row_seeds(self, seed: Any) -> list[int | None]:
-        n = self.num_envs
-        if seed is None:
-            return [None] * n
-        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-            return [int(seed) + row for row in range(n)]
-        if isinstance(seed, (str, bytes, bool)) or not hasattr(seed, "__len__") or len(seed) != n:
-            raise ValueError(f"seed must be an int, None or {n} seeds, got {seed!r}")
-        return list(seed)
+    # the text vector env's checks of a reset mask and of per-row seeds (they read num_envs and _needs_reset only)
+    _reset_mask = TextGenerationVectorEnv._reset_mask
+    _per_row_seeds = TextGenerationVectorEnv._per_row_seeds
 
     def _reset_rows(self, rows: list[int], choices: list[tuple[np.ndarray, int, str, Any]], infos: dict[str, Any]) -> None:
         task = self.task
