@@ -302,3 +302,16 @@ def test_conversation_plugins_refuse_a_single_turn_call():
         ({"role": "user", "content": "guess"}, {"role": "assistant", "content": "is it a Cat?"}), ((1, 2),), "cat"
     )
     assert rewards.make("guessed_word", turn_cost=0.25)([""], [""], conversations=[conversation]).tolist() == [1.0]
+
+
+def test_envs_pickle_and_keep_working(eos_id):
+    import pickle
+
+    env = gym.make("MossChat-v0", responder_kwargs={"model": textenv.TINY_MODEL, "max_new_tokens": 3}).unwrapped
+    env.reset(seed=0)
+    env.step(eos_id)
+    copy = pickle.loads(pickle.dumps(env))
+    assert copy.task.responder._model is None  # the user model is reloaded by name, not pickled
+    obs, reward, terminated, truncated, info = copy.step(eos_id)
+    assert info["turn"] == 2 and isinstance(info["reply"], str)
+    assert np.array_equal(obs["input_ids"][: env.task.max_prompt_tokens], env.core._input_ids[0, : env.task.max_prompt_tokens])
