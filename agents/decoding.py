@@ -187,13 +187,13 @@ class KVDecoder:
         if old_layers is None or new_layers is None:
             raise ValueError(f"cannot splice a {type(old_cache).__name__} cache; prefill() the whole batch")
         width = max(old_mask.shape[1], new_mask.shape[1])
-        full_mask = _left_pad(old_mask, width, dim=1)
+        full_mask = _left_pad(old_mask, width, dim=1).clone()  # the caller's tensor may be a view of old_mask
         full_mask[rows] = _left_pad(new_mask, width, dim=1)
         first = leading_padding(full_mask)
         spliced = []
         for old_pair, new_pair in zip(old_layers, new_layers):
             pair = []
-            for old, new in zip(old_pair, new_pair):
+            for old, new in zip(old_pair, new_pair):  # the cache's own tensors: written in place when wide enough
                 merged = _left_pad(old, width, dim=2)
                 merged[rows] = _left_pad(new, width, dim=2)
                 pair.append(merged[:, :, first:])
@@ -207,10 +207,10 @@ class KVDecoder:
 
 
 def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    """``tensor`` zero-padded on the left of ``dim`` to ``width`` (a copy, so rows can be assigned)."""
+    """``tensor`` zero-padded on the left of ``dim`` to ``width`` (``tensor`` itself when already that wide)."""
     missing = width - tensor.shape[dim]
     if missing <= 0:
-        return tensor.clone()
+        return tensor
     shape = list(tensor.shape)
     shape[dim] = missing
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)

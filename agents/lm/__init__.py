@@ -5,11 +5,13 @@
   (k completions per prompt, no value model) on the same rollout engine.
 
 Every trainer takes an env id (or a textenv vector env with ``autoreset_mode=DISABLED``), a policy model (name,
-directory or transformers causal LM) and its config, and offers ``train(iterations)``, ``learn(total_timesteps)``,
-``save_checkpoint()`` and ``load_checkpoint()``. Runs data-parallel under ``accelerate launch``.
+directory or transformers causal LM) and its config, and offers ``train(iterations, max_seconds=..., callbacks=...)``,
+``learn(total_timesteps)``, ``save_checkpoint()`` and ``load_checkpoint()``; :class:`Callback` subclasses run after
+every iteration and can stop the run. Runs data-parallel under ``accelerate launch``.
 """
 
 from agents.lm.base import LMTrainer
+from agents.lm.callbacks import Callback, CheckpointSchedule
 from agents.lm.config import GRPOConfig, LMAgentConfig, LMPPOConfig, RLOOConfig
 from agents.lm.group import GRPOTrainer, RLOOTrainer
 from agents.lm.ppo import LMPPOTrainer
@@ -17,6 +19,8 @@ from agents.lm.rollout import Rollout, RolloutEngine, sequence_logprobs
 from agents.lm.value_model import ValueModel
 
 __all__ = [
+    "Callback",
+    "CheckpointSchedule",
     "GRPOConfig",
     "GRPOTrainer",
     "LMAgentConfig",

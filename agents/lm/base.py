@@ -1,6 +1,7 @@
-"""What every LM agent shares: the env and models, rollouts, the frozen reference, optimisation plumbing under
-``accelerate``, per-iteration seeding and the training loop. The algorithms (``ppo.py``, ``group.py``) only
-write their ``iteration_step``. Logging (:mod:`agents.lm.logger`), checkpoint contents
+"""What every LM agent shares: the env and models, rollouts, the frozen reference's forward, the optimiser step
+under ``accelerate`` and the training loop. The algorithms (``ppo.py``, ``group.py``) only write their
+``iteration_step``. Per-iteration seeds (:mod:`agents.lm.seeding`), cross-process statistics
+(:mod:`agents.lm.distributed`), logging (:mod:`agents.lm.logger`), checkpoint contents
 (:mod:`agents.lm.checkpoint_io`) and per-iteration hooks (:mod:`agents.lm.callbacks`) live in their own modules.
 
 Data parallelism: run the same script under ``accelerate launch`` (or ``torchrun``). Every process owns its own
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import time
 import warnings
@@ -32,9 +32,11 @@ from agents.lm.callbacks import Callback, CallbackList, CheckpointSchedule
 from agents.lm.checkpoint_io import read_saved_config, read_trainer_checkpoint, write_trainer_checkpoint
 from agents.lm.config import LMAgentConfig
 from agents.lm.core import masked_logprobs, masked_sum_count
+from agents.lm.distributed import Processes
 from agents.lm.logger import MetricsLogger
 from agents.decoding import filter_logits, masked_logits
 from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, text_vector_env
+from agents.lm.seeding import IterationSeeds
 
 POLICY_DIR = "policy"
 
@@ -74,9 +76,11 @@ class LMTrainer:
         self.config = config
         self.accelerator = accelerator if accelerator is not None else Accelerator()
         self.device = self.accelerator.device
+        self.seeds = IterationSeeds(config.seed, self.accelerator.process_index)
         self.env = self._make_env(env, reward, env_kwargs)
         self.task = text_vector_env(self.env).task
         self.num_envs = text_vector_env(self.env).num_envs
+        self.processes = Processes(self.accelerator, self.num_envs)
         self._check_batch_layout()
 
         self.policy = self._load_policy(model)
@@ -152,41 +156,25 @@ class LMTrainer:
     def unwrapped_policy(self) -> Any:
         return self.accelerator.unwrap_model(self.policy)
 
-    # -- seeding -----------------------------------------------------------------------------------------------
-    def iteration_seed(self, purpose: str) -> int:
-        """A seed drawn from ``(config.seed, iteration, process, purpose)``: each iteration's randomness depends
-        only on these, so a run resumed from a checkpoint draws exactly what an uninterrupted run would."""
-        tag = int.from_bytes(hashlib.sha256(purpose.encode()).digest()[:8], "little")
-        entropy = [self.config.seed, self.iteration, self.accelerator.process_index, tag]
-        return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)[0] >> 1)
-
-    def iteration_generator(self, purpose: str) -> torch.Generator:
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(self.iteration_seed(purpose))
-        return generator
-
-    def iteration_rng(self, purpose: str) -> np.random.Generator:
-        return np.random.default_rng(self.iteration_seed(purpose))
-
     # -- rollouts ----------------------------------------------------------------------------------------------
     def prompt_indices(self, group_size: int = 1) -> np.ndarray:
         """Each row's prompt: ``num_envs / group_size`` prompts drawn without replacement (with replacement when
         there are fewer prompts than groups), each repeated for ``group_size`` consecutive rows."""
         num_prompts = len(self.task.prompts)
         groups = self.num_envs // group_size
-        chosen = self.iteration_rng("prompts").choice(num_prompts, size=groups, replace=groups > num_prompts)
+        chosen = self.seeds.rng(self.iteration, "prompts").choice(num_prompts, size=groups, replace=groups > num_prompts)
         return np.repeat(chosen, group_size)
 
     def collect(self, group_size: int = 1) -> Rollout:
         """One lockstep batch of episodes from the current policy (``generation``/``env`` timings recorded)."""
         rollout = self.engine.collect(
-            generator=self.iteration_generator("sampling"),
-            seed=self.iteration_seed("env"),
+            generator=self.seeds.generator(self.iteration, "sampling", self.device),
+            seed=self.seeds.seed(self.iteration, "env"),
             prompt_indices=self.prompt_indices(group_size),
         )
         self.timings["generation_seconds"] += rollout.generation_seconds
         self.timings["env_seconds"] += rollout.env_seconds
-        self.num_timesteps += int(self.gather(rollout.lengths.float()).sum())
+        self.num_timesteps += int(self.processes.gather(rollout.lengths.float()).sum())
         self.num_episodes += rollout.num_sequences * self.accelerator.num_processes
         return rollout
 
@@ -222,29 +210,10 @@ class LMTrainer:
         logprobs = masked_logprobs(logits, rollout.completion_ids, rollout.mask)
         return logprobs, (entropy_of(logits) if with_entropy else None)
 
-    # -- cross-process helpers -----------------------------------------------------------------------------------
-    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Concatenate a per-row tensor over processes (rank order); itself when single-process."""
-        if self.accelerator.num_processes == 1:
-            return tensor
-        return self.accelerator.gather(tensor.contiguous())
-
-    def local_rows(self, gathered: torch.Tensor) -> torch.Tensor:
-        start = self.accelerator.process_index * self.num_envs
-        return gathered[start : start + self.num_envs]
-
-    def global_mean(self, values: dict[str, float]) -> dict[str, float]:
-        """Average scalar metrics over processes."""
-        if self.accelerator.num_processes == 1 or not values:
-            return values
-        keys = sorted(values)
-        stacked = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
-        stacked = self.accelerator.reduce(stacked, reduction="mean")
-        return dict(zip(keys, stacked.tolist()))
-
+    # -- optimisation ------------------------------------------------------------------------------------------
     def minibatches(self, num_rows: int, epoch: int) -> Iterator[torch.Tensor]:
         """Row indices of each minibatch of one epoch, in an order drawn from the iteration's seed."""
-        rng = self.iteration_rng(f"epoch{epoch}")
+        rng = self.seeds.rng(self.iteration, f"epoch{epoch}")
         order = torch.as_tensor(rng.permutation(num_rows), device=self.device)
         yield from order.chunk(self.config.num_minibatches)
 
@@ -370,9 +339,9 @@ class LMTrainer:
         self, rollout: Rollout, ref_natural: torch.Tensor | None, kl: torch.Tensor | None
     ) -> dict[str, float]:
         """The per-iteration metrics every agent logs, over all processes."""
-        scores = self.gather(rollout.scores)
-        lengths = self.gather(rollout.lengths.float())
-        truncated = self.gather(rollout.truncated.float())
+        scores = self.processes.gather(rollout.scores)
+        lengths = self.processes.gather(rollout.lengths.float())
+        truncated = self.processes.gather(rollout.truncated.float())
         tokens = float(lengths.sum())
         metrics = {
             "reward_mean": float(scores.mean()),
@@ -383,7 +352,7 @@ class LMTrainer:
             "generation_tokens_per_second": float(rollout.num_tokens) / max(rollout.generation_seconds, 1e-9),
         }
         for name, values in sorted(rollout.reward_components.items()):  # each part of a composite reward, unweighted
-            metrics[f"reward_{name}_mean"] = float(self.gather(values).mean())
+            metrics[f"reward_{name}_mean"] = float(self.processes.gather(values).mean())
         entropy_sum, count = masked_sum_count(rollout.entropy, rollout.mask, self.accelerator)
         metrics["entropy"] = float(entropy_sum / count.clamp(min=1))
         if ref_natural is not None:
@@ -391,7 +360,7 @@ class LMTrainer:
             metrics["ref_perplexity"] = float(torch.exp(nll_sum / count.clamp(min=1)))
         else:
             metrics["ref_perplexity"] = float("nan")
-        metrics["kl"] = float(self.gather(kl.sum(1)).mean()) if kl is not None else float("nan")
+        metrics["kl"] = float(self.processes.gather(kl.sum(1)).mean()) if kl is not None else float("nan")
         return metrics
 
     # -- checkpoints -------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ class GroupTrainer(LMTrainer):
                     stats["approx_kl"].append(float(policy_stats["approx_kl"]))
                     for key, value in norms.items():
                         stats[key].append(value)
-        metrics = self.global_mean({key: float(np.mean(values)) for key, values in stats.items()})
+        metrics = self.processes.mean({key: float(np.mean(values)) for key, values in stats.items()})
         metrics["optimizer_steps"] = float(len(stats["policy_loss"]))
         return metrics
 
@@ -133,8 +133,8 @@ class GRPOTrainer(GroupTrainer):
         rollout, ref_logprobs, ref_natural = self.collect_groups()
 
         # 3. group-relative advantages, over every process's groups (a group never spans processes)
-        all_scores = self.gather(rollout.scores)
-        advantages = self.local_rows(grpo_advantages(all_scores, k, cfg.scale_rewards))
+        all_scores = self.processes.gather(rollout.scores)
+        advantages = self.processes.local_rows(grpo_advantages(all_scores, k, cfg.scale_rewards))
 
         # 4. clipped policy-gradient update, truncated completions optionally left out
         loss_mask = rollout.mask
@@ -188,5 +188,5 @@ class RLOOTrainer(GroupTrainer):
         metrics = self.rollout_metrics(rollout, ref_natural, kl)
         metrics.update(update)
         metrics["advantage_std"] = float(advantages.std())
-        metrics["rloo_reward_mean"] = float(self.gather(rewards).mean())
+        metrics["rloo_reward_mean"] = float(self.processes.gather(rewards).mean())
         return metrics

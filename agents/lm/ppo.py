@@ -159,17 +159,17 @@ class LMPPOTrainer(LMTrainer):
                         stats[key].append(value)
 
         # 7. adaptive KL coefficient (Ziegler et al.): one update per iteration, from the batch's mean KL
-        all_kl = self.gather(kl.sum(1))
+        all_kl = self.processes.gather(kl.sum(1))
         if ref_logprobs is not None:
             self.kl_controller.update(float(all_kl.mean()), n_steps=int(all_kl.numel()))
 
         metrics = self.rollout_metrics(rollout, ref_natural, kl if ref_logprobs is not None else None)
         metrics["optimizer_steps"] = float(len(stats["value_loss"]))
-        metrics.update(self.global_mean({key: float(np.mean(values)) for key, values in stats.items()}))
+        metrics.update(self.processes.mean({key: float(np.mean(values)) for key, values in stats.items()}))
         metrics.update(
             {
                 "kl_coef": kl_coef,
-                "score_shaped_mean": float(self.gather(shaped).mean()),
+                "score_shaped_mean": float(self.processes.gather(shaped).mean()),
                 "value_mean": float(masked_mean(old_values, mask, self.accelerator)),
                 "return_mean": float(masked_mean(returns, mask, self.accelerator)),
                 "advantage_mean": float(masked_mean(advantages, mask, self.accelerator)),
@@ -233,14 +233,14 @@ class LMPPOTrainer(LMTrainer):
         keeps the same running statistics)."""
         cfg = self.config
         shaped = shape_scores(
-            self.gather(rollout.scores),
-            self.gather(rollout.truncated.float()),
+            self.processes.gather(rollout.scores),
+            self.processes.gather(rollout.truncated.float()),
             self.reward_moments,
             cfg.reward_normalization,
             cfg.reward_clip,
             cfg.missing_eos_penalty,
         )
-        return self.local_rows(shaped)
+        return self.processes.local_rows(shaped)
 
     def turn_reward_scale(self) -> float:
         """The factor per-turn rewards are shaped by: ``1 / std`` of the running scores when they are normalised or
@@ -262,7 +262,7 @@ class LMPPOTrainer(LMTrainer):
         """PPO-ptx: the policy's next-token cross-entropy on a batch of corpus blocks (drawn from the iteration's
         seed and ``key``, the minibatch's)."""
         assert self.pretrain is not None
-        rng = self.iteration_rng(f"ptx{key}")
+        rng = self.seeds.rng(self.iteration, f"ptx{key}")
         blocks = self.pretrain.sample(rng, self.config.ptx_batch_size).to(self.device)
         return self.policy(input_ids=blocks, labels=blocks, use_cache=False).loss
 
