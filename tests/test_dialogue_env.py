@@ -314,4 +314,5 @@ def test_envs_pickle_and_keep_working(eos_id):
     assert copy.task.responder._model is None  # the user model is reloaded by name, not pickled
     obs, reward, terminated, truncated, info = copy.step(eos_id)
     assert info["turn"] == 2 and isinstance(info["reply"], str)
-    assert np.array_equal(obs["input_ids"][: env.task.max_prompt_tokens], env.core._input_ids[0, : env.task.max_prompt_tokens])
+    p = env.task.max_prompt_tokens
+    assert np.array_equal(obs["input_ids"][:p], env.core._input_ids[0, :p])

@@ -107,7 +107,8 @@ def test_gae_over_agent_tokens_skips_inserted_tokens():
     assert torch.all(advantages[:, ~keep] == 0) and torch.all(returns[:, ~keep] == 0)
     # a prefix mask (single turn) gives compute_gae's result exactly
     prefix = torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]])
-    assert torch.equal(agent_token_gae(rewards, values, prefix, gamma, lam)[0], compute_gae(rewards, values, prefix, gamma, lam)[0])
+    single_turn = compute_gae(rewards, values, prefix, gamma, lam)[0]
+    assert torch.equal(agent_token_gae(rewards, values, prefix, gamma, lam)[0], single_turn)
 
 
 def test_place_scores_puts_turn_rewards_at_turn_ends_and_sums_to_the_shaped_score():

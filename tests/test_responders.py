@@ -66,12 +66,14 @@ def test_word_game_master_answers_by_the_secrets_attributes():
     rngs = [np.random.default_rng(0)] * 3
 
     def ask(text):
-        return Conversation(({"role": "user", "content": "guess"}, {"role": "assistant", "content": text}), ((1,),), "cat")
+        messages = ({"role": "user", "content": "guess"}, {"role": "assistant", "content": text})
+        return Conversation(messages, ((1,),), "cat")
 
     replies = master.respond([ask("Is it a pet?"), ask("Does it fly?"), ask("It is a CAT!")], rngs)
     assert [(r.text, r.solved) for r in replies] == [("yes", False), ("no", False), ("correct", True)]
     with pytest.raises(ValueError, match="no entry"):
-        master.respond([Conversation(({"role": "user", "content": "g"}, {"role": "assistant", "content": "x"}), ((1,),), "unicorn")], rngs)
+        unknown = ask("x").messages
+        master.respond([Conversation(unknown, ((1,),), "unicorn")], rngs)
 
 
 def test_bad_responder_arguments_are_named():

@@ -102,7 +102,9 @@ class DialogueTask:
             raise ValueError("the tokenizer has no EOS token; pass end_of_turn_token_ids")
         self.responder = make_responder(responder, **(responder_kwargs or {}))
         self.reward_model = text.reward_model
-        self.turn_reward_model = None if turn_reward is None else rewards.make(turn_reward, **(turn_reward_kwargs or {}))
+        self.turn_reward_model = (
+            None if turn_reward is None else rewards.make(turn_reward, **(turn_reward_kwargs or {}))
+        )
         self.reply_after_last_turn = bool(reply_after_last_turn)
         self.format = (
             ChatFormat.from_chat_template(text.tokenizer, text.eos_token_ids[0]) if chat_template else ChatFormat()

@@ -182,7 +182,9 @@ class DialogueVectorEnv(VectorEnv):
     _reset_mask = TextGenerationVectorEnv._reset_mask
     _per_row_seeds = TextGenerationVectorEnv._per_row_seeds
 
-    def _reset_rows(self, rows: list[int], choices: list[tuple[np.ndarray, int, str, Any]], infos: dict[str, Any]) -> None:
+    def _reset_rows(
+        self, rows: list[int], choices: list[tuple[np.ndarray, int, str, Any]], infos: dict[str, Any]
+    ) -> None:
         task = self.task
         for row, (prompt_ids, index, text, reference) in zip(rows, choices):
             task.text.write_prompt(self._input_ids[row], self._attention_mask[row], prompt_ids)
@@ -309,7 +311,9 @@ class DialogueVectorEnv(VectorEnv):
         self._put_step_infos(infos)
         return self._observation(), rewards, self._final_terminated.copy(), self._final_truncated.copy(), infos
 
-    def _put_components(self, infos: dict[str, Any], key: str, rows: list[int], components: dict[str, np.ndarray]) -> None:
+    def _put_components(
+        self, infos: dict[str, Any], key: str, rows: list[int], components: dict[str, np.ndarray]
+    ) -> None:
         n = self.num_envs
         nested = infos.setdefault(key, {})
         for name, values in components.items():

@@ -74,8 +74,10 @@ class ScriptedResponder(Responder):
         out = []
         for conversation, rng in zip(conversations, rngs):
             turn = conversation.num_agent_turns - 1
-            text = self.replies[int(rng.integers(len(self.replies)))] if self.shuffle else self.replies[turn % len(self.replies)]
-            solved = self.solve_word is not None and first_naming_turn(conversation.agent_messages[-1:], self.solve_word) == 0
+            pick = int(rng.integers(len(self.replies))) if self.shuffle else turn % len(self.replies)
+            last = conversation.agent_messages[-1:]
+            solved = self.solve_word is not None and first_naming_turn(last, self.solve_word) == 0
+            text = self.replies[pick]
             out.append(Reply(text, solved))
         return out
 
@@ -104,8 +106,12 @@ class WordGameResponder(Responder):
         if isinstance(attributes, (str, Path)):
             attributes = json.loads(Path(attributes).read_text(encoding="utf-8"))
         if not isinstance(attributes, Mapping) or not attributes:
-            raise ValueError(f"attributes must be a non-empty {{word: [attribute, ...]}} mapping, got {attributes!r:.100}")
-        self.attributes = {str(word).lower(): tuple(str(a).lower() for a in attrs) for word, attrs in attributes.items()}
+            raise ValueError(
+                f"attributes must be a non-empty {{word: [attribute, ...]}} mapping, got {attributes!r:.100}"
+            )
+        self.attributes = {
+            str(word).lower(): tuple(str(a).lower() for a in attrs) for word, attrs in attributes.items()
+        }
         self.yes, self.no, self.correct = yes, no, correct
 
     def respond(self, conversations: Sequence[Conversation], rngs: Sequence[np.random.Generator]) -> list[Reply]:
@@ -156,9 +162,11 @@ class SimulatedUser(Responder):
     ) -> None:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-        if not temperature > 0 or not 0 < top_p <= 1 or isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        bad_top_k = isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0
+        if not temperature > 0 or not 0 < top_p <= 1 or bad_top_k:
             raise ValueError(
-                f"temperature must be > 0, top_k an int >= 0 and top_p in (0, 1], got {temperature!r}, {top_k!r}, {top_p!r}"
+                f"temperature must be > 0, top_k an int >= 0 and top_p in (0, 1], got {temperature!r}, {top_k!r}, "
+                f"{top_p!r}"
             )
         self.model_name = model if isinstance(model, (str, Path)) else None
         self._model, self._tokenizer = (None, None) if self.model_name is not None else model
