@@ -10,7 +10,16 @@ import torch
 
 import agents.decoding as decoding
 import agents.lm.base as lm_base
-from agents.lm import GRPOConfig, GRPOTrainer, LMPPOConfig, LMPPOTrainer, RolloutEngine, sequence_logprobs
+from agents.lm import (
+    GRPOConfig,
+    GRPOTrainer,
+    LMPPOConfig,
+    LMPPOTrainer,
+    RLOOConfig,
+    RLOOTrainer,
+    RolloutEngine,
+    sequence_logprobs,
+)
 from agents.lm.core import compute_gae
 from agents.lm.turns import agent_token_gae, place_scores
 from textenv.models import TINY_MODEL, load_causal_lm
@@ -167,13 +176,17 @@ def test_loss_is_unchanged_by_what_the_env_inserted(monkeypatch):
     assert torch.equal(iteration_after(False), iteration_after(True))
 
 
-def test_grpo_groups_whole_conversations_by_their_opening():
-    trainer = GRPOTrainer(
-        "MossChat-v0", TINY_MODEL, GRPOConfig(**{**FAST, "num_envs": 8, "num_generations": 4}), env_kwargs=env_kwargs()
-    )
+@pytest.mark.parametrize("trainer_class, config_class", [(GRPOTrainer, GRPOConfig), (RLOOTrainer, RLOOConfig)])
+def test_group_trainers_group_whole_conversations_by_their_opening(trainer_class, config_class):
+    config = config_class(**{**FAST, "num_envs": 8, "num_generations": 4})
+    trainer = trainer_class("MossChat-v0", TINY_MODEL, config, env_kwargs=env_kwargs())
     rollout = trainer.collect(group_size=4)
     assert rollout.prompts[0] == rollout.prompts[3] and rollout.prompts[4] == rollout.prompts[7]
+    assert rollout.prompts[0] != rollout.prompts[4]
     assert all("assistant:" in c and "user:" in c for c in rollout.completions)  # whole transcripts
+    metrics = trainer.train(1)[0]
+    # the agent's tokens only: at most 2 turns x 4 tokens x 8 rows, the inserted replies not counted
+    assert np.isfinite(metrics["policy_loss"]) and 8 <= metrics["batch_tokens"] <= 64
 
 
 # Random play: a turn of 4 tokens from 16 allowed ones writes TARGET ~0.25 times, so an episode (2 turns) scores ~0.5
