@@ -25,8 +25,8 @@ from rewards.conversation import AGENT, OTHER, Conversation, first_naming_turn
 from textenv.models import DEFAULT_MODEL
 
 DATA_DIR = Path(__file__).with_name("data")
-# Tried on SmolLM2-135M-Instruct: a persona that asks to "stay in character and answer the assistant's last message"
-# gets that instruction echoed back as the reply when the agent writes noise; this one does not.
+# SmolLM2-135M-Instruct echoes meta-instructions of a persona ("stay in character and answer the assistant's last
+# message") back as its reply when the agent writes noise; this persona holds none.
 DEFAULT_PERSONA = (
     "You are a person talking to an assistant. You are upset: {opening} Reply to the assistant in one short sentence."
 )
