@@ -22,6 +22,7 @@ Importing this package is cheap: torch and transformers are imported only when a
 from __future__ import annotations
 
 from rewards import builtin as _builtin  # noqa: F401  (importing it registers the built-in plugins)
+from rewards import conversation as _conversation  # noqa: F401  (registers the conversation plugins)
 from rewards.base import CompositeReward, RewardModel, RewardPluginError, RewardResult, UnknownRewardError
 from rewards.registry import ENTRY_POINT_GROUP, available, make, register
 

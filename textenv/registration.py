@@ -9,6 +9,9 @@ import gymnasium as gym
 
 ENV_ENTRY_POINT = "textenv.env:TextGenerationEnv"
 VECTOR_ENTRY_POINT = "textenv.vector_env:TextGenerationVectorEnv"
+DIALOGUE_ENTRY_POINT = "textenv.dialogue_env:DialogueEnv"
+DIALOGUE_VECTOR_ENTRY_POINT = "textenv.dialogue_vector_env:DialogueVectorEnv"
+_DATA = Path(__file__).with_name("data")
 
 # id -> (keyword arguments, one-line description). Every argument can be overridden in gym.make(id, **kwargs).
 ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {
@@ -38,10 +41,70 @@ ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+# Multi-turn ids (textenv/dialogue_env.py), in the same (kwargs, description) form.
+DIALOGUE_ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {
+    "MossChat-v0": (
+        {
+            "tokenizer": "smollm2-135m-instruct",
+            "prompts": str(_DATA / "moss_chat" / "openings.txt"),
+            "responder": "simulated_user",  # SmolLM2-135M-Instruct under textenv.responders.DEFAULT_PERSONA
+            "responder_kwargs": {"max_new_tokens": 24},
+            # the user's mood at the end, minus 0.005 per agent token (a full 3 x 24-token budget costs 0.36)
+            "reward": ["user_sentiment", ("agent_tokens", -0.005)],
+            "max_turns": 3,
+            "max_turn_tokens": 24,
+            "max_total_tokens": 160,  # 3 agent turns + 2 replies of <= 24 tokens + chat-template tokens
+            "max_prompt_tokens": 64,  # SmolLM2's default system prompt + the longest opening: 45 tokens
+        },
+        "cheer up a user (SmolLM2 simulated user) who opens with a complaint; VADER sentiment of the user's last reply",
+    ),
+    "MossGuess-v0": (
+        {
+            "tokenizer": "smollm2-135m-instruct",
+            "prompts": str(_DATA / "guess_words" / "openings.jsonl"),
+            "responder": "word_game",  # knows the secret word and its attributes (data/guess_words/attributes.json)
+            "reward": "guessed_word",
+            "reward_kwargs": {"turn_cost": 0.1},
+            "reply_after_last_turn": False,
+            "max_turns": 5,
+            "max_turn_tokens": 16,
+            "max_total_tokens": 128,
+            "max_prompt_tokens": 64,
+        },
+        "guess the secret animal by yes/no questions (SmolLM2 tokenizer); 1 for naming it, 0.1 less per extra turn",
+    ),
+    "MossGuessWords-v0": (
+        {
+            "tokenizer": str(_DATA / "guess_words_small"),  # word-level, 22 tokens
+            "prompts": str(_DATA / "guess_words_small" / "openings.jsonl"),
+            "responder": "word_game",
+            "responder_kwargs": {"attributes": str(_DATA / "guess_words_small" / "attributes.json")},
+            "reward": "guessed_word",
+            "reward_kwargs": {"turn_cost": 0.1},
+            "reply_after_last_turn": False,
+            "chat_template": False,
+            "max_turns": 3,
+            "max_turn_tokens": 1,  # one word per turn: a question (an attribute) or a guess (an animal)
+            "max_total_tokens": 6,  # 3 words + 2 one-word replies, and one slot to spare
+            "max_prompt_tokens": 4,
+        },
+        "guess the secret animal in 3 one-word turns (word-level vocabulary, for classic RL agents)",
+    ),
+}
+
+
 def register_envs() -> None:
-    """Register every id in :data:`ENV_IDS` (idempotent)."""
+    """Register every id in :data:`ENV_IDS` and :data:`DIALOGUE_ENV_IDS` (idempotent)."""
     for env_id, (kwargs, _description) in ENV_IDS.items():
         if env_id not in gym.registry:
             gym.register(
                 id=env_id, entry_point=ENV_ENTRY_POINT, vector_entry_point=VECTOR_ENTRY_POINT, kwargs=dict(kwargs)
+            )
+    for env_id, (kwargs, _description) in DIALOGUE_ENV_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(
+                id=env_id,
+                entry_point=DIALOGUE_ENTRY_POINT,
+                vector_entry_point=DIALOGUE_VECTOR_ENTRY_POINT,
+                kwargs=dict(kwargs),
             )

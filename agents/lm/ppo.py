@@ -38,7 +38,6 @@ from agents.lm.core import (
     RunningMoments,
     clipped_policy_loss,
     clipped_value_loss,
-    compute_gae,
     explained_variance,
     kl_penalized_rewards,
     masked_mean,
@@ -48,6 +47,7 @@ from agents.lm.core import (
 from agents.lm.ptx import PretrainCorpus
 from agents.decoding import position_ids
 from agents.lm.rollout import Rollout
+from agents.lm.turns import agent_token_gae, place_scores
 from agents.lm.value_model import ValueModel
 
 VALUE_DIR = "value"
@@ -134,12 +134,14 @@ class LMPPOTrainer(LMTrainer):
         shaped = self.shaped_scores(rollout)
 
         # 4. per-token rewards: -kl_coef * (log pi - log pi_ref) at every token, the shaped score at the last one
+        #    (multi-turn: per-turn rewards at the tokens that ended their turns, agents/lm/turns.py)
         kl_coef = self.kl_controller.value
         reference = ref_logprobs if ref_logprobs is not None else rollout.logprobs  # no reference: no penalty
-        rewards, kl = kl_penalized_rewards(shaped, rollout.logprobs, reference, mask, kl_coef)
+        rewards, kl = kl_penalized_rewards(torch.zeros_like(shaped), rollout.logprobs, reference, mask, kl_coef)
+        rewards = rewards + place_scores(shaped, rollout.step_rewards, mask, self.turn_reward_scale())
 
-        # 5. generalised advantage estimation
-        advantages, returns = compute_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        # 5. generalised advantage estimation over the agent's tokens (inserted tokens skipped)
+        advantages, returns = agent_token_gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
 
         # 6. update_epochs x num_minibatches optimiser steps (the policy is frozen during critic warm-up)
         train_policy = self.iteration >= cfg.critic_warmup_iterations
@@ -239,6 +241,13 @@ class LMPPOTrainer(LMTrainer):
             cfg.missing_eos_penalty,
         )
         return self.processes.local_rows(shaped)
+
+    def turn_reward_scale(self) -> float:
+        """The factor per-turn rewards are shaped by: ``1 / std`` of the running scores when they are normalised or
+        scaled (as the episode score is), else 1."""
+        if self.config.reward_normalization == "none":
+            return 1.0
+        return 1.0 / (self.reward_moments.std + 1e-8)
 
     # -- pieces ------------------------------------------------------------------------------------------------
     def predict_values(self, value_model: Any, rollout: Rollout) -> torch.Tensor:

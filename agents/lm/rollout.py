@@ -8,6 +8,12 @@ then decodes one token per step from its KV cache; it never re-encodes a sequenc
 Observation layout (:mod:`textenv.task`): ``P = max_prompt_tokens`` left-padded prompt slots, then the completion,
 then right padding. Completion token ``t`` sits at slot ``P + t`` and is predicted by the logits at slot
 ``P - 1 + t``; the value of the state before token ``t`` is read at the same slot.
+
+Multi-turn envs (:mod:`textenv.dialogue_vector_env`) fill the slots after the prompt with the agent's tokens AND the
+tokens the env inserts between its turns (``info["inserted_mask"]``). The engine appends each step's new tokens --
+the sampled one and any inserted ones, a different number per row -- to the KV cache in one forward (no
+re-encoding), and the rollout's columns are the conversation slots: ``mask`` is 1 on the agent's tokens only, so
+inserted tokens never enter log-probs, KL, entropy or the loss.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from agents.decoding import (
     sample_categorical,
 )
 from agents.lm.core import masked_logprobs
+from agents.lm.turns import used_width
 
 
 @dataclass
@@ -38,7 +45,8 @@ class Rollout:
     """One lockstep batch of ``N`` finished episodes, trimmed to the longest completion ``T``.
 
     ``input_ids``/``attention_mask`` are the env's final observations cut to ``P + T`` columns; ``mask`` marks the
-    completion tokens (EOS included); ``logprobs`` are the sampling log-probs of those tokens (0 elsewhere).
+    completion tokens the agent wrote (EOS included; in a multi-turn episode not the tokens the env inserted);
+    ``logprobs`` are the sampling log-probs of those tokens (0 elsewhere).
     """
 
     input_ids: torch.Tensor  # (N, P + T) int64
@@ -56,6 +64,8 @@ class Rollout:
     reward_components: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (N,) unweighted part
     generation_seconds: float = 0.0  # model prefill + decoding + sampling
     env_seconds: float = 0.0  # inside env.reset/env.step (reward plugin included)
+    step_rewards: torch.Tensor | None = None  # (N, T) the env's reward of each step, at the agent token it followed
+
 
     @property
     def num_sequences(self) -> int:
@@ -72,7 +82,7 @@ class Rollout:
     def select(self, rows: torch.Tensor | np.ndarray | list[int]) -> Rollout:
         """The rollout of a subset of rows (for minibatches), trimmed to their longest completion."""
         rows_t = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
-        t_max = max(int(self.mask[rows_t].sum(1).max().item()), 1)
+        t_max = used_width(self.mask[rows_t])
         width = self.prompt_slots + t_max
         return Rollout(
             input_ids=self.input_ids[rows_t, :width],
@@ -88,6 +98,7 @@ class Rollout:
             prompts=[self.prompts[i] for i in rows_t.tolist()] if self.prompts else [],
             completions=[self.completions[i] for i in rows_t.tolist()] if self.completions else [],
             reward_components={name: values[rows_t] for name, values in self.reward_components.items()},
+            step_rewards=None if self.step_rewards is None else self.step_rewards[rows_t, :t_max],
         )
 
 
@@ -175,7 +186,7 @@ class RolloutEngine:
         options = None if prompt_indices is None else {"prompt_index": np.asarray(prompt_indices, dtype=np.int64)}
         env_seconds = 0.0
         collect_started = started = time.perf_counter()
-        obs, _ = env.reset(seed=seed, options=options)
+        obs, infos = env.reset(seed=seed, options=options)
         env_seconds += time.perf_counter() - started
         p = task.max_prompt_tokens
 
@@ -187,6 +198,8 @@ class RolloutEngine:
         logits = decoder.prefill(prompt_ids, prompt_mask, distinct_prompts(prompt_ids, prompt_mask))
 
         tokens_per_step, logprobs_per_step, entropy_per_step, active_per_step = [], [], [], []
+        slots_per_step, rewards_per_step = [], []  # the slot each step's token went to; the step's reward
+        lengths = obs["attention_mask"][:, p:].sum(1)  # slots filled after the prompt (multi-turn: inserted too)
         scores = np.zeros(n, dtype=np.float64)
         components: dict[str, np.ndarray] = {}
         done = np.zeros(n, dtype=bool)
@@ -200,40 +213,71 @@ class RolloutEngine:
             logprobs_per_step.append(log_probs.gather(1, tokens[:, None]).squeeze(1))
             entropy_per_step.append(entropy_from_logprobs(log_probs))
             active_per_step.append(torch.as_tensor(~done, device=device))
+            slots_per_step.append(lengths)
 
             started = time.perf_counter()
             obs, rewards, terminated, truncated, infos = env.step(tokens.cpu().numpy())
             env_seconds += time.perf_counter() - started
+            rewards = np.where(done, 0.0, rewards)
+            rewards_per_step.append(rewards)
+            scores += rewards  # the episode's return: per-turn rewards and the final one
             newly_done = (terminated | truncated) & ~done
-            scores[newly_done] = rewards[newly_done]
             for name, values in infos.get("reward_components", {}).items():
                 if name.startswith("_"):  # Gymnasium's "_name" masks of which rows carry the value
                     continue
                 components.setdefault(name, np.zeros(n, dtype=np.float64))[newly_done] = np.asarray(values)[newly_done]
             for row in np.flatnonzero(newly_done):
-                prompts[row], completions[row] = infos["prompt"][row], infos["completion"][row]
+                prompts[row], completions[row] = _episode_texts(infos, row)
             done = done | newly_done
             if done.all() or step + 1 == task.max_new_tokens:
                 break
 
-            # feed the sampled tokens through the KV cache: one new position per row
-            logits = decoder.append(tokens[:, None])[:, -1]
+            # feed this step's new tokens through the KV cache: the sampled token, and in a multi-turn episode the
+            # tokens the env inserted after it (left-padded into one block, so each row's last column is real)
+            new_lengths = obs["attention_mask"][:, p:].sum(1)
+            grown = new_lengths - lengths
+            if (grown[~done] == 1).all():
+                logits = decoder.append(tokens[:, None])[:, -1]
+            else:
+                width = int(grown.max())
+                block = np.full((n, width), task.pad_token_id, dtype=np.int64)
+                block_mask = np.zeros((n, width), dtype=np.int64)
+                for row in np.flatnonzero(grown).tolist():
+                    block[row, width - grown[row] :] = obs["input_ids"][row, p + lengths[row] : p + new_lengths[row]]
+                    block_mask[row, width - grown[row] :] = 1
+                logits = decoder.append(
+                    torch.as_tensor(block, device=device), torch.as_tensor(block_mask, device=device)
+                )[:, -1]
+            lengths = new_lengths
         if not done.all():
             raise RuntimeError(
                 f"{int((~done).sum())} rows were still running after max_new_tokens={task.max_new_tokens} steps; "
                 "the env must end every episode within max_new_tokens"
             )
 
-        t_max = len(tokens_per_step)
-        mask = torch.stack(active_per_step, dim=1).float()
+        # each step's token, log-prob, entropy and reward at the slot the token went to
+        slots = torch.as_tensor(np.stack(slots_per_step), device=device)  # (steps, N)
+        active = torch.stack(active_per_step)  # (steps, N)
+        t_max = int(slots[active].max()) + 1
+        rows = torch.arange(n, device=device).expand_as(slots)[active]
+        columns = slots[active]
+
+        def at_slots(per_step: list[torch.Tensor]) -> torch.Tensor:
+            values = torch.stack(per_step).float()
+            placed = torch.zeros(n, t_max, dtype=torch.float32, device=device)
+            placed[rows, columns] = values[active]
+            return placed
+
+        mask = at_slots([a.float() for a in active_per_step])
+        ids = torch.as_tensor(obs["input_ids"][:, : p + t_max], device=device)
         elapsed = time.perf_counter() - collect_started
         return Rollout(
-            input_ids=torch.as_tensor(obs["input_ids"][:, : p + t_max], device=device),
+            input_ids=ids,
             attention_mask=torch.as_tensor(obs["attention_mask"][:, : p + t_max], device=device),
-            completion_ids=torch.stack(tokens_per_step, dim=1) * mask.long(),
+            completion_ids=ids[:, p:] * mask.long(),
             mask=mask,
-            logprobs=torch.stack(logprobs_per_step, dim=1) * mask,
-            entropy=torch.stack(entropy_per_step, dim=1) * mask,
+            logprobs=at_slots(logprobs_per_step),
+            entropy=at_slots(entropy_per_step),
             scores=torch.as_tensor(scores, dtype=torch.float32, device=device),
             reward_components={
                 name: torch.as_tensor(values, dtype=torch.float32, device=device) for name, values in components.items()
@@ -245,7 +289,17 @@ class RolloutEngine:
             completions=completions,
             generation_seconds=elapsed - env_seconds,
             env_seconds=env_seconds,
+            step_rewards=at_slots([torch.as_tensor(r, device=device) for r in rewards_per_step]),
         )
+
+
+def _episode_texts(infos: dict[str, Any], row: int) -> tuple[str, str]:
+    """A finished episode's prompt and completion; for a multi-turn episode the opening and the transcript."""
+    if "conversation" in infos:
+        conversation = infos["conversation"][row]
+        transcript = "\n".join(f"{m['role']}: {m['content']}" for m in conversation.messages[1:])
+        return conversation.opening, transcript
+    return infos["prompt"][row], infos["completion"][row]
 
 
 def allowed_token_mask(task: Any, model: Any, device: Any) -> torch.Tensor | None:
