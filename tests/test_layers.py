@@ -51,7 +51,8 @@ CORE_WITHOUT_AGENTS = textwrap.dedent(
         env = gym.make(env_id)
         obs, info = env.reset(seed=0)
         obs, reward, terminated, truncated, info = env.step(int(env.unwrapped.tokenizer.eos_token_id))
-        assert terminated and reward == reward, (env_id, reward)
+        # EOS ends a single-turn episode, or a dialogue env's first agent turn (the other side then replies)
+        assert (terminated or info["turn"] == 1) and reward == reward, (env_id, terminated, info, reward)
         assert env.observation_space.contains(obs), env_id
         env.close()
         print("made", env_id, env.spec.kwargs["reward"])

@@ -80,3 +80,20 @@ def test_the_first_thing_an_sb3_user_types_works():
     obs = venv.reset()
     assert obs["input_ids"].shape == (2, 12)
     assert [image.shape for image in venv.get_images()] == [FRAME, FRAME]
+
+
+def test_dialogue_envs_render_frames_and_stock_sb3_takes_them():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("MossGuessWords-v0", 2)  # SB3 asks for render_mode="rgb_array"
+    venv.reset()
+    before = venv.get_images()
+    assert [image.shape for image in before] == [FRAME, FRAME]
+    venv.step(np.array([5, 5]))
+    after = venv.get_images()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))  # the agent's word is drawn
+
+    vector = gym.make_vec("MossGuessWords-v0", num_envs=2, vectorization_mode="vector_entry_point", render_mode="rgb_array")
+    vector.reset(seed=0)
+    frames = vector.render()
+    assert len(frames) == 2 and all(frame.shape == FRAME and frame.dtype == np.uint8 for frame in frames)

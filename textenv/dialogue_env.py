@@ -10,6 +10,7 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode
 
 from textenv.dialogue_vector_env import DialogueVectorEnv
+from textenv.render import TextFrames
 
 
 class DialogueEnv(gym.Env[dict[str, np.ndarray], int]):
@@ -71,7 +72,8 @@ class DialogueEnv(gym.Env[dict[str, np.ndarray], int]):
 
     ## Arguments
 
-    ``render_mode`` (``None``, ``"ansi"`` or ``"human"``) and the arguments of
+    ``render_mode`` (``None``, ``"ansi"``, ``"human"`` or ``"rgb_array"``: the conversation drawn into a
+    ``(FRAME_HEIGHT, FRAME_WIDTH, 3)`` uint8 image by :mod:`textenv.render`) and the arguments of
     :class:`textenv.dialogue_task.DialogueTask`: ``tokenizer``, ``prompts``, ``responder``, ``responder_kwargs``,
     ``reward``, ``reward_kwargs``, ``turn_reward``, ``turn_reward_kwargs``, ``max_turns`` (3), ``max_turn_tokens``
     (24), ``max_total_tokens`` (160), ``max_prompt_tokens`` (64), ``reply_after_last_turn`` (True),
@@ -85,7 +87,7 @@ class DialogueEnv(gym.Env[dict[str, np.ndarray], int]):
     ```
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, **task_kwargs: Any) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -96,6 +98,7 @@ class DialogueEnv(gym.Env[dict[str, np.ndarray], int]):
         self.observation_space = self.core.single_observation_space
         self.action_space = self.core.single_action_space
         self._needs_reset = True
+        self._frames: TextFrames | None = None
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -131,14 +134,20 @@ class DialogueEnv(gym.Env[dict[str, np.ndarray], int]):
         """Boolean array of length ``vocab_size``: which tokens ``step`` accepts (for MaskablePPO)."""
         return self.task.text.allowed.copy()
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
         if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human'")
+            gym.logger.warn(
+                f"render() called without a render_mode; pass render_mode= one of {self.metadata['render_modes']}"
+            )
             return None
         text = self.core.text(0)
         if self.render_mode == "human":
             print(text)
             return None
+        if self.render_mode == "rgb_array":
+            if self._frames is None:
+                self._frames = TextFrames()
+            return self._frames.draw(text)
         return text
 
     @property

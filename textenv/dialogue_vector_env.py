@@ -14,6 +14,7 @@ from gymnasium.vector.utils import batch_space
 
 from rewards.conversation import AGENT, OTHER, Conversation
 from textenv.dialogue_task import DialogueTask
+from textenv.render import TextFrames
 from textenv.responders import Reply
 from textenv.vector_env import TextGenerationVectorEnv, _put
 
@@ -87,7 +88,8 @@ class DialogueVectorEnv(VectorEnv):
 
     ## Arguments
 
-    * ``num_envs``, ``autoreset_mode`` (``NEXT_STEP`` or ``DISABLED``), ``render_mode`` (``None`` or ``"ansi"``).
+    * ``num_envs``, ``autoreset_mode`` (``NEXT_STEP`` or ``DISABLED``), ``render_mode`` (``None``, ``"ansi"`` or
+      ``"rgb_array"``: one string or frame per row).
     * everything else: :class:`textenv.dialogue_task.DialogueTask`'s arguments (tokenizer, prompts, responder,
       responder_kwargs, reward, reward_kwargs, turn_reward, turn_reward_kwargs, max_turns, max_turn_tokens,
       max_total_tokens, max_prompt_tokens, reply_after_last_turn, chat_template, system_prompt,
@@ -98,7 +100,7 @@ class DialogueVectorEnv(VectorEnv):
     (the rows' generators restored).
     """
 
-    metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP, "render_fps": 4}
 
     def __init__(
         self,
@@ -117,11 +119,12 @@ class DialogueVectorEnv(VectorEnv):
             raise ValueError(
                 f"autoreset_mode={autoreset_mode!r}; expected one of {[m.value for m in SUPPORTED_AUTORESET_MODES]}"
             )
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode={render_mode!r}; expected None or 'ansi'")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}; expected None or one of {self.metadata['render_modes']}")
         self.task = task = DialogueTask(**task_kwargs)
         self.num_envs = n = int(num_envs)
         self.render_mode = render_mode
+        self._frames: TextFrames | None = None
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.autoreset_mode = mode
         self.single_observation_space = task.text.observation_space()
@@ -347,10 +350,16 @@ class DialogueVectorEnv(VectorEnv):
             lines.append(f"{AGENT}: {task.text.decode(self._input_ids[row, start:end])} ...")
         return "\n".join(lines)
 
-    def render(self) -> tuple[str, ...] | None:
-        if self.render_mode != "ansi":
+    def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
+        """One entry per row, like ``SyncVectorEnv``: ``"ansi"`` the text, ``"rgb_array"`` its frame."""
+        if self.render_mode is None:
             return None
-        return tuple(self.text(row) for row in range(self.num_envs))
+        texts = tuple(self.text(row) for row in range(self.num_envs))
+        if self.render_mode == "rgb_array":
+            if self._frames is None:
+                self._frames = TextFrames()
+            return tuple(self._frames.draw(text) for text in texts)
+        return texts
 
     @property
     def tokenizer(self) -> Any:

@@ -14,7 +14,7 @@ DIALOGUE_VECTOR_ENTRY_POINT = "textenv.dialogue_vector_env:DialogueVectorEnv"
 _DATA = Path(__file__).with_name("data")
 
 # id -> (keyword arguments, one-line description). Every argument can be overridden in gym.make(id, **kwargs).
-ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {
+SINGLE_TURN_ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {
     "MossText-v0": (
         {
             "tokenizer": "smollm2-135m-instruct",
@@ -93,9 +93,13 @@ DIALOGUE_ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+#: every registered id, single-turn and multi-turn
+ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {**SINGLE_TURN_ENV_IDS, **DIALOGUE_ENV_IDS}
+
+
 def register_envs() -> None:
-    """Register every id in :data:`ENV_IDS` and :data:`DIALOGUE_ENV_IDS` (idempotent)."""
-    for env_id, (kwargs, _description) in ENV_IDS.items():
+    """Register every id in :data:`SINGLE_TURN_ENV_IDS` and :data:`DIALOGUE_ENV_IDS` (idempotent)."""
+    for env_id, (kwargs, _description) in SINGLE_TURN_ENV_IDS.items():
         if env_id not in gym.registry:
             gym.register(
                 id=env_id, entry_point=ENV_ENTRY_POINT, vector_entry_point=VECTOR_ENTRY_POINT, kwargs=dict(kwargs)
