@@ -10,10 +10,10 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode
 
 from textenv.dialogue_vector_env import DialogueVectorEnv
-from textenv.render import TextFrames
+from textenv.render import TextRendering
 
 
-class DialogueEnv(gym.Env[dict[str, np.ndarray], int]):
+class DialogueEnv(TextRendering, gym.Env[dict[str, np.ndarray], int]):
     """
     ## Description
 
@@ -90,15 +90,12 @@ class DialogueEnv(gym.Env[dict[str, np.ndarray], int]):
     metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, **task_kwargs: Any) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}; expected None or one of {self.metadata['render_modes']}")
-        self.render_mode = render_mode
+        self._set_render_mode(render_mode)
         self.core = DialogueVectorEnv(1, autoreset_mode=AutoresetMode.DISABLED, **task_kwargs)
         self.task = self.core.task
         self.observation_space = self.core.single_observation_space
         self.action_space = self.core.single_action_space
         self._needs_reset = True
-        self._frames: TextFrames | None = None
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -135,20 +132,7 @@ class DialogueEnv(gym.Env[dict[str, np.ndarray], int]):
         return self.task.text.allowed.copy()
 
     def render(self) -> str | np.ndarray | None:
-        if self.render_mode is None:
-            gym.logger.warn(
-                f"render() called without a render_mode; pass render_mode= one of {self.metadata['render_modes']}"
-            )
-            return None
-        text = self.core.text(0)
-        if self.render_mode == "human":
-            print(text)
-            return None
-        if self.render_mode == "rgb_array":
-            if self._frames is None:
-                self._frames = TextFrames()
-            return self._frames.draw(text)
-        return text
+        return self._render_one(self.core.text(0))
 
     @property
     def tokenizer(self) -> Any:

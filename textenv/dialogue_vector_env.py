@@ -14,14 +14,15 @@ from gymnasium.vector.utils import batch_space
 
 from rewards.conversation import AGENT, OTHER, Conversation
 from textenv.dialogue_task import DialogueTask
-from textenv.render import TextFrames
+from textenv.render import TextRendering
+from textenv.task import MAX_BUFFER_TOKENS, check_size
 from textenv.responders import Reply
 from textenv.vector_env import TextGenerationVectorEnv, _put
 
 SUPPORTED_AUTORESET_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)
 
 
-class DialogueVectorEnv(VectorEnv):
+class DialogueVectorEnv(TextRendering, VectorEnv):
     """
     ## Description
 
@@ -109,8 +110,7 @@ class DialogueVectorEnv(VectorEnv):
         render_mode: str | None = None,
         **task_kwargs: Any,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs <= 0:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        check_size("num_envs", num_envs, MAX_BUFFER_TOKENS)
         try:
             mode = AutoresetMode(autoreset_mode)
         except ValueError:
@@ -119,12 +119,9 @@ class DialogueVectorEnv(VectorEnv):
             raise ValueError(
                 f"autoreset_mode={autoreset_mode!r}; expected one of {[m.value for m in SUPPORTED_AUTORESET_MODES]}"
             )
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}; expected None or one of {self.metadata['render_modes']}")
+        self._set_render_mode(render_mode)
         self.task = task = DialogueTask(**task_kwargs)
         self.num_envs = n = int(num_envs)
-        self.render_mode = render_mode
-        self._frames: TextFrames | None = None
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.autoreset_mode = mode
         self.single_observation_space = task.text.observation_space()
@@ -352,14 +349,8 @@ class DialogueVectorEnv(VectorEnv):
 
     def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
         """One entry per row, like ``SyncVectorEnv``: ``"ansi"`` the text, ``"rgb_array"`` its frame."""
-        if self.render_mode is None:
-            return None
-        texts = tuple(self.text(row) for row in range(self.num_envs))
-        if self.render_mode == "rgb_array":
-            if self._frames is None:
-                self._frames = TextFrames()
-            return tuple(self._frames.draw(text) for text in texts)
-        return texts
+        rendered = self._render_texts([self.text(row) for row in range(self.num_envs)])
+        return None if rendered is None else tuple(rendered)
 
     @property
     def tokenizer(self) -> Any:

@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium.error import ResetNeeded
 from gymnasium.utils import seeding
 
-from textenv.render import TextFrames
+from textenv.render import TextRendering
 from textenv.task import TextTask
 
 RESET_OPTIONS = ("prompt", "prompt_index", "reference")
@@ -20,7 +20,7 @@ EPISODE_FIELDS = (
 )
 
 
-class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
+class TextGenerationEnv(TextRendering, gym.Env[dict[str, np.ndarray], int]):
     """
     ## Description
 
@@ -109,10 +109,8 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
     metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, **task_kwargs: Any) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}; expected None or one of {self.metadata['render_modes']}")
+        self._set_render_mode(render_mode)
         self.task = TextTask(**task_kwargs)
-        self.render_mode = render_mode
         self.observation_space = self.task.observation_space()
         self.action_space = self.task.action_space()
         task = self.task
@@ -123,7 +121,6 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
         self._reference: str | None = None
         self._length = 0  # completion tokens written so far
         self._needs_reset = True
-        self._frames: TextFrames | None = None
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -218,20 +215,7 @@ class TextGenerationEnv(gym.Env[dict[str, np.ndarray], int]):
     def render(self) -> str | np.ndarray | None:
         """``"ansi"``: the episode's text; ``"human"``: prints it; ``"rgb_array"``: the text drawn into a
         ``(FRAME_HEIGHT, FRAME_WIDTH, 3)`` uint8 image (see :mod:`textenv.render`)."""
-        if self.render_mode is None:
-            gym.logger.warn(
-                f"render() called without a render_mode; pass render_mode= one of {self.metadata['render_modes']}"
-            )
-            return None
-        text = self.text()
-        if self.render_mode == "human":
-            print(text)
-            return None
-        if self.render_mode == "rgb_array":
-            if self._frames is None:
-                self._frames = TextFrames()
-            return self._frames.draw(text)
-        return text
+        return self._render_one(self.text())
 
     @property
     def tokenizer(self) -> Any:

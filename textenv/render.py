@@ -1,4 +1,5 @@
-"""``render_mode="rgb_array"``: an episode's text drawn into an RGB image.
+"""Rendering textenv's envs: :class:`TextRendering` (every render mode) and ``render_mode="rgb_array"``, an
+episode's text drawn into an RGB image.
 
 Every frame of an environment has the same size, ``(FRAME_HEIGHT, FRAME_WIDTH, 3)`` uint8, as video recorders
 (Gymnasium's ``RecordVideo``, SB3's ``VecVideoRecorder``) need. The text is word-wrapped to the frame's width;
@@ -9,8 +10,10 @@ is Pillow's built-in default (no font files needed).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 FRAME_WIDTH = 512
@@ -85,3 +88,42 @@ class TextFrames:
         for i, line in enumerate(lines):
             canvas.text((MARGIN, MARGIN + i * self.line_height), line, fill=FOREGROUND, font=font)
         return np.asarray(image, dtype=np.uint8)
+
+
+class TextRendering:
+    """``render_mode`` handling shared by textenv's envs, whose episodes are text: a mix-in for a ``gym.Env`` or
+    ``VectorEnv`` with ``metadata["render_modes"]``. ``"ansi"``: the text; ``"human"``: printed; ``"rgb_array"``:
+    drawn by :class:`TextFrames`."""
+
+    render_mode: str | None
+    metadata: dict[str, Any]
+    _frames: TextFrames | None = None
+
+    def _set_render_mode(self, render_mode: str | None) -> None:
+        modes = self.metadata["render_modes"]
+        if render_mode is not None and render_mode not in modes:
+            raise ValueError(f"render_mode={render_mode!r}; expected None or one of {modes}")
+        self.render_mode = render_mode
+
+    def _render_texts(self, texts: Sequence[str]) -> list[str | np.ndarray] | None:
+        """One entry per text for ``"ansi"`` and ``"rgb_array"``; ``None`` for ``"human"`` (printed) and no mode."""
+        if self.render_mode is None:
+            return None
+        if self.render_mode == "human":
+            for text in texts:
+                print(text)
+            return None
+        if self.render_mode == "rgb_array":
+            if self._frames is None:
+                self._frames = TextFrames()
+            return [self._frames.draw(text) for text in texts]
+        return list(texts)
+
+    def _render_one(self, text: str) -> str | np.ndarray | None:
+        """:meth:`_render_texts` for a single env, warning (as Gymnasium envs do) when there is no render mode."""
+        if self.render_mode is None:
+            gym.logger.warn(
+                f"render() called without a render_mode; pass render_mode= one of {self.metadata['render_modes']}"
+            )
+        rendered = self._render_texts([text])
+        return None if rendered is None else rendered[0]

@@ -11,13 +11,13 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from textenv.render import TextFrames
+from textenv.render import TextRendering
 from textenv.task import MAX_BUFFER_TOKENS, TextTask, check_size
 
 SUPPORTED_AUTORESET_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED)
 
 
-class TextGenerationVectorEnv(VectorEnv):
+class TextGenerationVectorEnv(TextRendering, VectorEnv):
     """
     ## Description
 
@@ -104,8 +104,7 @@ class TextGenerationVectorEnv(VectorEnv):
             raise ValueError(
                 f"autoreset_mode={autoreset_mode!r}; expected one of {[m.value for m in SUPPORTED_AUTORESET_MODES]}"
             ) from None
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}; expected None or one of {self.metadata['render_modes']}")
+        self._set_render_mode(render_mode)
         self.task = task = TextTask(**task_kwargs)
         if num_envs * task.seq_len > MAX_BUFFER_TOKENS:
             raise ValueError(
@@ -113,7 +112,6 @@ class TextGenerationVectorEnv(VectorEnv):
                 f"the limit of {MAX_BUFFER_TOKENS:,} (16 bytes each, copied into every observation)"
             )
         self.num_envs = int(num_envs)
-        self.render_mode = render_mode
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.autoreset_mode = mode
         self.single_observation_space = task.observation_space()
@@ -136,7 +134,6 @@ class TextGenerationVectorEnv(VectorEnv):
         self._references: list[str | None] = [None] * n
         self._padded_prompts: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # prompt index -> prompt slots
         self._needs_reset = True
-        self._frames: TextFrames | None = None
 
     # -- reset --------------------------------------------------------------------------------------------
     def reset(
@@ -422,14 +419,8 @@ class TextGenerationVectorEnv(VectorEnv):
     def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
         """One entry per row, like ``SyncVectorEnv``: ``"ansi"`` the text, ``"rgb_array"`` the text drawn into a
         ``(FRAME_HEIGHT, FRAME_WIDTH, 3)`` uint8 image (:mod:`textenv.render`)."""
-        if self.render_mode is None:
-            return None
-        texts = tuple(self.text(row) for row in range(self.num_envs))
-        if self.render_mode == "rgb_array":
-            if self._frames is None:
-                self._frames = TextFrames()
-            return tuple(self._frames.draw(text) for text in texts)
-        return texts
+        rendered = self._render_texts([self.text(row) for row in range(self.num_envs)])
+        return None if rendered is None else tuple(rendered)
 
     @property
     def tokenizer(self) -> Any:
