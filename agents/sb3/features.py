@@ -38,6 +38,8 @@ import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from agents.decoding import position_ids
+
 POOLINGS = ("mean", "gru", "transformer")
 TOKEN_KEYS = ("input_ids", "attention_mask", "candidate_ids")
 
@@ -150,8 +152,7 @@ class TokenFeaturesExtractor(BaseFeaturesExtractor):
         return hidden[-1] * (lengths > 0).unsqueeze(1)
 
     def _pool_transformer(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
-        hidden = self.embed(ids) + self.positions(positions)
+        hidden = self.embed(ids) + self.positions(position_ids(mask))
         # A row without any valid token would make attention softmax over nothing (NaN): let it attend to
         # slot 0; the masked mean below zeroes that row anyway.
         key_padding = ~mask
