@@ -23,13 +23,7 @@ from rewards.conversation import Conversation, call_info
 from textenv.chat_format import ChatFormat
 from textenv.models import DEFAULT_MODEL
 from textenv.responders import make_responder
-from textenv.task import TextTask
-
-
-def _check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+from textenv.task import MAX_TOKENS, TextTask, check_size
 
 
 class DialogueTask:
@@ -80,8 +74,9 @@ class DialogueTask:
         prompt_truncation: str = "left",
         trust_remote_code: bool = False,
     ) -> None:
-        self.max_turns = _check_count("max_turns", max_turns)
-        self.max_turn_tokens = _check_count("max_turn_tokens", max_turn_tokens)
+        check_size("max_turns", max_turns, MAX_TOKENS)
+        check_size("max_turn_tokens", max_turn_tokens, MAX_TOKENS)
+        self.max_turns, self.max_turn_tokens = int(max_turns), int(max_turn_tokens)
         self.text = TextTask(
             tokenizer=tokenizer,
             prompts=prompts,
