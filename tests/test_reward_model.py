@@ -129,6 +129,61 @@ def test_shared_prompt_scores_and_gradients_equal_separate_full_forwards():
         torch.testing.assert_close(grad, results[False][2][name], atol=1e-5, rtol=1e-4)
 
 
+def test_frozen_block_cache_gives_the_full_forwards_scores_and_gradients():
+    from agents.reward_model.frozen_trunk import CachedPairScorer, FrozenTrunkCache, cache_is_exact
+    from agents.reward_model.scoring import freeze_lower_blocks, transformer_blocks
+
+    model, tokenizer = load_reward_model(TINY_MODEL, seed=5)
+    blocks = len(transformer_blocks(model))
+    assert blocks >= 2
+    freeze_lower_blocks(model, 1)
+    pairs = [encode_pair(tokenizer, p.prompt, p.chosen, p.rejected, 64, margin=0.25) for p in marker_pairs(6, seed=2)]
+    cache = FrozenTrunkCache(model, blocks - 1, tokenizer.pad_token_id, batch_size=4)
+    assert cache_is_exact(PairScorer(model), cache, pairs)
+    results = []
+    for scorer, batch in ((PairScorer(model), collate_pairs(pairs, tokenizer.pad_token_id)),
+                          (CachedPairScorer(model, blocks - 1), cache.collate(pairs))):
+        model.zero_grad()
+        chosen, rejected = scorer(batch)
+        bradley_terry_loss(chosen, rejected, batch.margin).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((chosen.detach(), rejected.detach(), grads))
+    (c_full, r_full, g_full), (c_cached, r_cached, g_cached) = results
+    torch.testing.assert_close(c_cached, c_full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(r_cached, r_full, atol=1e-5, rtol=0)
+    assert g_full.keys() == g_cached.keys() and any(".layers." in n for n in g_full)  # the top block is trained
+    for name, grad in g_full.items():
+        torch.testing.assert_close(g_cached[name], grad, atol=1e-5, rtol=1e-4)
+    assert len(cache.states) == len({(p.prefix, c) for p in pairs for c in (p.chosen, p.rejected)})
+
+
+def test_training_with_the_frozen_block_cache_follows_the_same_trajectory():
+    histories = []
+    for cached in (True, False):
+        trainer = RewardModelTrainer(
+            marker_pairs(24), tiny_config(trainable_blocks=1, num_train_epochs=2, cache_frozen_blocks=cached)
+        )
+        assert (trainer.frozen_cache is not None) == cached
+        histories.append([row.get("train_loss", row["eval_loss"]) for row in trainer.train().history])
+    np.testing.assert_allclose(histories[0], histories[1], rtol=1e-4)
+
+
+def test_frozen_block_cache_is_refused_where_it_would_not_be_exact():
+    """A GPT-2 backbone adds position embeddings to ``inputs_embeds``: the check fails and training falls back."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    _, tokenizer = load_reward_model(TINY_MODEL)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128, num_labels=1,
+                        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(config)
+    with pytest.warns(UserWarning, match="cache_frozen_blocks"):
+        trainer = RewardModelTrainer(marker_pairs(12), tiny_config(trainable_blocks=1), model=model,
+                                     tokenizer=tokenizer)
+    assert trainer.frozen_cache is None
+    assert trainer.train().steps > 0
+
+
 # -- training ----------------------------------------------------------------------------------------------------
 def test_tiny_model_learns_a_marker_preference(trained_rm):
     _, result, _ = trained_rm

@@ -101,6 +101,13 @@ class RewardModelConfig:
         metadata={"help": "Forward each distinct prompt of a batch once and let its completions share its KV cache; "
                   "each distinct (prompt, completion) is forwarded once. Exact (same scores and gradients)."},
     )
+    cache_frozen_blocks: bool = field(
+        default=True,
+        metadata={"help": "With trainable_blocks=N, run the frozen blocks below the top N once per sequence and keep "
+                  "their output: every step then forwards and backpropagates through the top N blocks only. "
+                  "Exact (checked on real pairs before use; a model where it is not, e.g. one with absolute position "
+                  "embeddings, trains without it). Costs hidden_size x 4 bytes per token of the data in memory."},
+    )
     group_by_prompt: bool = field(
         default=True,
         metadata={"help": "Put pairs of the same prompt in the same batch (the prompt order is shuffled each epoch), "
@@ -142,7 +149,7 @@ class RewardModelConfig:
             _check_int(self, "eval_steps", minimum=1)
         if self.early_stopping_patience is not None:
             _check_int(self, "early_stopping_patience", minimum=1)
-        for name in ("use_margin", "share_prompt_forward", "group_by_prompt", "progress_bar"):
+        for name in ("use_margin", "share_prompt_forward", "cache_frozen_blocks", "group_by_prompt", "progress_bar"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"RewardModelConfig.{name}={getattr(self, name)!r}; expected True or False")
 

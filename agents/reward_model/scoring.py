@@ -222,7 +222,7 @@ def freeze_lower_blocks(model: nn.Module, trainable_blocks: int | None, head: nn
     if trainable_blocks is None:
         model.requires_grad_(True)
     else:
-        blocks = _blocks(model)
+        blocks = transformer_blocks(model)
         if trainable_blocks > len(blocks):
             raise ValueError(f"trainable_blocks={trainable_blocks}, but the model has {len(blocks)} blocks")
         model.requires_grad_(False)
@@ -237,7 +237,8 @@ def freeze_lower_blocks(model: nn.Module, trainable_blocks: int | None, head: nn
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _blocks(model: nn.Module) -> nn.ModuleList:
+def transformer_blocks(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks of a transformers model (``.layers``, ``.h`` or ``.blocks`` of its base)."""
     base = model.base_model
     for name in ("layers", "h", "blocks"):
         blocks = getattr(base, name, None)

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 
 from agents.lm.logger import MetricsLogger
 from agents.reward_model.config import RewardModelConfig
+from agents.reward_model.frozen_trunk import CachedPairBatch, CachedPairScorer, FrozenTrunkCache, cache_is_exact
 from agents.reward_model.loss import bradley_terry_loss, pairwise_accuracy
 from agents.reward_model.scoring import (
     PairBatch,
@@ -34,6 +36,7 @@ from agents.reward_model.scoring import (
     encode_pair,
     freeze_lower_blocks,
     load_reward_model,
+    transformer_blocks,
 )
 from rewards.builtin.reward_model import METADATA_FILE
 
@@ -154,6 +157,10 @@ class RewardModelTrainer:
             self.train_index, self.eval_index = list(range(len(self.pairs))), []
 
         self.scorer = PairScorer(model, share_prompt_forward=config.share_prompt_forward)
+        self.frozen_cache: FrozenTrunkCache | None = None
+        self.cache_seconds = 0.0
+        if config.cache_frozen_blocks and config.trainable_blocks is not None:
+            self._use_frozen_cache(len(transformer_blocks(model)) - config.trainable_blocks)
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         steps_per_epoch = math.ceil(len(self.train_index) / config.per_device_train_batch_size)
@@ -165,8 +172,29 @@ class RewardModelTrainer:
         self.device = self.accelerator.device
         self.step = 0
 
+    def _use_frozen_cache(self, first_trainable: int) -> None:
+        """Score through :class:`FrozenTrunkCache` (all pairs' frozen-block outputs computed now) if it is exact for
+        this model; otherwise warn and keep full forwards."""
+        if first_trainable <= 0:
+            return
+        started = time.perf_counter()
+        cache = FrozenTrunkCache(self.model, first_trainable, self.tokenizer.pad_token_id,
+                                 batch_size=self.config.per_device_eval_batch_size)
+        probe = [self.encoded[i] for i in (self.train_index + self.eval_index)[:8]]
+        if not cache_is_exact(self.scorer, cache, probe):
+            warnings.warn(
+                f"cache_frozen_blocks: {type(self.model).__name__} does not give the same scores from cached block "
+                "outputs (its forward adds to inputs_embeds); training with full forwards",
+                stacklevel=3,
+            )
+            return
+        cache.fill(self.encoded)
+        self.frozen_cache = cache
+        self.scorer = CachedPairScorer(self.model, first_trainable, share_prompt_forward=self.config.share_prompt_forward)
+        self.cache_seconds = time.perf_counter() - started
+
     # -- batches -----------------------------------------------------------------------------------------------
-    def train_batches(self, epoch: int) -> Iterator[PairBatch]:
+    def train_batches(self, epoch: int) -> Iterator[PairBatch | CachedPairBatch]:
         """This process's batches of one epoch. With ``group_by_prompt`` the pairs of a prompt stay together (the
         order of prompts and of pairs within each prompt is shuffled); otherwise pairs are shuffled one by one."""
         cfg = self.config
@@ -187,8 +215,11 @@ class RewardModelTrainer:
             mine = chunk[rank * size : (rank + 1) * size] or chunk[:size]  # a short last batch: every process steps
             yield self.collate(mine)
 
-    def collate(self, indices: Sequence[int]) -> PairBatch:
-        return collate_pairs([self.encoded[i] for i in indices], self.tokenizer.pad_token_id).to(self.device)
+    def collate(self, indices: Sequence[int]) -> PairBatch | CachedPairBatch:
+        pairs = [self.encoded[i] for i in indices]
+        if self.frozen_cache is not None:
+            return self.frozen_cache.collate(pairs)
+        return collate_pairs(pairs, self.tokenizer.pad_token_id).to(self.device)
 
     # -- evaluation --------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -301,7 +332,7 @@ class RewardModelTrainer:
             result.output_dir = str(self.save(cfg.output_dir, result))
         return result
 
-    def training_step(self, batch: PairBatch) -> tuple[float, float]:
+    def training_step(self, batch: PairBatch | CachedPairBatch) -> tuple[float, float]:
         """One optimiser step on a batch: forward, Bradley-Terry loss, backward, clipping, step. Returns the loss and
         the batch's pairwise accuracy."""
         cfg = self.config
@@ -359,6 +390,7 @@ class RewardModelTrainer:
             "num_train_pairs": len(self.train_index),
             "num_eval_pairs": len(self.eval_index),
             "trainable_parameters": self.trainable_parameters,
+            "frozen_block_cache_seconds": self.cache_seconds if self.frozen_cache is not None else None,
             "pooling": "last_token",
             "settings": self.config.to_dict(),
             "score_stats": stats,
