@@ -104,6 +104,9 @@ class RewardModelTrainer:
         tokenizer: the tokenizer of ``model``.
         skip_invalid: skip (with a warning listing them) invalid lines of a JSONL file instead of failing.
         accelerator: an ``accelerate.Accelerator`` (default: a new one).
+        frozen_cache: a :class:`FrozenTrunkCache` to reuse (and extend) instead of a new one, e.g. across several
+            trainings from the same base model with the same ``trainable_blocks``. It is checked against this model
+            on real pairs like a new one.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class RewardModelTrainer:
         tokenizer: Any = None,
         skip_invalid: bool = False,
         accelerator: Any = None,
+        frozen_cache: FrozenTrunkCache | None = None,
     ) -> None:
         from accelerate import Accelerator
 
@@ -160,7 +164,7 @@ class RewardModelTrainer:
         self.frozen_cache: FrozenTrunkCache | None = None
         self.cache_seconds = 0.0
         if config.cache_frozen_blocks and config.trainable_blocks is not None:
-            self._use_frozen_cache(len(transformer_blocks(model)) - config.trainable_blocks)
+            self._use_frozen_cache(len(transformer_blocks(model)) - config.trainable_blocks, frozen_cache)
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         steps_per_epoch = math.ceil(len(self.train_index) / config.per_device_train_batch_size)
@@ -172,14 +176,16 @@ class RewardModelTrainer:
         self.device = self.accelerator.device
         self.step = 0
 
-    def _use_frozen_cache(self, first_trainable: int) -> None:
+    def _use_frozen_cache(self, first_trainable: int, cache: FrozenTrunkCache | None) -> None:
         """Score through :class:`FrozenTrunkCache` (all pairs' frozen-block outputs computed now) if it is exact for
         this model; otherwise warn and keep full forwards."""
         if first_trainable <= 0:
             return
         started = time.perf_counter()
-        cache = FrozenTrunkCache(self.model, first_trainable, self.tokenizer.pad_token_id,
-                                 batch_size=self.config.per_device_eval_batch_size)
+        if cache is None or cache.first_trainable != first_trainable:
+            cache = FrozenTrunkCache(self.model, first_trainable, self.tokenizer.pad_token_id,
+                                     batch_size=self.config.per_device_eval_batch_size)
+        cache.model = self.model
         probe = [self.encoded[i] for i in (self.train_index + self.eval_index)[:8]]
         if not cache_is_exact(self.scorer, cache, probe):
             warnings.warn(
@@ -243,6 +249,37 @@ class RewardModelTrainer:
         margin = torch.tensor([self.encoded[i].margin for i in indices], device=chosen.device)
         loss = bradley_terry_loss(chosen, rejected, margin, self.config.label_smoothing)
         return {"eval_loss": float(loss), "eval_accuracy": pairwise_accuracy(chosen, rejected)}
+
+    def evaluate_pairs(self, pairs: str | os.PathLike | Sequence[Any]) -> dict[str, float]:
+        """Held-out loss and accuracy on other pairs (a preference file or a list), e.g. pairs of prompts that no
+        part of training saw; with gold scores stored (``gold_chosen``/``gold_rejected``, as ``textenv pairs``
+        writes them) also the accuracy on pairs whose gold gap is at least 0.3."""
+        if isinstance(pairs, (str, os.PathLike)):
+            from textenv.preferences import load_preferences
+
+            pairs = load_preferences(pairs, tokenizer=self.tokenizer)
+        pairs = list(pairs)
+        cfg = self.config
+        encoded = [
+            encode_pair(self.tokenizer, p.prompt, p.chosen, p.rejected, cfg.max_length,
+                        margin=(p.margin or 0.0) if cfg.use_margin else 0.0)
+            for p in pairs
+        ]
+        first = len(self.encoded)
+        self.encoded.extend(encoded)
+        try:
+            indices = list(range(first, len(self.encoded)))
+            metrics = self.evaluate(indices)
+            gaps = [_gold_gap(p) for p in pairs]
+            wide = [i for i, gap in zip(indices, gaps) if gap is not None and gap >= 0.3]
+            if wide:
+                chosen, rejected = self.scores(wide)
+                metrics["accuracy_gold_gap_0.3"] = pairwise_accuracy(chosen, rejected)
+                metrics["pairs_gold_gap_0.3"] = float(len(wide))
+            metrics["pairs"] = float(len(pairs))
+            return metrics
+        finally:
+            del self.encoded[first:]
 
     # -- training ----------------------------------------------------------------------------------------------
     def train(self) -> RewardModelResult:
@@ -414,6 +451,12 @@ class RewardModelTrainer:
         model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
         (directory / METADATA_FILE).write_text(json.dumps(json_safe(metadata), indent=2))
+
+
+def _gold_gap(pair: Any) -> float | None:
+    if pair.gold_chosen is None or pair.gold_rejected is None:
+        return None
+    return abs(pair.gold_chosen - pair.gold_rejected)
 
 
 def write_directory_atomically(target: Path, write: Any) -> None:
