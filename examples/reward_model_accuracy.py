@@ -40,6 +40,7 @@ from textenv.preferences import PreferencePair, load_preferences  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "mean": {"pooling": "mean"},
     "blocks0": {"trainable_blocks": 0},
     "blocks1": {"trainable_blocks": 1},
     "blocks2": {"trainable_blocks": 2},

@@ -157,6 +157,49 @@ def test_frozen_block_cache_gives_the_full_forwards_scores_and_gradients():
     assert len(cache.states) == len({(p.prefix, c) for p in pairs for c in (p.chosen, p.rejected)})
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_mean_pooling_scores_the_mean_completion_state_in_every_path(shared):
+    """Mean pooling: the score head on the mean final hidden state of the completion's tokens, the same through the
+    shared-prefix forward, the full forward, the frozen-block cache, and the reward plugin's reading."""
+    from agents.reward_model.frozen_trunk import CachedPairScorer, FrozenTrunkCache
+    from agents.reward_model.scoring import transformer_blocks
+
+    model, tokenizer = load_reward_model(TINY_MODEL, seed=7)
+    model.eval()
+    raw = [(p.prompt, p.chosen, p.rejected) for p in marker_pairs(4, seed=4)]
+    pairs = [encode_pair(tokenizer, p, c, r, 64) for p, c, r in raw]
+    batch = collate_pairs(pairs, tokenizer.pad_token_id)
+    with torch.no_grad():
+        chosen, _ = PairScorer(model, share_prompt_forward=shared, pooling="mean")(batch)
+        last, _ = PairScorer(model, share_prompt_forward=shared, pooling="last")(batch)
+        first = len(transformer_blocks(model)) - 1
+        cache = FrozenTrunkCache(model, first, tokenizer.pad_token_id)
+        cached, _ = CachedPairScorer(model, first, pooling="mean")(cache.collate(pairs))
+        for i, (prompt, completion, _) in enumerate(raw):
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt_ids + tokenizer(completion, add_special_tokens=False)["input_ids"]])
+            hidden = model.base_model(input_ids=ids).last_hidden_state[0, len(prompt_ids):]
+            expected = model.score(hidden.mean(0)).item()
+            assert chosen[i].item() == pytest.approx(expected, abs=1e-5)
+            assert cached[i].item() == pytest.approx(expected, abs=1e-5)
+    assert not torch.allclose(chosen, last)
+
+
+def test_mean_pooled_reward_model_round_trips_through_the_plugin(tmp_path):
+    import rewards
+
+    pairs = marker_pairs(24)
+    trainer = RewardModelTrainer(pairs, tiny_config(pooling="mean", num_train_epochs=1, output_dir=str(tmp_path / "rm")))
+    trainer.train()
+    assert json.loads((tmp_path / "rm" / "textenv_reward_model.json").read_text())["pooling"] == "mean"
+    plugin = rewards.make("reward_model", path=str(tmp_path / "rm"))
+    expected_c, expected_r = trainer.scores(list(range(6)))
+    got = plugin([p.prompt for p in pairs[:6]] * 2, [p.chosen for p in pairs[:6]] + [p.rejected for p in pairs[:6]])
+    np.testing.assert_allclose(got, torch.cat([expected_c, expected_r]).tolist(), atol=1e-4)
+    with pytest.raises(ValueError, match="needs a prompt"):
+        RewardModelTrainer([PreferencePair(chosen="a good day", rejected="a bad day")] * 2, tiny_config(pooling="mean"))
+
+
 def test_training_with_the_frozen_block_cache_follows_the_same_trajectory():
     histories = []
     for cached in (True, False):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.lm.config import _check_int, _check_nonneg, _check_positive, _check_unit
+from agents.reward_model.scoring import POOLINGS
 
 DEFAULT_RM_MODEL = "smollm2-135m-instruct"
 
@@ -67,6 +68,14 @@ class RewardModelConfig:
             "frozen). None trains every parameter; 0 trains the head and final norm only. Fewer trainable blocks "
             "overfit less on a few hundred pairs and train faster."
         },
+    )
+
+    pooling: str = field(
+        default="last",
+        metadata={"help": "What the score head reads: 'last' = the last token's hidden state (what transformers' "
+                  "sequence classifiers, and so TRL, compute); 'mean' = the mean hidden state over the completion's "
+                  "tokens (needs a prompt in every pair). The reward_model plugin reads either; TRL and a bare "
+                  "AutoModelForSequenceClassification score only 'last' models correctly."},
     )
 
     # -- loss ------------------------------------------------------------------------------------------------
@@ -139,6 +148,8 @@ class RewardModelConfig:
         _check_int(self, "per_device_eval_batch_size", minimum=1)
         if self.trainable_blocks is not None:
             _check_int(self, "trainable_blocks", minimum=0)
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"RewardModelConfig.pooling={self.pooling!r}; expected one of {POOLINGS}")
         _check_unit(self, "label_smoothing")
         if self.label_smoothing >= 0.5:
             raise ValueError(

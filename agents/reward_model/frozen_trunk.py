@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from agents.decoding import position_ids
-from agents.reward_model.scoring import EncodedPair, PairScorer, collate_pairs, transformer_blocks
+from agents.reward_model.scoring import EncodedPair, PairScorer, collate_pairs, pool_hidden, transformer_blocks
 
 SequenceKey = tuple[tuple[int, ...], tuple[int, ...]]  # (prefix ids, continuation ids)
 
@@ -36,6 +36,7 @@ class CachedPairBatch:
 
     states: torch.Tensor  # (S, L, H) the hidden states entering the first trainable block
     mask: torch.Tensor  # (S, L)
+    continuation_mask: torch.Tensor  # (S, L) the continuation's positions (mean pooling)
     chosen_index: torch.Tensor  # (B,)
     rejected_index: torch.Tensor  # (B,)
     margin: torch.Tensor  # (B,)
@@ -120,21 +121,24 @@ class FrozenTrunkCache:
         width = max(len(r) for r in rows)
         states = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
         mask = torch.zeros((len(rows), width), dtype=torch.long, device=rows[0].device)
-        for i, row in enumerate(rows):
+        continuation_mask = torch.zeros_like(mask)
+        for i, (row, (prefix, _)) in enumerate(zip(rows, index)):
             states[i, : len(row)] = row
             mask[i, : len(row)] = 1
+            continuation_mask[i, len(prefix) : len(row)] = 1
         return CachedPairBatch(
             states=states,
             mask=mask,
+            continuation_mask=continuation_mask,
             chosen_index=torch.tensor(chosen, device=mask.device),
             rejected_index=torch.tensor(rejected, device=mask.device),
             margin=torch.tensor([p.margin for p in pairs], dtype=torch.float32, device=mask.device),
         )
 
 
-def top_block_scores(model: nn.Module, first_trainable: int, batch: CachedPairBatch) -> torch.Tensor:
+def top_block_scores(model: nn.Module, first_trainable: int, batch: CachedPairBatch, pooling: str = "last") -> torch.Tensor:
     """The score ``(S,)`` of every sequence of a cached batch: blocks ``first_trainable..`` and the final norm on the
-    cached states, the score head on the last real token."""
+    cached states, the score head on the pooled hidden states (:func:`pool_hidden`)."""
     backbone = model.base_model
     head = next(model.score.parameters())
     states, mask = batch.states.to(head.device, head.dtype), batch.mask.to(head.device)
@@ -145,8 +149,8 @@ def top_block_scores(model: nn.Module, first_trainable: int, batch: CachedPairBa
             position_ids=position_ids(mask),
             use_cache=False,
         ).last_hidden_state
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    return model.score(hidden[rows, mask.sum(1) - 1]).squeeze(-1).float()
+    pooled = pool_hidden(hidden, mask, batch.continuation_mask.to(mask.device), pooling)
+    return model.score(pooled).squeeze(-1).float()
 
 
 def cache_is_exact(
@@ -163,7 +167,7 @@ def cache_is_exact(
             full_batch = collate_pairs(list(pairs), cache.pad_token_id).to(device)
             full = scorer.sequence_scores(full_batch)
             cached_batch = cache.collate(pairs)
-            cached = top_block_scores(model, cache.first_trainable, cached_batch)
+            cached = top_block_scores(model, cache.first_trainable, cached_batch, scorer.pooling)
     finally:
         model.train(was_training)
     full = torch.cat([full[full_batch.chosen_index], full[full_batch.rejected_index]])
@@ -175,12 +179,14 @@ class CachedPairScorer(PairScorer):
     """A :class:`PairScorer` that also scores :class:`CachedPairBatch` batches (the top blocks only). One module,
     so that under DDP every forward goes through the wrapper and gradients are synced."""
 
-    def __init__(self, model: nn.Module, first_trainable: int, share_prompt_forward: bool = True) -> None:
-        super().__init__(model, share_prompt_forward=share_prompt_forward)
+    def __init__(
+        self, model: nn.Module, first_trainable: int, share_prompt_forward: bool = True, pooling: str = "last"
+    ) -> None:
+        super().__init__(model, share_prompt_forward=share_prompt_forward, pooling=pooling)
         self.first_trainable = first_trainable
 
     def forward(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(batch, CachedPairBatch):
             return super().forward(batch)
-        scores = top_block_scores(self.model, self.first_trainable, batch)
+        scores = top_block_scores(self.model, self.first_trainable, batch, self.pooling)
         return scores[batch.chosen_index.to(scores.device)], scores[batch.rejected_index.to(scores.device)]

@@ -7,7 +7,9 @@ without a prompt the tokens the two texts share at the start). A batch of pairs 
 * the distinct continuations (a completion that appears in several pairs of the batch is forwarded once),
   right-padded, forwarded on top of their prefix's cache (``batch_select_indices`` expands the cache; autograd
   flows back through it to the one prefix forward);
-* each sequence's score is the score head applied to the hidden state of its last token.
+* each sequence's score is the score head applied to the hidden state of its last token (``pooling="last"``,
+  what transformers' sequence classifiers do), or to the mean hidden state of its continuation's tokens
+  (``pooling="mean"``: the completion's tokens when the pair has a prompt).
 
 That is the same function as one full forward of every sequence (the prefix's positions never attend to what
 follows), with fewer positions. Both forwards go through :func:`agents.decoding.lm_forward`, the one place that
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 from agents.decoding import lm_forward
-from rewards.builtin.reward_model import encode_prompt_completion
+from rewards.builtin.reward_model import POOLINGS, encode_prompt_completion, pool_hidden
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,21 @@ class PairBatch:
 
     def full_sequences(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every distinct sequence ``prefix + continuation``, right-padded: ``(ids, mask)`` of shape ``(S, L)``."""
-        rows = []
+        ids, mask, _ = self.full_sequences_and_continuation_mask()
+        return ids, mask
+
+    def full_sequences_and_continuation_mask(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`full_sequences` and the mask ``(S, L)`` of each sequence's continuation tokens."""
+        rows, prefix_lengths = [], []
         for s in range(self.continuation_ids.shape[0]):
             p = self.prefix_of[s]
             prefix = self.prefix_ids[p][self.prefix_mask[p].bool()]
             rows.append(torch.cat([prefix, self.continuation_ids[s][self.continuation_mask[s].bool()]]))
-        return _pad(rows, self.pad_token_id, left=False)
+            prefix_lengths.append(len(prefix))
+        ids, mask = _pad(rows, self.pad_token_id, left=False)
+        columns = torch.arange(mask.shape[1])
+        continuation = mask.bool() & (columns[None, :] >= torch.tensor(prefix_lengths)[:, None])
+        return ids, mask, continuation.long()
 
 
 def _pad(rows: list[torch.Tensor], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,12 +148,16 @@ class PairScorer(nn.Module):
         model: a transformers ``*ForSequenceClassification`` with one output (``base_model`` + ``score`` head).
         share_prompt_forward: forward each distinct prefix once and share its KV cache; ``False`` forwards every
             distinct full sequence (as TRL's ``RewardTrainer`` does, less its duplicate sequences).
+        pooling: ``"last"`` (the last token's hidden state) or ``"mean"`` (the mean over the continuation's tokens).
     """
 
-    def __init__(self, model: nn.Module, share_prompt_forward: bool = True) -> None:
+    def __init__(self, model: nn.Module, share_prompt_forward: bool = True, pooling: str = "last") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r}; expected one of {POOLINGS}")
         self.model = model
         self.share_prompt_forward = share_prompt_forward
+        self.pooling = pooling
 
     def forward(self, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         scores = self.sequence_scores(batch)
@@ -152,25 +167,24 @@ class PairScorer(nn.Module):
         """The score ``(S,)`` of every distinct sequence of the batch."""
         backbone = self.model.base_model
         if self.share_prompt_forward and batch.prefix_ids.shape[1] > 0 and bool(batch.prefix_mask.any(1).all()):
-            hidden, last = self._shared_hidden(backbone, batch)
+            hidden = self._shared_hidden(backbone, batch)
+            mask = pool_mask = batch.continuation_mask
         else:
-            ids, mask = batch.full_sequences()
-            ids, mask = ids.to(batch.prefix_ids.device), mask.to(batch.prefix_ids.device)
+            ids, mask, pool_mask = (t.to(batch.prefix_ids.device) for t in batch.full_sequences_and_continuation_mask())
             hidden = lm_forward(backbone, ids, mask, use_cache=False, logits_to_keep=0).last_hidden_state
-            last = mask.sum(1) - 1
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return self.model.score(hidden[rows, last]).squeeze(-1).float()
+        return self.model.score(pool_hidden(hidden, mask, pool_mask, self.pooling)).squeeze(-1).float()
 
     @staticmethod
-    def _shared_hidden(backbone: nn.Module, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shared_hidden(backbone: nn.Module, batch: PairBatch) -> torch.Tensor:
         prefix_mask = batch.prefix_mask
         cache = lm_forward(backbone, batch.prefix_ids, prefix_mask, logits_to_keep=0).past_key_values
         cache.batch_select_indices(batch.prefix_of)
-        cont_mask = batch.continuation_mask
-        hidden = lm_forward(
-            backbone, batch.continuation_ids, cont_mask, past=prefix_mask[batch.prefix_of], cache=cache, logits_to_keep=0
+        return lm_forward(
+            backbone, batch.continuation_ids, batch.continuation_mask, past=prefix_mask[batch.prefix_of], cache=cache,
+            logits_to_keep=0,
         ).last_hidden_state
-        return hidden, cont_mask.sum(1) - 1
+
+
 
 
 # -- building the model ---------------------------------------------------------------------------------------

@@ -160,7 +160,14 @@ class RewardModelTrainer:
         else:
             self.train_index, self.eval_index = list(range(len(self.pairs))), []
 
-        self.scorer = PairScorer(model, share_prompt_forward=config.share_prompt_forward)
+        if config.pooling == "mean":
+            unprompted = next((p for p in self.pairs if not p.prompt), None)
+            if unprompted is not None:
+                raise ValueError(
+                    f"pooling='mean' averages over the completion's tokens, so every pair needs a prompt; "
+                    f"{unprompted.source or 'a pair'} has none (use pooling='last')"
+                )
+        self.scorer = PairScorer(model, share_prompt_forward=config.share_prompt_forward, pooling=config.pooling)
         self.frozen_cache: FrozenTrunkCache | None = None
         self.cache_seconds = 0.0
         if config.cache_frozen_blocks and config.trainable_blocks is not None:
@@ -196,7 +203,10 @@ class RewardModelTrainer:
             return
         cache.fill(self.encoded)
         self.frozen_cache = cache
-        self.scorer = CachedPairScorer(self.model, first_trainable, share_prompt_forward=self.config.share_prompt_forward)
+        self.scorer = CachedPairScorer(
+            self.model, first_trainable, share_prompt_forward=self.config.share_prompt_forward,
+            pooling=self.config.pooling,
+        )
         self.cache_seconds = time.perf_counter() - started
 
     # -- batches -----------------------------------------------------------------------------------------------
@@ -428,7 +438,7 @@ class RewardModelTrainer:
             "num_eval_pairs": len(self.eval_index),
             "trainable_parameters": self.trainable_parameters,
             "frozen_block_cache_seconds": self.cache_seconds if self.frozen_cache is not None else None,
-            "pooling": "last_token",
+            "pooling": self.config.pooling,
             "settings": self.config.to_dict(),
             "score_stats": stats,
         }

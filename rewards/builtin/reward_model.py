@@ -46,6 +46,21 @@ def encode_prompt_completion(
     return prompt_ids, completion_ids
 
 
+POOLINGS = ("last", "mean")
+
+
+def pool_hidden(hidden: Any, mask: Any, pool_mask: Any, pooling: str) -> Any:
+    """One vector per row of right-padded ``hidden`` ``(S, L, H)``: the hidden state at the last real token of
+    ``mask`` (``"last"``), or the mean over the positions of ``pool_mask`` (``"mean"``)."""
+    import torch
+
+    if pooling == "last":
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden[rows, mask.sum(1) - 1]
+    weights = pool_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """``textenv_reward_model.json`` of a reward-model directory, or ``{}`` for a directory without one."""
     file = Path(path) / METADATA_FILE
@@ -59,7 +74,9 @@ class RewardModelReward:
 
     Each text is ``prompt + completion``, tokenized as the trainer tokenizes it
     (:func:`encode_prompt_completion`), right-padded, scored in batches under ``torch.no_grad()`` in eval mode; the
-    score is the model's logit at the last token. With several ``paths`` each model scores every text and the
+    score is the model's logit at the last token (or, for a model trained with ``pooling="mean"`` -- its
+    ``textenv_reward_model.json`` says so -- the score head applied to the mean hidden state over the completion's
+    tokens). With several ``paths`` each model scores every text and the
     scores are combined per text (Coste et al. 2024, "Reward Model Ensembles Help Mitigate Overoptimization"):
     ``"mean"``, ``"min"`` (worst case), or ``"mean_minus_std"`` (``mean - lam * std`` over the members, the
     uncertainty-weighted optimisation). With ``normalize`` each member's score is first standardised with the mean
@@ -151,9 +168,20 @@ class RewardModelReward:
                     tokenizer.pad_token = tokenizer.eos_token
                 if model.config.pad_token_id is None:
                     model.config.pad_token_id = tokenizer.pad_token_id
-                members.append((tokenizer, model.to(self.device).eval()))
+                members.append((tokenizer, model.to(self.device).eval(), self._pooling(path)))
             self._members = members
         return self._members
+
+    @staticmethod
+    def _pooling(path: str) -> str:
+        """How the directory's model was trained to read its score (``pooling`` in its metadata; ``last`` for a
+        directory without one, as transformers' sequence classifiers read it)."""
+        pooling = read_metadata(path).get("pooling", "last")
+        pooling = "last" if pooling == "last_token" else pooling
+        if pooling not in POOLINGS:
+            raise ValueError(f"reward_model reward: {path}/{METADATA_FILE} has pooling={pooling!r}; expected one of "
+                             f"{POOLINGS}")
+        return pooling
 
     def member_scores(self, prompts: Sequence[str], completions: Sequence[str]) -> Any:
         """Every member's score of every text: a float64 array ``(members, texts)``."""
@@ -161,23 +189,31 @@ class RewardModelReward:
         import torch
 
         rows = []
-        for tokenizer, model in self._load():
+        for tokenizer, model, pooling in self._load():
             encoded = [
-                sum(encode_prompt_completion(tokenizer, p if self.include_prompt else "", c, self.max_length), [])
+                encode_prompt_completion(tokenizer, p if self.include_prompt else "", c, self.max_length)
                 for p, c in zip(prompts, completions)
             ]
             scores: list[float] = []
             with torch.no_grad():
                 for start in range(0, len(encoded), self.batch_size):
                     chunk = encoded[start : start + self.batch_size]
-                    width = max(len(ids) for ids in chunk)
+                    width = max(len(p) + len(c) for p, c in chunk)
                     ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
                     mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                    for i, row in enumerate(chunk):
-                        ids[i, : len(row)] = torch.as_tensor(row)
-                        mask[i, : len(row)] = 1
-                    logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                    scores.extend(logits[:, 0].double().cpu().tolist())
+                    completion_mask = torch.zeros_like(mask)
+                    for i, (prompt_ids, completion_ids) in enumerate(chunk):
+                        ids[i, : len(prompt_ids) + len(completion_ids)] = torch.as_tensor(prompt_ids + completion_ids)
+                        mask[i, : len(prompt_ids) + len(completion_ids)] = 1
+                        completion_mask[i, len(prompt_ids) : len(prompt_ids) + len(completion_ids)] = 1
+                    ids, mask = ids.to(self.device), mask.to(self.device)
+                    if pooling == "last":
+                        values = model(input_ids=ids, attention_mask=mask).logits[:, 0]
+                    else:
+                        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+                        pooled = pool_hidden(hidden, mask, completion_mask.to(self.device), pooling)
+                        values = model.score(pooled)[:, 0]
+                    scores.extend(values.double().cpu().tolist())
             rows.append(scores)
         values = np.asarray(rows, dtype=np.float64).reshape(len(self.paths), len(completions))
         if self.stats is not None:
