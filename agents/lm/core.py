@@ -170,6 +170,20 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_ratio) - log_ratio - 1.0
 
 
+def token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from the sampled tokens' log-probs (Schulman, "Approximating KL
+    Divergence", 2020), with ``r = log pi_ref - log pi``: ``"k1"`` = ``-r``, ``"k2"`` = ``r^2 / 2``, ``"k3"`` =
+    :func:`k3_kl`."""
+    if estimator == "k3":
+        return k3_kl(logprobs, ref_logprobs)
+    log_ratio = ref_logprobs - logprobs
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    raise ValueError(f"kl_estimator={estimator!r}; expected one of ('k1', 'k2', 'k3')")
+
+
 # -- advantages ----------------------------------------------------------------------------------------------
 def compute_gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
