@@ -99,6 +99,34 @@ def test_kl_estimators_on_samples_estimate_the_kl():
         assert float(token_kl(logprobs, ref, estimator).mean()) == pytest.approx(exact, abs=tolerance), estimator
 
 
+def test_importance_weighted_k3_has_the_reverse_kl_gradient():
+    # on-policy samples (ratio exactly 1): the weighted k3's mean gradient is that of KL(p || q); the plain k3's is
+    # that of the forward KL(q || p)
+    theta = torch.tensor([0.3, -0.2, 0.1], requires_grad=True)
+    q = torch.tensor([0.2, 0.5, 0.3])
+    p = torch.softmax(theta, 0).detach()
+    tokens = torch.multinomial(p, 400_000, replacement=True, generator=torch.Generator().manual_seed(1))
+
+    def gradient(value: torch.Tensor) -> torch.Tensor:
+        (grad,) = torch.autograd.grad(value, theta)
+        return grad
+
+    def sampled(weighted: bool) -> torch.Tensor:
+        logprobs = torch.log_softmax(theta, 0)[tokens]
+        old = logprobs.detach() if weighted else None
+        return gradient(token_kl(logprobs, q.log()[tokens], "k3", old).mean())
+
+    logp = torch.log_softmax(theta, 0)
+    reverse = gradient((logp.exp() * (logp - q.log())).sum())
+    forward = gradient((q * (q.log() - torch.log_softmax(theta, 0))).sum())
+    assert not torch.allclose(reverse, forward, atol=0.05)
+    torch.testing.assert_close(sampled(True), reverse, atol=0.01, rtol=0)
+    torch.testing.assert_close(sampled(False), forward, atol=0.01, rtol=0)
+    # the weight leaves the value alone on-policy
+    logprobs = torch.log_softmax(theta, 0)[tokens[:5]].detach()
+    torch.testing.assert_close(token_kl(logprobs, q.log()[tokens[:5]], "k3", logprobs), k3_kl(logprobs, q.log()[tokens[:5]]))
+
+
 def test_adaptive_kl_controller_follows_ziegler_update():
     controller = AdaptiveKLController(0.2, target=6.0, horizon=10000)
     controller.update(current_kl=9.0, n_steps=100)  # error 0.5 clipped to 0.2
@@ -277,6 +305,7 @@ def test_sample_categorical_draws_from_the_distribution():
         (GRPOConfig, "loss_type", "sum"),
         (GRPOConfig, "kl_estimator", "k4"),
         (GRPOConfig, "dapo_normalizer", "global"),
+        (GRPOConfig, "kl_importance_weight", "yes"),
         (GRPOConfig, "lr_schedule", "cosine"),
         (LMPPOConfig, "lr_schedule", "linear_decay"),
         (GRPOConfig, "lr_decay_iterations", 0),

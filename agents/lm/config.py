@@ -443,6 +443,13 @@ class GRPOConfig(GroupConfig):
         "expectation on-policy), ``\"k2\"`` = ``r^2 / 2`` (biased, >= 0; its gradient is the reverse KL's "
         "on-policy)."},
     )
+    kl_importance_weight: bool = field(
+        default=False,
+        metadata={"help": "Multiply the per-token KL estimate by the (differentiable) ratio ``pi / pi_old`` to the "
+        "sampling policy, so that its expected gradient is the reverse KL's (DeepSeek-V3.2; TRL 1.16 "
+        "``use_bias_correction_kl=True``, its default). ``False``: the plain estimate (DeepSeekMath's "
+        "GRPO), whose k3 gradient is in expectation the forward KL(pi_ref || pi)'s."},
+    )
     dapo_normalizer: str = field(
         default="minibatch",
         metadata={"help": "Token count dividing the summed loss of each step under ``loss_type=\"dapo\"``: "
@@ -477,6 +484,10 @@ class GRPOConfig(GroupConfig):
         _check_nonneg(self, "beta")
         _check_choice(self, "kl_estimator", KL_ESTIMATORS)
         _check_choice(self, "dapo_normalizer", DAPO_NORMALIZERS)
+        if not isinstance(self.kl_importance_weight, bool):
+            raise ValueError(
+                f"{type(self).__name__}.kl_importance_weight={self.kl_importance_weight!r}; expected True or False"
+            )
         if self.epsilon_high is not None:
             _check_positive(self, "epsilon_high")
         _check_choice(self, "scale_rewards", GRPO_SCALE_REWARDS)

@@ -62,6 +62,7 @@ class GroupTrainer(LMTrainer):
         ref_logprobs: torch.Tensor | None = None,
         kl_beta: float = 0.0,
         kl_estimator: str = "k3",
+        kl_importance_weight: bool = False,
         loss_type: str = "dapo",
         dapo_normalizer: str = "minibatch",
     ) -> dict[str, float]:
@@ -70,7 +71,7 @@ class GroupTrainer(LMTrainer):
 
         The loss per token is the clipped surrogate (ratio clipped to ``[1 - epsilon, 1 + epsilon_high]``) plus
         ``kl_beta`` times the ``kl_estimator`` KL estimate to the reference (``ref_logprobs``, needed when
-        ``kl_beta > 0``); tokens are aggregated as ``loss_type`` says (``"dapo"``: sum / all tokens of the minibatch
+        ``kl_beta > 0``; times the ratio to the sampling policy when ``kl_importance_weight``); tokens are aggregated as ``loss_type`` says (``"dapo"``: sum / all tokens of the minibatch
         over processes, or with ``dapo_normalizer="rollout"`` sum / (all tokens of ``loss_mask`` over processes /
         ``num_minibatches``); ``"grpo"``: mean of per-sequence means; ``"dr_grpo"``: sum / (sequences x
         max_new_tokens)).
@@ -93,7 +94,8 @@ class GroupTrainer(LMTrainer):
                         clip_range_high=epsilon_high,
                     )
                     if kl_beta > 0:
-                        kl = token_kl(new_logprobs, ref_logprobs[rows, :t], kl_estimator) * mask
+                        old = batch.logprobs if kl_importance_weight else None
+                        kl = token_kl(new_logprobs, ref_logprobs[rows, :t], kl_estimator, old) * mask
                         per_token = per_token + kl_beta * kl
                         stats["kl_loss"].append(float(kl.detach().sum() / mask.sum().clamp(min=1)))
                     loss = aggregate_token_loss(
@@ -163,6 +165,7 @@ class GRPOTrainer(GroupTrainer):
             ref_logprobs=ref_logprobs,
             kl_beta=cfg.beta,
             kl_estimator=cfg.kl_estimator,
+            kl_importance_weight=cfg.kl_importance_weight,
             loss_type=cfg.loss_type,
             dapo_normalizer=cfg.dapo_normalizer,
         )
