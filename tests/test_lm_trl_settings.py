@@ -9,17 +9,9 @@ import pytest
 import torch
 
 from agents.lm import Callback, GRPOConfig, GRPOTrainer
+from test_lm_checkpoint import ENV_KWARGS
 from textenv.models import TINY_MODEL
 
-EOS, TARGET = 2, 107
-ENV_KWARGS = dict(
-    tokenizer=TINY_MODEL,
-    prompts=["The movie was", "I walked into the theater and", "My friend said"],
-    reward=lambda prompts, completions, completion_ids, **info: [float(ids.count(TARGET)) for ids in completion_ids],
-    max_new_tokens=6,
-    max_prompt_tokens=12,
-    allowed_token_ids=list(range(100, 115)) + [EOS],
-)
 LR = 2e-3
 
 
