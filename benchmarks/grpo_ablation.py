@@ -39,6 +39,9 @@ the train loop's wall seconds and process CPU seconds (evaluation excluded). Res
 other variants into the same directory add theirs), with the CPU it ran on; a markdown table ends the run
 (``--table-only`` reprints it).
 
+One 86-round SmolLM2 run takes ~25-40 minutes on one thread (16-28 s per round on a shared AVX2-only EPYC), plus
+~30 s of evaluation: the five default variants x 3 seeds are ~4 hours as two processes.
+
     # the real ablation (2 cores): two processes, one thread each, halves of the variants, 3 seeds
     OMP_NUM_THREADS=1 python benchmarks/grpo_ablation.py --variants baseline,linear_lr,kl_is_weight --seeds 0,1,2 &
     OMP_NUM_THREADS=1 python benchmarks/grpo_ablation.py --variants dapo_rollout,trl_all --seeds 0,1,2
