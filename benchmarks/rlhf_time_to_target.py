@@ -201,23 +201,28 @@ def plot(curves: dict[str, Any], target: float | None, path: Path) -> None:
     plt.close(fig)
 
 
-def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 rounds: checks the pipeline only")
-    parser.add_argument("--agents", default="grpo,lm-ppo,trl", help="comma-separated: grpo, lm-ppo, trl")
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run settings the RLHF benchmarks share (what :func:`example_args` passes on, and the threads)."""
     parser.add_argument("--model", default=textenv.DEFAULT_MODEL)
     parser.add_argument("--rounds", type=int, default=86)
-    parser.add_argument("--eval-every", type=int, default=10, help="rounds between held-out evaluations")
     parser.add_argument("--eval-samples", type=int, default=1, help="completions per held-out prompt")
     parser.add_argument("--num-envs", type=int, default=16, help="completions per round")
     parser.add_argument("--generations", type=int, default=4, help="completions per prompt (grpo, trl)")
     parser.add_argument("--minibatches", type=int, default=4, help="optimiser steps per round")
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--critic-lr", type=float, default=1e-4)
+    parser.add_argument("--critic-lr", type=float, default=1e-4, help="value-model learning rate (lm-ppo)")
     parser.add_argument("--beta", type=float, default=0.04)
     parser.add_argument("--train-layers", type=int, default=8)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--threads", type=int, default=1)
+
+
+def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 rounds: checks the pipeline only")
+    parser.add_argument("--agents", default="grpo,lm-ppo,trl", help="comma-separated: grpo, lm-ppo, trl")
+    add_run_arguments(parser)
+    parser.add_argument("--eval-every", type=int, default=10, help="rounds between held-out evaluations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target", type=float, default=None, help="held-out reward to reach (default: TRL's final)")
     parser.add_argument("--out", default="runs/rlhf_time_to_target")

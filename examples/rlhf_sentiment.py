@@ -178,9 +178,11 @@ def training_reward(args: argparse.Namespace) -> Any:
     return ["sentiment", *parts] if parts else "sentiment"
 
 
-def make_trainer(args: argparse.Namespace, output_dir: str | None) -> tuple[Any, int]:
+def make_trainer(
+    args: argparse.Namespace, output_dir: str | None, config_overrides: dict[str, Any] | None = None
+) -> tuple[Any, int]:
     """The trainer the settings ask for, on the training prompts, its policy's lower blocks frozen; and the
-    policy's trainable parameter count."""
+    policy's trainable parameter count. ``config_overrides`` sets further fields of the agent's config."""
     trainer_class, config_class = AGENTS[args.agent]
     if args.agent == "lm-ppo":  # the KL penalty is MOSS-RLHF's per-token one in the reward (kl_coef 0.05)
         extra = {"critic_learning_rate": args.critic_lr}
@@ -188,7 +190,8 @@ def make_trainer(args: argparse.Namespace, output_dir: str | None) -> tuple[Any,
         extra = {"num_generations": args.generations, "beta": args.beta}
     config = config_class(
         seed=args.seed, num_envs=args.num_envs, learning_rate=args.lr, num_minibatches=args.minibatches,
-        output_dir=output_dir, progress_bar=False, save_every_minutes=args.save_every_minutes, **extra
+        output_dir=output_dir, progress_bar=False, save_every_minutes=args.save_every_minutes,
+        **{**extra, **(config_overrides or {})},
     )
     policy = textenv.load_causal_lm(args.model)
     trainable = freeze_lower_layers(policy, policy.model, args.train_layers)

@@ -25,6 +25,7 @@ from agents.lm.core import (
     process_advantages,
     rloo_advantages,
     shape_scores,
+    token_kl,
     whiten,
 )
 from agents.lm.group import aggregate_token_loss
@@ -75,6 +76,55 @@ def test_k3_kl_is_nonnegative_and_zero_at_equality():
     expected = torch.exp(ref - logprobs) - (ref - logprobs) - 1
     torch.testing.assert_close(k3_kl(logprobs, ref), expected)
     assert torch.all(k3_kl(logprobs, ref) >= 0)
+
+
+def test_kl_estimators_match_hand_computed_values():
+    logprobs, ref = t([-1.0, -2.0, -0.5]), t([-1.5, -1.0, -0.5])  # r = ref - logprobs = -0.5, 1.0, 0.0
+    torch.testing.assert_close(token_kl(logprobs, ref, "k1"), t([0.5, -1.0, 0.0]))
+    torch.testing.assert_close(token_kl(logprobs, ref, "k2"), t([0.125, 0.5, 0.0]))
+    k3 = [math.exp(-0.5) + 0.5 - 1, math.exp(1.0) - 1.0 - 1, 0.0]
+    torch.testing.assert_close(token_kl(logprobs, ref, "k3"), t(k3))
+    torch.testing.assert_close(token_kl(logprobs, ref), k3_kl(logprobs, ref))
+    with pytest.raises(ValueError, match="kl_estimator='k4'.*'k1', 'k2', 'k3'"):
+        token_kl(logprobs, ref, "k4")
+
+
+def test_kl_estimators_on_samples_estimate_the_kl():
+    # on-policy samples: k1 and k3 are unbiased; k2 is biased but close when the distributions are close
+    p, q = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.4, 0.35, 0.25])
+    tokens = torch.multinomial(p, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    logprobs, ref = p.log()[tokens], q.log()[tokens]
+    exact = float((p * (p / q).log()).sum())
+    for estimator, tolerance in (("k1", 0.003), ("k3", 0.001), ("k2", 0.003)):
+        assert float(token_kl(logprobs, ref, estimator).mean()) == pytest.approx(exact, abs=tolerance), estimator
+
+
+def test_importance_weighted_k3_has_the_reverse_kl_gradient():
+    # on-policy samples (ratio exactly 1): the weighted k3's mean gradient is that of KL(p || q); the plain k3's is
+    # that of the forward KL(q || p)
+    theta = torch.tensor([0.3, -0.2, 0.1], requires_grad=True)
+    q = torch.tensor([0.2, 0.5, 0.3])
+    p = torch.softmax(theta, 0).detach()
+    tokens = torch.multinomial(p, 400_000, replacement=True, generator=torch.Generator().manual_seed(1))
+
+    def gradient(value: torch.Tensor) -> torch.Tensor:
+        (grad,) = torch.autograd.grad(value, theta)
+        return grad
+
+    def sampled(weighted: bool) -> torch.Tensor:
+        logprobs = torch.log_softmax(theta, 0)[tokens]
+        old = logprobs.detach() if weighted else None
+        return gradient(token_kl(logprobs, q.log()[tokens], "k3", old).mean())
+
+    logp = torch.log_softmax(theta, 0)
+    reverse = gradient((logp.exp() * (logp - q.log())).sum())
+    forward = gradient((q * (q.log() - torch.log_softmax(theta, 0))).sum())
+    assert not torch.allclose(reverse, forward, atol=0.05)
+    torch.testing.assert_close(sampled(True), reverse, atol=0.01, rtol=0)
+    torch.testing.assert_close(sampled(False), forward, atol=0.01, rtol=0)
+    # the weight leaves the value alone on-policy
+    logprobs = torch.log_softmax(theta, 0)[tokens[:5]].detach()
+    torch.testing.assert_close(token_kl(logprobs, q.log()[tokens[:5]], "k3", logprobs), k3_kl(logprobs, q.log()[tokens[:5]]))
 
 
 def test_adaptive_kl_controller_follows_ziegler_update():
@@ -223,6 +273,9 @@ def test_token_loss_aggregations():
     assert float(aggregate_token_loss(per_token, mask, "dapo", 3)) == pytest.approx(7 / 4)
     assert float(aggregate_token_loss(per_token, mask, "grpo", 3)) == pytest.approx((1.0 + 4.0) / 2)
     assert float(aggregate_token_loss(per_token, mask, "dr_grpo", 8)) == pytest.approx(7 / (2 * 8))
+    # dapo_normalizer="rollout": a given count (the iteration's tokens / num_minibatches) replaces the minibatch's
+    count = torch.tensor(10.0, dtype=torch.float64)
+    assert float(aggregate_token_loss(per_token, mask, "dapo", 3, token_count=count)) == pytest.approx(7 / 10)
 
 
 # -- sampling ------------------------------------------------------------------------------------------------------
@@ -250,6 +303,12 @@ def test_sample_categorical_draws_from_the_distribution():
         (LMPPOConfig, "update_epochs", True),
         (GRPOConfig, "num_generations", 1),
         (GRPOConfig, "loss_type", "sum"),
+        (GRPOConfig, "kl_estimator", "k4"),
+        (GRPOConfig, "dapo_normalizer", "global"),
+        (GRPOConfig, "kl_importance_weight", "yes"),
+        (GRPOConfig, "lr_schedule", "cosine"),
+        (LMPPOConfig, "lr_schedule", "linear_decay"),
+        (GRPOConfig, "lr_decay_iterations", 0),
         (RLOOConfig, "reward_clip_range", (1.0, -1.0)),
     ],
 )

@@ -36,6 +36,7 @@ from agents.lm.distributed import Processes
 from agents.lm.logger import MetricsLogger
 from agents.decoding import filter_logits, masked_logits
 from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, text_vector_env
+from agents.lm.schedule import LearningRateSchedule
 from agents.lm.seeding import IterationSeeds
 
 POLICY_DIR = "policy"
@@ -90,6 +91,10 @@ class LMTrainer:
         self._build_models()
         self.optimizer = torch.optim.AdamW(
             self.parameter_groups(), betas=config.adam_betas, weight_decay=config.weight_decay
+        )
+        self.lr_schedule = LearningRateSchedule(
+            config.lr_schedule, self.optimizer, config.update_epochs * config.num_minibatches,
+            config.lr_decay_iterations,
         )
         for name in self.prepared_models:  # DDP-wrapped when distributed
             setattr(self, name, self.accelerator.prepare_model(getattr(self, name)))
@@ -224,6 +229,7 @@ class LMTrainer:
         model's gradient norm before clipping."""
         optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
+        self.lr_schedule.before_step(optimizer)
         norms = {}
         for name, model in models.items():
             parameters = [p for p in model.parameters() if p.grad is not None]
@@ -235,6 +241,7 @@ class LMTrainer:
                 norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters]))
             norms[name] = float(norm)
         optimizer.step()
+        self.lr_schedule.after_step()
         return norms
 
     @contextlib.contextmanager
@@ -269,6 +276,7 @@ class LMTrainer:
         if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0):
             raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
         stop_at = None if iterations is None else self.iteration + iterations
+        self.lr_schedule.plan_iterations(stop_at)
         return self._loop(lambda: stop_at is None or self.iteration < stop_at, iterations, max_seconds, callbacks)
 
     def learn(
@@ -283,6 +291,7 @@ class LMTrainer:
         stops it."""
         if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 0:
             raise ValueError(f"total_timesteps must be an int >= 0, got {total_timesteps!r}")
+        self.lr_schedule.plan_timesteps(total_timesteps)
         return self._loop(lambda: self.num_timesteps < total_timesteps, None, max_seconds, callbacks)
 
     def _loop(
@@ -316,12 +325,14 @@ class LMTrainer:
     def _run_iteration(self) -> dict[str, float]:
         self.timings = defaultdict(float)
         started = time.perf_counter()
+        self.lr_schedule.start_iteration(self.num_timesteps)
         metrics = self.iteration_step()
         self.iteration += 1
         elapsed = time.perf_counter() - started
         metrics = {"iteration": float(self.iteration), **metrics}
         metrics["timesteps"] = float(self.num_timesteps)
         metrics["iteration_seconds"] = elapsed
+        metrics["learning_rate"] = float(self.optimizer.param_groups[0]["lr"])  # the policy's, at the last step
         for key, value in sorted(self.timings.items()):
             metrics[key] = value
         metrics["tokens_per_second"] = metrics.get("batch_tokens", 0.0) / max(elapsed, 1e-9)
@@ -370,12 +381,15 @@ class LMTrainer:
 
     def checkpoint_state(self) -> dict[str, Any]:
         """JSON-able trainer state; subclasses add theirs."""
-        return {"iteration": self.iteration, "num_timesteps": self.num_timesteps, "num_episodes": self.num_episodes}
+        return {"iteration": self.iteration, "num_timesteps": self.num_timesteps, "num_episodes": self.num_episodes,
+                "lr_schedule": self.lr_schedule.state_dict()}
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.iteration = int(state["iteration"])
         self.num_timesteps = int(state["num_timesteps"])
         self.num_episodes = int(state["num_episodes"])
+        if "lr_schedule" in state:  # a checkpoint without one ran at a constant rate
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"optimizer": self.optimizer}

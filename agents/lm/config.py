@@ -24,8 +24,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.lm.schedule import LR_SCHEDULES
+
 REWARD_NORMALIZATIONS = ("normalize", "scale", "none")
-KL_ESTIMATORS = ("k1", "k3")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+DAPO_NORMALIZERS = ("minibatch", "rollout")
 GRPO_SCALE_REWARDS = ("group", "batch", "none")
 GRPO_LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
 
@@ -64,6 +67,22 @@ class LMAgentConfig:
         default=1e-6,
         metadata={"help": "Policy AdamW learning rate (TRL ``GRPOConfig``/``RLOOConfig`` 1e-6; MOSS-RLHF uses 5e-7 "
         "for 7B models). Small models and toy tasks want far more (the tests use 2e-3)."},
+    )
+    lr_schedule: str = field(
+        default="constant",
+        metadata={"help": "Learning-rate schedule over the run's optimiser steps: ``\"constant\"``, or "
+        "``\"linear\"`` decay to 0, TRL's default (``transformers.TrainingArguments.lr_scheduler_type="
+        "\"linear\"``, ``get_linear_schedule_with_warmup`` with no warm-up): step ``n`` of ``N`` runs at "
+        "``learning_rate * (1 - n / N)`` in every parameter group. ``N`` comes from "
+        "``lr_decay_iterations``, else from the first ``train(iterations)`` / ``learn(total_timesteps)`` "
+        "call (see :mod:`agents.lm.schedule`); checkpoints keep it. MOSS-RLHF and the constant default: "
+        "no schedule."},
+    )
+    lr_decay_iterations: int | None = field(
+        default=None,
+        metadata={"help": "Length of the linear decay in iterations (``update_epochs * num_minibatches`` steps "
+        "each); ``None``: the planned length of the run. Needed for ``\"linear\"`` with a wall-time "
+        "budget alone (``train(max_seconds=...)``)."},
     )
     adam_betas: tuple[float, float] = field(
         default=(0.9, 0.95),
@@ -148,6 +167,9 @@ class LMAgentConfig:
         _check_int(self, "num_envs", minimum=1)
         _check_positive(self, "temperature")
         _check_positive(self, "learning_rate")
+        _check_choice(self, "lr_schedule", LR_SCHEDULES)
+        if self.lr_decay_iterations is not None:
+            _check_int(self, "lr_decay_iterations", minimum=1)
         _check_nonneg(self, "weight_decay")
         _check_positive(self, "adam_eps")
         betas = tuple(self.adam_betas)
@@ -409,8 +431,33 @@ class GRPOConfig(GroupConfig):
     )
     beta: float = field(
         default=0.0,
-        metadata={"help": "Weight of the per-token k3 KL estimate to the reference in the loss (TRL default 0.0; "
-        "DeepSeekMath used 0.04)."},
+        metadata={"help": "Weight of the per-token KL estimate (``kl_estimator``) to the reference in the loss (TRL "
+        "default 0.0; DeepSeekMath used 0.04)."},
+    )
+    kl_estimator: str = field(
+        default="k3",
+        metadata={"help": "Per-token estimator of KL(pi || pi_ref) in the loss, from the sampled tokens' log-ratio "
+        "``r = log pi_ref - log pi`` (Schulman, \"Approximating KL Divergence\", 2020): ``\"k3\"`` = "
+        "``exp(r) - r - 1`` (unbiased, >= 0; DeepSeekMath and TRL ``GRPOTrainer``, which has no other), "
+        "``\"k1\"`` = ``-r`` (unbiased, can be negative; its gradient is the score function, 0 in "
+        "expectation on-policy), ``\"k2\"`` = ``r^2 / 2`` (biased, >= 0; its gradient is the reverse KL's "
+        "on-policy)."},
+    )
+    kl_importance_weight: bool = field(
+        default=False,
+        metadata={"help": "Multiply the per-token KL estimate by the (differentiable) ratio ``pi / pi_old`` to the "
+        "sampling policy, so that its expected gradient is the reverse KL's (DeepSeek-V3.2; TRL 1.16 "
+        "``use_bias_correction_kl=True``, its default). ``False``: the plain estimate (DeepSeekMath's "
+        "GRPO), whose k3 gradient is in expectation the forward KL(pi_ref || pi)'s."},
+    )
+    dapo_normalizer: str = field(
+        default="minibatch",
+        metadata={"help": "Token count dividing the summed loss of each step under ``loss_type=\"dapo\"``: "
+        "``\"minibatch\"`` = the step's own completion tokens (the DAPO paper's token mean per batch; TRL "
+        "calls it ``\"bnpo\"``), ``\"rollout\"`` = the iteration's completion tokens / "
+        "``num_minibatches`` (TRL 1.16 ``\"dapo\"``: ``num_items_in_batch`` of the generation batch over "
+        "``steps_per_generation``), so a minibatch of long completions weighs more. Both over all "
+        "processes."},
     )
     epsilon_high: float | None = field(
         default=None,
@@ -435,6 +482,12 @@ class GRPOConfig(GroupConfig):
     def validate(self) -> None:
         super().validate()
         _check_nonneg(self, "beta")
+        _check_choice(self, "kl_estimator", KL_ESTIMATORS)
+        _check_choice(self, "dapo_normalizer", DAPO_NORMALIZERS)
+        if not isinstance(self.kl_importance_weight, bool):
+            raise ValueError(
+                f"{type(self).__name__}.kl_importance_weight={self.kl_importance_weight!r}; expected True or False"
+            )
         if self.epsilon_high is not None:
             _check_positive(self, "epsilon_high")
         _check_choice(self, "scale_rewards", GRPO_SCALE_REWARDS)

@@ -170,6 +170,32 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_ratio) - log_ratio - 1.0
 
 
+def token_kl(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    estimator: str = "k3",
+    old_logprobs: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from the sampled tokens' log-probs (Schulman, "Approximating KL
+    Divergence", 2020), with ``r = log pi_ref - log pi``: ``"k1"`` = ``-r``, ``"k2"`` = ``r^2 / 2``, ``"k3"`` =
+    :func:`k3_kl`.
+
+    With ``old_logprobs`` (the sampling policy's), the estimate is multiplied by the differentiable importance
+    ratio ``pi / pi_old`` (DeepSeek-V3.2; TRL ``use_bias_correction_kl``): its gradient is then, in expectation over
+    the samples, the gradient of the reverse KL(pi || pi_ref), even where the ratio is exactly 1. Without it, k3's
+    expected gradient is that of the forward KL(pi_ref || pi)."""
+    log_ratio = ref_logprobs - logprobs
+    if estimator == "k3":
+        kl = k3_kl(logprobs, ref_logprobs)
+    elif estimator == "k1":
+        kl = -log_ratio
+    elif estimator == "k2":
+        kl = 0.5 * log_ratio**2
+    else:
+        raise ValueError(f"kl_estimator={estimator!r}; expected one of ('k1', 'k2', 'k3')")
+    return kl if old_logprobs is None else kl * torch.exp(logprobs - old_logprobs)
+
+
 # -- advantages ----------------------------------------------------------------------------------------------
 def compute_gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float

@@ -5,8 +5,8 @@ same ``prompt_index`` at reset), score them with the env's reward, and replace t
 computed within each prompt's group; the resulting per-sequence advantage applies to every token of the
 completion. The policy loss is PPO's clipped surrogate on the ratio to the sampling policy.
 
-* GRPO (Shao et al. 2024): ``A = (r - mean_group) / std_group``; KL to the reference as a per-token k3 term in the
-  loss (``beta``, TRL default 0).
+* GRPO (Shao et al. 2024): ``A = (r - mean_group) / std_group``; KL to the reference as a per-token term in the
+  loss (``beta``, TRL default 0; estimator ``kl_estimator``, k3 as in TRL).
 * RLOO (Ahmadian et al. 2024): ``A = r' - mean of the other k-1 r'`` with ``r' = r - beta * KL(sequence)``.
 """
 
@@ -20,7 +20,7 @@ import torch
 
 from agents.lm.base import LMTrainer
 from agents.lm.config import GRPOConfig, RLOOConfig
-from agents.lm.core import clipped_policy_loss, grpo_advantages, k3_kl, masked_sum_count, rloo_advantages, whiten
+from agents.lm.core import clipped_policy_loss, grpo_advantages, masked_sum_count, rloo_advantages, token_kl, whiten
 from agents.lm.rollout import Rollout
 
 
@@ -61,18 +61,26 @@ class GroupTrainer(LMTrainer):
         epsilon_high: float | None = None,
         ref_logprobs: torch.Tensor | None = None,
         kl_beta: float = 0.0,
+        kl_estimator: str = "k3",
+        kl_importance_weight: bool = False,
         loss_type: str = "dapo",
+        dapo_normalizer: str = "minibatch",
     ) -> dict[str, float]:
         """``update_epochs`` x ``num_minibatches`` clipped policy-gradient steps with per-sequence ``advantages``
         (``(N,)``) on the tokens of ``loss_mask`` (``(N, T)``).
 
         The loss per token is the clipped surrogate (ratio clipped to ``[1 - epsilon, 1 + epsilon_high]``) plus
-        ``kl_beta`` times the k3 KL to the reference (``ref_logprobs``, needed when ``kl_beta > 0``); tokens are
-        aggregated as ``loss_type`` says (``"dapo"``: sum / all tokens of the minibatch over processes;
-        ``"grpo"``: mean of per-sequence means; ``"dr_grpo"``: sum / (sequences x max_new_tokens)).
+        ``kl_beta`` times the ``kl_estimator`` KL estimate to the reference (``ref_logprobs``, needed when
+        ``kl_beta > 0``; times the ratio to the sampling policy when ``kl_importance_weight``); tokens are aggregated as ``loss_type`` says (``"dapo"``: sum / all tokens of the minibatch
+        over processes, or with ``dapo_normalizer="rollout"`` sum / (all tokens of ``loss_mask`` over processes /
+        ``num_minibatches``); ``"grpo"``: mean of per-sequence means; ``"dr_grpo"``: sum / (sequences x
+        max_new_tokens)).
         """
         if kl_beta > 0 and ref_logprobs is None:
             raise ValueError(f"kl_beta={kl_beta} needs ref_logprobs")
+        token_count = None
+        if dapo_normalizer == "rollout":
+            token_count = masked_sum_count(loss_mask, loss_mask, self.accelerator)[1] / self.config.num_minibatches
         stats: dict[str, list[float]] = defaultdict(list)
         with self.timer("update_seconds"):
             for epoch in range(self.config.update_epochs):
@@ -86,10 +94,13 @@ class GroupTrainer(LMTrainer):
                         clip_range_high=epsilon_high,
                     )
                     if kl_beta > 0:
-                        token_kl = k3_kl(new_logprobs, ref_logprobs[rows, :t]) * mask
-                        per_token = per_token + kl_beta * token_kl
-                        stats["kl_loss"].append(float(token_kl.detach().sum() / mask.sum().clamp(min=1)))
-                    loss = aggregate_token_loss(per_token, mask, loss_type, self.task.max_new_tokens, self.accelerator)
+                        old = batch.logprobs if kl_importance_weight else None
+                        kl = token_kl(new_logprobs, ref_logprobs[rows, :t], kl_estimator, old) * mask
+                        per_token = per_token + kl_beta * kl
+                        stats["kl_loss"].append(float(kl.detach().sum() / mask.sum().clamp(min=1)))
+                    loss = aggregate_token_loss(
+                        per_token, mask, loss_type, self.task.max_new_tokens, self.accelerator, token_count
+                    )
                     norms = self.optimizer_step(self.optimizer, loss, {"grad_norm": self.policy})
                     stats["policy_loss"].append(float(loss.detach()))
                     stats["clip_fraction"].append(float(policy_stats["clip_fraction"]))
@@ -102,13 +113,18 @@ class GroupTrainer(LMTrainer):
 
 
 def aggregate_token_loss(
-    per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, max_new_tokens: int, accelerator: Any = None
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str,
+    max_new_tokens: int,
+    accelerator: Any = None,
+    token_count: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Reduce a ``(N, T)`` per-token loss to a scalar (see :meth:`GroupTrainer.policy_update`). Under DDP the
     gradients are averaged over processes, so ``"dapo"`` scales by ``num_processes / global token count`` to give
-    the mean over every process's tokens."""
+    the mean over every process's tokens; ``token_count`` replaces that count (the minibatch's, over processes)."""
     if loss_type == "dapo":
-        _, count = masked_sum_count(per_token.detach(), mask, accelerator)
+        count = masked_sum_count(per_token.detach(), mask, accelerator)[1] if token_count is None else token_count
         processes = accelerator.num_processes if accelerator is not None else 1
         return per_token.sum() * processes / count.clamp(min=1).to(per_token.dtype)
     if loss_type == "grpo":
@@ -148,7 +164,10 @@ class GRPOTrainer(GroupTrainer):
             epsilon_high=cfg.epsilon_high,
             ref_logprobs=ref_logprobs,
             kl_beta=cfg.beta,
+            kl_estimator=cfg.kl_estimator,
+            kl_importance_weight=cfg.kl_importance_weight,
             loss_type=cfg.loss_type,
+            dapo_normalizer=cfg.dapo_normalizer,
         )
 
         kl = (rollout.logprobs - ref_logprobs) * rollout.mask if ref_logprobs is not None else None
