@@ -35,6 +35,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+import rewards
 import textenv
 from agents import lm
 from agents.diversity import diversity_metrics
@@ -57,8 +58,11 @@ def freeze_lower_layers(model: Any, decoder: Any, train_layers: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(policy: Any, reference: Any, samples: int, seed: int, temperature: float) -> dict[str, float]:
-    """Score one completion per held-out prompt (x ``samples``): VADER, KL to the reference, perplexity."""
+def evaluate(
+    policy: Any, reference: Any, samples: int, seed: int, temperature: float, proxy: Any = None
+) -> dict[str, float]:
+    """Score one completion per held-out prompt (x ``samples``): VADER, KL to the reference, perplexity (and the
+    learned ``proxy`` reward's score, when training optimises one)."""
     prompts = [p.text for p in textenv.load_prompts("builtin:test")] * samples
     env = gym.make_vec("MossText-v0", num_envs=len(prompts), vectorization_mode="vector_entry_point",
                        autoreset_mode=gym.vector.AutoresetMode.DISABLED, prompts=prompts)
@@ -70,7 +74,9 @@ def evaluate(policy: Any, reference: Any, samples: int, seed: int, temperature: 
     kl = ((policy_lp - reference_lp) * rollout.mask).sum(1)
     ref_natural = lm.sequence_logprobs(reference, rollout)
     env.close()
+    proxy_scores = {} if proxy is None else {"proxy_mean": float(np.mean(proxy(rollout.prompts, rollout.completions)))}
     return {
+        **proxy_scores,
         "sentiment_mean": float(rollout.scores.mean()),
         "sentiment_std": float(rollout.scores.std()),
         "kl_to_reference": float(kl.mean()),
@@ -85,8 +91,11 @@ class Report(Callback):
     """Prints each iteration's training metrics; every ``eval_every`` iterations (0: never) also evaluates on the
     held-out prompts, logs the held-out VADER and diversity with the iteration, and keeps the curve."""
 
-    def __init__(self, policy: Any, reference: Any, args: argparse.Namespace, temperature: float) -> None:
+    def __init__(
+        self, policy: Any, reference: Any, args: argparse.Namespace, temperature: float, proxy: Any = None
+    ) -> None:
         self.policy, self.reference, self.args, self.temperature = policy, reference, args, temperature
+        self.proxy = proxy
         self.held_out: list[dict[str, Any]] = []
         self.started = time.perf_counter()
 
@@ -95,13 +104,17 @@ class Report(Callback):
         print(f"it {trainer.iteration:3d}  {minutes:5.1f} min  reward {metrics['reward_mean']:+.3f}"
               f"  kl {metrics.get('kl', math.nan):.3f}  len {metrics.get('response_length', math.nan):.1f}", flush=True)
         if self.args.eval_every and trainer.iteration % self.args.eval_every == 0:
-            result = evaluate(self.policy, self.reference, self.args.eval_samples, seed=1234, temperature=self.temperature)
+            result = evaluate(self.policy, self.reference, self.args.eval_samples, seed=1234,
+                              temperature=self.temperature, proxy=self.proxy)
             self.held_out.append({"iteration": trainer.iteration, "train_minutes": minutes,
                                   **{k: v for k, v in result.items() if k != "examples"}})
-            for key in ("sentiment_mean", "distinct_2_all", "top_4gram_share"):
-                metrics[f"held_out_{key}"] = result[key]
-            print(f"    held-out: sentiment {result['sentiment_mean']:+.3f}  distinct-2 (all) "
-                  f"{result['distinct_2_all']:.3f}  top 4-gram share {result['top_4gram_share']:.2f}", flush=True)
+            for key in ("sentiment_mean", "proxy_mean", "kl_to_reference", "distinct_2_all", "top_4gram_share"):
+                if key in result:
+                    metrics[f"held_out_{key}"] = result[key]
+            proxy = f"  proxy {result['proxy_mean']:+.3f}" if "proxy_mean" in result else ""
+            print(f"    held-out: sentiment {result['sentiment_mean']:+.3f}{proxy}  KL {result['kl_to_reference']:.2f}"
+                  f"  distinct-2 (all) {result['distinct_2_all']:.3f}  top 4-gram share "
+                  f"{result['top_4gram_share']:.2f}", flush=True)
 
 
 def plot(
@@ -158,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fluency-weight", type=float, default=0.5,
                         help="add W * fluency (mean log-prob per token under the untuned model) to the training "
                              "reward, so that lists of positive words stop paying")
+    parser.add_argument("--proxy-reward", default=None, metavar="DIR",
+                        help="train against this learned reward model (textenv train-rm) instead of VADER; held-out "
+                        "scores stay VADER (the gold) beside the proxy's")
     parser.add_argument("--train-layers", type=int, default=8, help="top decoder blocks to train (0 = all)")
     parser.add_argument("--eval-samples", type=int, default=1, help="completions per held-out prompt")
     parser.add_argument("--eval-every", type=int, default=0, help="held-out evaluation every N iterations (0: off)"
@@ -175,7 +191,16 @@ def training_reward(args: argparse.Namespace) -> Any:
         {"name": "fluency", "weight": args.fluency_weight, "kwargs": {"model": args.model}},  # the untuned model
     ]
     parts = [part for part in extra_rewards if part["weight"]]
-    return ["sentiment", *parts] if parts else "sentiment"
+    main_part = proxy_reward(args) or "sentiment"
+    return [main_part, *parts] if parts else main_part
+
+
+def proxy_reward(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The learned reward that replaces VADER in training (``--proxy-reward DIR``, standardised by its training
+    scores), or ``None``."""
+    if not getattr(args, "proxy_reward", None):
+        return None
+    return {"name": "reward_model", "kwargs": {"path": args.proxy_reward, "normalize": True}}
 
 
 def make_trainer(
@@ -214,14 +239,15 @@ def main() -> None:
     print(f"{args.agent} on MossText-v0 with {args.model}: {trainable / 1e6:.1f}M trainable parameters, "
           f"{args.num_envs} episodes per iteration, budget {args.minutes} min")
 
-    before = evaluate(policy, reference, args.eval_samples, seed=1234, temperature=config.temperature)
+    proxy = rewards.make(proxy_reward(args)) if proxy_reward(args) else None
+    before = evaluate(policy, reference, args.eval_samples, seed=1234, temperature=config.temperature, proxy=proxy)
     print(f"held-out before: sentiment {before['sentiment_mean']:+.3f}  distinct-2 (all) {before['distinct_2_all']:.3f}"
           f"  top 4-gram share {before['top_4gram_share']:.2f}")
-    report = Report(policy, reference, args, config.temperature)
+    report = Report(policy, reference, args, config.temperature, proxy=proxy)
     started = time.perf_counter()
     history = trainer.train(args.max_iterations, max_seconds=args.minutes * 60, callbacks=[report])  # checkpoints at the end
     train_minutes = (time.perf_counter() - started) / 60
-    after = evaluate(policy, reference, args.eval_samples, seed=1234, temperature=config.temperature)
+    after = evaluate(policy, reference, args.eval_samples, seed=1234, temperature=config.temperature, proxy=proxy)
     results = {
         "agent": args.agent, "model": args.model, "iterations": len(history), "train_minutes": train_minutes,
         "episodes": len(history) * args.num_envs, "mixed_precision": trainer.accelerator.mixed_precision,

@@ -407,3 +407,28 @@ def test_overoptimization_smoke_runs_end_to_end(tmp_path, capsys):
     assert len(results["fits"]) == 5 and (out / "overoptimization.png").stat().st_size > 1000
     assert {"pairs", "best_of_n", "total"} <= set(results["timings"])
     assert "| best-of-n | 12 |" in (out / "table.md").read_text()
+
+
+def test_overoptimization_reuses_a_pairs_file_and_refuses_one_too_small(tmp_path):
+    from agents.reward_model.overoptimization import Experiment, OveroptimizationConfig
+
+    labelled = [replace_gold(p, i) for i, p in enumerate(marker_pairs(30))]
+    write_preferences(tmp_path / "pairs.jsonl", labelled)
+    config = OveroptimizationConfig.smoke(str(tmp_path / "out"))
+    config.pairs_file = str(tmp_path / "pairs.jsonl")
+    experiment = Experiment(config)
+    pairs = experiment.make_pairs()
+    assert len(pairs) == 30 and experiment.results["pairs"]["reused"] and not (tmp_path / "out" / "pairs.jsonl").exists()
+    config.pair_counts = (12, 40)
+    with pytest.raises(ValueError, match="has 30 pairs; expected at least 40 gold-labelled pairs"):
+        Experiment(config).make_pairs()
+    write_preferences(tmp_path / "unlabelled.jsonl", marker_pairs(30))
+    config.pairs_file, config.pair_counts = str(tmp_path / "unlabelled.jsonl"), (12, 24)
+    with pytest.raises(ValueError, match="has no gold scores"):
+        Experiment(config).make_pairs()
+
+
+def replace_gold(pair: PreferencePair, i: int) -> PreferencePair:
+    import dataclasses
+
+    return dataclasses.replace(pair, gold_chosen=1.0 + i, gold_rejected=float(i))

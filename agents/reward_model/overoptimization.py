@@ -51,9 +51,15 @@ class OveroptimizationConfig:
     # pairs and proxies
     pair_counts: tuple[int, ...] = field(default=(100, 300, 900), metadata={"help": "N: pairs per proxy RM"})
     k: int = field(default=4, metadata={"help": "completions per prompt when generating pairs (k(k-1)/2 pairs)"})
+    pairs_file: str | None = field(
+        default=None,
+        metadata={"help": "gold-labelled pairs to use instead of generating them (a `textenv pairs` file from the "
+                  "same policy, gold and builtin:train prompts); the first N are each proxy's"},
+    )
     rm_epochs: int = field(default=2, metadata={"help": "proxy training epochs"})
     rm_trainable_blocks: int = field(default=4, metadata={"help": "top blocks trained in each proxy"})
     rm_learning_rate: float = field(default=1e-4, metadata={"help": "proxy learning rate"})
+    rm_pooling: str = field(default="last", metadata={"help": "proxy pooling: 'last' or 'mean' (RewardModelConfig)"})
     ensemble_members: int = field(
         default=0,
         metadata={"help": "with >= 2: this many proxies on the largest N (other seeds), and best-of-n against their "
@@ -164,6 +170,7 @@ class Experiment:
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
+        self.frozen_cache: Any = None  # shared by the proxies (same base model and trainable blocks)
         self.results: dict[str, Any] = {"config": json_safe(dataclasses.asdict(config)), "timings": self.timings}
         torch.manual_seed(config.seed)
 
@@ -207,6 +214,17 @@ class Experiment:
         from textenv.preferences import load_preferences
 
         cfg = self.config
+        if cfg.pairs_file is not None:
+            pairs = load_preferences(cfg.pairs_file)
+            unlabelled = next((p for p in pairs if p.gold_chosen is None or p.gold_rejected is None), None)
+            if len(pairs) < max(cfg.pair_counts) or unlabelled is not None:
+                raise ValueError(
+                    f"pairs_file={cfg.pairs_file!r} has {len(pairs)} pairs"
+                    + (f" and {unlabelled.source} has no gold scores" if unlabelled is not None else "")
+                    + f"; expected at least {max(cfg.pair_counts)} gold-labelled pairs"
+                )
+            self.results["pairs"] = {"out": cfg.pairs_file, "pairs": len(pairs), "reused": True}
+            return pairs
         path = self.out / "pairs.jsonl"
         pair_config = PairConfig(
             env=cfg.env, policy=cfg.policy, pairs=max(cfg.pair_counts), gold=cfg.gold, k=cfg.k, seed=cfg.seed,
@@ -225,9 +243,11 @@ class Experiment:
         config = RewardModelConfig(
             model=cfg.rm_model or cfg.policy, seed=cfg.seed + member, num_train_epochs=cfg.rm_epochs,
             trainable_blocks=cfg.rm_trainable_blocks, learning_rate=cfg.rm_learning_rate, output_dir=str(directory),
-            progress_bar=False,
+            progress_bar=False, pooling=cfg.rm_pooling,
         )
-        result = RewardModelTrainer(pairs, config).train()
+        trainer = RewardModelTrainer(pairs, config, frozen_cache=self.frozen_cache)
+        self.frozen_cache = trainer.frozen_cache or self.frozen_cache  # the frozen blocks are every proxy's
+        result = trainer.train()
         self.results.setdefault("proxies", {})[directory.name] = {
             "held_out_accuracy": result.best_eval_accuracy, "steps": result.steps,
             "train_seconds": round(result.train_seconds, 2), "path": str(directory),
