@@ -50,6 +50,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr3e-4": {"learning_rate": 3e-4},
     "smoothing0.1": {"label_smoothing": 0.1},
     "center0.01": {"center_rewards_coefficient": 0.01},
+    "mean_words": {"pooling": "mean", "head_init_positive": "good,great,love,wonderful,happy,beautiful,best,"
+                   "excellent,amazing,enjoy,fun,nice,perfect",
+                   "head_init_negative": "bad,terrible,hate,awful,sad,ugly,worst,poor,boring,horrible,wrong,dull,fail"},
     "margin_gold": {"margin_from_gold": 1.0},
     "no_early_stop": {"early_stopping_patience": None},
     "epochs6": {"num_train_epochs": 6},

@@ -432,3 +432,19 @@ def replace_gold(pair: PreferencePair, i: int) -> PreferencePair:
     import dataclasses
 
     return dataclasses.replace(pair, gold_chosen=1.0 + i, gold_rejected=float(i))
+
+
+def test_score_head_initialised_from_words_is_the_lm_head_row_difference():
+    from textenv.models import load_causal_lm
+
+    config = tiny_config(head_init_positive="good, great", head_init_negative="bad", num_train_epochs=1)
+    trainer = RewardModelTrainer(marker_pairs(8), config)
+    tokenizer = trainer.tokenizer
+    rows = load_causal_lm(TINY_MODEL).get_output_embeddings().weight.detach()
+    first = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("good", "great", "bad")]
+    expected = (rows[first[0]] + rows[first[1]]) / 2 - rows[first[2]]
+    torch.testing.assert_close(trainer.unwrapped_model.score.weight[0], expected)
+    with pytest.raises(ValueError, match="expected both"):
+        RewardModelConfig(head_init_positive="good").validate()
+    with pytest.raises(ValueError, match="expected comma-separated words"):
+        RewardModelConfig(head_init_positive=" , ", head_init_negative="bad").validate()

@@ -78,6 +78,17 @@ class RewardModelConfig:
                   "AutoModelForSequenceClassification score only 'last' models correctly."},
     )
 
+    head_init_positive: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated words (e.g. 'good,great,love'): with head_init_negative, the score head "
+                  "starts as the mean LM-head row of these words minus that of the negative ones, so the untrained "
+                  "model already scores how much the text's states predict the positive words over the negative "
+                  "ones (a prior the user states, like an LLM judge's prompt). None: a random head."},
+    )
+    head_init_negative: str | None = field(
+        default=None, metadata={"help": "Comma-separated words of the other side (see head_init_positive)."}
+    )
+
     # -- loss ------------------------------------------------------------------------------------------------
     use_margin: bool = field(
         default=True,
@@ -150,6 +161,15 @@ class RewardModelConfig:
             _check_int(self, "trainable_blocks", minimum=0)
         if self.pooling not in POOLINGS:
             raise ValueError(f"RewardModelConfig.pooling={self.pooling!r}; expected one of {POOLINGS}")
+        if (self.head_init_positive is None) != (self.head_init_negative is None):
+            raise ValueError(
+                f"RewardModelConfig.head_init_positive={self.head_init_positive!r}, head_init_negative="
+                f"{self.head_init_negative!r}; expected both (comma-separated words) or neither"
+            )
+        for name in ("head_init_positive", "head_init_negative"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not [w for w in value.split(",") if w.strip()]):
+                raise ValueError(f"RewardModelConfig.{name}={value!r}; expected comma-separated words")
         _check_unit(self, "label_smoothing")
         if self.label_smoothing >= 0.5:
             raise ValueError(

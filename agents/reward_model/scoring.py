@@ -229,6 +229,21 @@ def load_reward_model(name_or_path: str, dtype: Any = None, seed: int = 0) -> tu
     return model, tokenizer
 
 
+def init_head_from_words(model: nn.Module, tokenizer: Any, lm_head: torch.Tensor, positive: str, negative: str) -> None:
+    """Set the one-output score head of ``model`` to the mean ``lm_head`` row (``(vocab, hidden)``) of the first
+    token of each comma-separated ``positive`` word (with a leading space, as it follows text) minus the mean of the
+    ``negative`` ones, and its bias (if any) to 0."""
+
+    def mean_row(words: str) -> torch.Tensor:
+        ids = [tokenizer(" " + w.strip(), add_special_tokens=False)["input_ids"][0] for w in words.split(",") if w.strip()]
+        return lm_head[ids].mean(0)
+
+    with torch.no_grad():
+        model.score.weight.copy_((mean_row(positive) - mean_row(negative)).to(model.score.weight.dtype)[None])
+        if getattr(model.score, "bias", None) is not None:
+            model.score.bias.zero_()
+
+
 def freeze_lower_blocks(model: nn.Module, trainable_blocks: int | None, head: nn.Module | None = None) -> int:
     """Train only the top ``trainable_blocks`` transformer blocks of ``model`` (a transformers model: its
     ``base_model`` holds the blocks), the final norm and ``head`` (default: the ``score`` head of a sequence

@@ -35,6 +35,7 @@ from agents.reward_model.scoring import (
     collate_pairs,
     encode_pair,
     freeze_lower_blocks,
+    init_head_from_words,
     load_reward_model,
     transformer_blocks,
 )
@@ -130,6 +131,11 @@ class RewardModelTrainer:
         elif tokenizer is None:
             raise ValueError("pass the tokenizer of the model you pass")
         self.model, self.tokenizer = model, tokenizer
+        if config.head_init_positive is not None:
+            from textenv.models import load_causal_lm
+
+            lm_head = load_causal_lm(config.model).get_output_embeddings().weight.detach()
+            init_head_from_words(model, tokenizer, lm_head, config.head_init_positive, config.head_init_negative)
         self.trainable_parameters = freeze_lower_blocks(model, config.trainable_blocks)
 
         if isinstance(pairs, (str, os.PathLike)):
