@@ -50,3 +50,23 @@ def test_train_and_compare_sb3_examples(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results["results"]) == {"ppo", "dqn"}
     assert (out / "learning_curves.png").stat().st_size > 10_000
+
+
+def test_rlhf_sentiment_against_a_learned_proxy_reward(tmp_path):
+    """``--proxy-reward DIR``: the training reward is the reward model (standardised), held-out scores are VADER
+    (the gold) beside the proxy's."""
+    from agents.reward_model import RewardModelConfig, train_reward_model
+    from textenv.preferences import PreferencePair
+
+    pairs = [PreferencePair(prompt=f"Review {i}:", chosen=" a wonderful film", rejected=" a dull film")
+             for i in range(8)]
+    train_reward_model(pairs, RewardModelConfig(model="tiny-random-smollm2", trainable_blocks=1, num_train_epochs=1,
+                                                progress_bar=False, output_dir=str(tmp_path / "rm")))
+    out = tmp_path / "run"
+    run_example(str(REPO / "examples" / "rlhf_sentiment.py"), "--agent", "grpo", "--model", "tiny-random-smollm2",
+                "--max-iterations", "1", "--num-envs", "8", "--eval-every", "1", "--proxy-reward",
+                str(tmp_path / "rm"), "--out", str(out), cwd=tmp_path)
+    results = json.loads((out / "results.json").read_text())
+    assert "proxy_mean" in results["before"] and "proxy_mean" in results["held_out_curve"][0]
+    header = (out / "progress.csv").read_text().splitlines()[0]
+    assert "reward_reward_model_mean" in header and "reward_sentiment_mean" not in header
