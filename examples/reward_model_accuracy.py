@@ -79,9 +79,19 @@ def with_gold_margin(pairs: list[PreferencePair], scale: float) -> list[Preferen
     return [replace(p, margin=scale * abs(p.gold_chosen - p.gold_rejected)) for p in pairs]
 
 
+def variant_settings(variant: str) -> dict[str, Any]:
+    """The setting changes of a variant name: one of :data:`VARIANTS`, or several joined by ``+``."""
+    overrides: dict[str, Any] = {}
+    for part in variant.split("+"):
+        if part not in VARIANTS:
+            raise ValueError(f"unknown variant {part!r}; expected some of {sorted(VARIANTS)} joined by '+'")
+        overrides.update(VARIANTS[part])
+    return overrides
+
+
 def run(train: list[PreferencePair], test: list[PreferencePair], n: int, variant: str, args: argparse.Namespace,
         caches: dict[Any, Any]) -> dict[str, Any]:
-    overrides = dict(VARIANTS[variant])
+    overrides = variant_settings(variant)
     margin_scale = overrides.pop("margin_from_gold", None)
     settings = dict(model=args.model, seed=args.seed, progress_bar=False)
     settings.update(overrides)
@@ -134,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", help="training pairs (JSONL)")
     parser.add_argument("--test", help="test pairs of prompts never trained on (JSONL)")
     parser.add_argument("--sizes", default="250,500,1000,2000", help="comma-separated numbers of training pairs")
-    parser.add_argument("--variants", default="default", help=f"comma-separated, from {sorted(VARIANTS)}")
+    parser.add_argument("--variants", default="default",
+                        help=f"comma-separated; each one of {sorted(VARIANTS)} or several joined by '+'")
     parser.add_argument("--model", default=RewardModelConfig.model, help="base model of the reward models")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", required=True, help="results JSON (finished runs in it are skipped)")
@@ -148,9 +159,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.train or not args.test:
         parser.error("--train and --test are needed")
-    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
-    if unknown:
-        parser.error(f"unknown variant(s) {unknown}; expected some of {sorted(VARIANTS)}")
+    for variant in args.variants.split(","):
+        try:
+            variant_settings(variant)
+        except ValueError as err:
+            parser.error(str(err))
     train, test = load_preferences(args.train), load_preferences(args.test)
     caches: dict[Any, Any] = {}
     for variant in args.variants.split(","):
