@@ -17,6 +17,11 @@ Two batch layouts, because the shared forward's gain depends on what repeats wit
 * ``shuffled``: the same pairs in a random order (TRL's sampler), so a batch rarely holds two pairs of a prompt.
 
 Steps are interleaved (ours, TRL, ours, TRL ...) after one untimed warm-up step each; the ratio is of the medians.
+"ours" is the trainer without its frozen-block cache (``cache_frozen_blocks=False``), so each side does a whole
+forward per step. The cache (our default) is measured beside them as a third side, ``cached``: its steps forward
+only the trainable top blocks, and its one-off fill (the frozen blocks over every pair, timed) is charged to an
+``--epochs``-epoch training over these pairs, so its pairs/s is ``epochs * pairs / (fill + epochs * steps per
+epoch * median step)``.
 
     .venv/bin/python benchmarks/rm_throughput.py                                 # SmolLM2-135M (minutes)
     .venv/bin/python benchmarks/rm_throughput.py --model tiny-random-smollm2 --steps 3 --json out.json
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import random
@@ -127,6 +133,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=18, help="words per completion (~24 SmolLM2 tokens)")
     parser.add_argument("--layouts", nargs="+", default=["grouped", "shuffled"], choices=["grouped", "shuffled"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs the cache fill is charged to")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -137,7 +144,11 @@ def main() -> None:
         model=args.model, per_device_train_batch_size=args.batch, trainable_blocks=args.trainable_blocks,
         eval_fraction=0.0, progress_bar=False, learning_rate=1e-5,
     )
-    ours = RewardModelTrainer(pairs, config, model=copy.deepcopy(base), tokenizer=tokenizer)
+    ours = RewardModelTrainer(pairs, dataclasses.replace(config, cache_frozen_blocks=False),
+                              model=copy.deepcopy(base), tokenizer=tokenizer)
+    cached = RewardModelTrainer(pairs, config, model=copy.deepcopy(base), tokenizer=tokenizer)
+    if cached.frozen_cache is None:
+        raise SystemExit(f"{args.model}: the frozen-block cache is not exact for this model; nothing to compare")
     trl_model = copy.deepcopy(base)
     from agents.reward_model.scoring import freeze_lower_blocks
 
@@ -150,7 +161,7 @@ def main() -> None:
         }
         for layout in args.layouts:
             chunks = batches(ours, layout, args.batch, args.steps, seed=1)
-            times: dict[str, list[float]] = {"ours": [], "trl": []}
+            times: dict[str, list[float]] = {"ours": [], "trl": [], "cached": []}
             positions = {"ours": 0, "trl": 0}
             for step, indices in enumerate(chunks):
                 batch = ours.collate(indices)  # for the position count; the timed step collates again
@@ -158,16 +169,25 @@ def main() -> None:
                 positions["trl"] += sum(len(ours.encoded[i].prefix) * 2 + len(ours.encoded[i].chosen)
                                         + len(ours.encoded[i].rejected) for i in indices)
                 ours_step = lambda: ours.training_step(ours.collate(indices))  # noqa: E731
-                for side, run in (("ours", ours_step), ("trl", lambda: trl_step(indices))):
+                cached_step = lambda: cached.training_step(cached.collate(indices))  # noqa: E731
+                for side, run in (("ours", ours_step), ("trl", lambda: trl_step(indices)), ("cached", cached_step)):
                     started = time.perf_counter()
                     run()
                     if step:  # step 0 is the warm-up
                         times[side].append(time.perf_counter() - started)
             ours_s, trl_s = statistics.median(times["ours"]), statistics.median(times["trl"])
+            epoch_steps = -(-len(pairs) // args.batch)
+            cached_total = cached.cache_seconds + args.epochs * epoch_steps * statistics.median(times["cached"])
+            cached_rate = args.epochs * len(pairs) / cached_total
             row = {
                 "ours_pairs_per_second": args.batch / ours_s,
                 "trl_pairs_per_second": args.batch / trl_s,
                 "ratio": trl_s / ours_s,
+                "cached_pairs_per_second": cached_rate,
+                "cached_ratio": cached_rate / (args.batch / trl_s),
+                "cache_fill_seconds": cached.cache_seconds,
+                "cached_step_seconds": times["cached"],
+                "epochs": args.epochs,
                 "ours_positions_per_pair": positions["ours"] / (len(chunks) * args.batch),
                 "trl_positions_per_pair": positions["trl"] / (len(chunks) * args.batch),
                 "ours_step_seconds": times["ours"],
@@ -178,6 +198,9 @@ def main() -> None:
                   f"TRL {row['trl_pairs_per_second']:6.2f} "
                   f"pairs/s   ratio {row['ratio']:.2f}x   (model positions per pair: ours "
                   f"{row['ours_positions_per_pair']:.1f}, TRL {row['trl_positions_per_pair']:.1f})", flush=True)
+            print(f"{'':9s} with the frozen-block cache, {args.epochs} epochs over {len(pairs)} pairs (fill "
+                  f"{cached.cache_seconds:.1f} s charged): {cached_rate:6.2f} pairs/s   ratio to TRL "
+                  f"{row['cached_ratio']:.2f}x", flush=True)
         del trl_trainer
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
