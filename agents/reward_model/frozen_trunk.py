@@ -75,7 +75,7 @@ class FrozenTrunkCache:
         self.states: dict[SequenceKey, torch.Tensor] = {}
 
     def fill(self, pairs: Sequence[EncodedPair]) -> None:
-        """Compute the entry states of every sequence of ``pairs`` not cached yet (prefix forwards shared)."""
+        """Compute the entry states of every sequence of ``pairs`` not cached yet (whole sequences, in batches)."""
         missing: dict[SequenceKey, None] = {}
         for pair in pairs:
             for continuation in (pair.chosen, pair.rejected):
