@@ -407,6 +407,8 @@ def test_overoptimization_smoke_runs_end_to_end(tmp_path, capsys):
     assert len(results["fits"]) == 5 and (out / "overoptimization.png").stat().st_size > 1000
     assert {"pairs", "best_of_n", "total"} <= set(results["timings"])
     assert "| best-of-n | 12 |" in (out / "table.md").read_text()
+    partial = json.loads((out / "partial_results.json").read_text())  # what a killed run would have kept
+    assert set(partial["rl"]) == {"grpo_N24", "lm-ppo_N24"} and set(partial["best_of_n"]) == set(results["best_of_n"])
 
 
 def test_overoptimization_reuses_a_pairs_file_and_refuses_one_too_small(tmp_path):

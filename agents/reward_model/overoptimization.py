@@ -195,18 +195,28 @@ class Experiment:
                 for i in range(1, cfg.ensemble_members)
             ]
             self.proxies[f"{largest}-ensemble"] = members
+        self.write_partial()
         self.results["best_of_n"] = self.timed("best_of_n", self.best_of_n)
+        self.write_partial()
         self.results["rl"] = {}
         for algorithm in cfg.rl_algorithms:
             for n in cfg.rl_pair_counts or (max(cfg.pair_counts),):
                 key = f"{algorithm}_N{n}"
                 self.results["rl"][key] = self.timed(f"rl_{key}", self.rl, algorithm, str(n))
+                self.write_partial()
         self.results["fits"] = self.fits()
         self.timings["total"] = round(sum(v for k, v in self.timings.items() if k != "total"), 2)
         (self.out / "results.json").write_text(json.dumps(json_safe(self.results), indent=2))
         (self.out / "table.md").write_text(table_markdown(self.results["fits"]))
         self.plot()
         return self.results
+
+    def write_partial(self) -> None:
+        """``partial_results.json``: what the finished parts have produced so far (a killed run keeps it)."""
+        tmp = self.out / "partial_results.json.tmp"
+        tmp.write_text(json.dumps(json_safe({**self.results, "proxies_trained": getattr(self, "proxies", {})}),
+                                  indent=2))
+        tmp.replace(self.out / "partial_results.json")
 
     # -- parts -------------------------------------------------------------------------------------------------
     def make_pairs(self) -> list[Any]:
