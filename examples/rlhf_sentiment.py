@@ -239,7 +239,8 @@ def main() -> None:
     print(f"{args.agent} on MossText-v0 with {args.model}: {trainable / 1e6:.1f}M trainable parameters, "
           f"{args.num_envs} episodes per iteration, budget {args.minutes} min")
 
-    proxy = rewards.make(proxy_reward(args)) if proxy_reward(args) else None
+    proxy_spec = proxy_reward(args)
+    proxy = rewards.make(proxy_spec) if proxy_spec else None
     before = evaluate(policy, reference, args.eval_samples, seed=1234, temperature=config.temperature, proxy=proxy)
     print(f"held-out before: sentiment {before['sentiment_mean']:+.3f}  distinct-2 (all) {before['distinct_2_all']:.3f}"
           f"  top 4-gram share {before['top_4gram_share']:.2f}")

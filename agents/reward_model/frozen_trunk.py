@@ -25,7 +25,14 @@ import torch
 from torch import nn
 
 from agents.decoding import position_ids
-from agents.reward_model.scoring import EncodedPair, PairScorer, collate_pairs, pool_hidden, transformer_blocks
+from agents.reward_model.scoring import (
+    EncodedPair,
+    PairScorer,
+    collate_pairs,
+    final_norm,
+    pool_hidden,
+    transformer_blocks,
+)
 
 SequenceKey = tuple[tuple[int, ...], tuple[int, ...]]  # (prefix ids, continuation ids)
 
@@ -58,8 +65,8 @@ def blocks_cut_to(backbone: nn.Module, start: int, stop: int) -> Iterator[None]:
         setattr(backbone, name, blocks)
 
 
-def _final_norm(backbone: nn.Module) -> nn.Module:
-    norm = getattr(backbone, "norm", None) or getattr(backbone, "ln_f", None)
+def _required_final_norm(backbone: nn.Module) -> nn.Module:
+    norm = final_norm(backbone)
     if norm is None:
         raise ValueError(f"cannot find the final norm of {type(backbone).__name__} (expected .norm or .ln_f)")
     return norm
@@ -98,7 +105,8 @@ class FrozenTrunkCache:
             mask[i, : len(sequence)] = 1
         backbone = self.model.base_model
         captured: list[torch.Tensor] = []
-        hook = _final_norm(backbone).register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+        norm = _required_final_norm(backbone)
+        hook = norm.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
         was_training = self.model.training
         self.model.eval()
         try:

@@ -171,6 +171,7 @@ class Experiment:
         self.out.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
         self.frozen_cache: Any = None  # shared by the proxies (same base model and trainable blocks)
+        self.proxies: dict[str, Any] = {}
         self.results: dict[str, Any] = {"config": json_safe(dataclasses.asdict(config)), "timings": self.timings}
         torch.manual_seed(config.seed)
 
@@ -214,7 +215,7 @@ class Experiment:
     def write_partial(self) -> None:
         """``partial_results.json``: what the finished parts have produced so far (a killed run keeps it)."""
         tmp = self.out / "partial_results.json.tmp"
-        tmp.write_text(json.dumps(json_safe({**self.results, "proxies_trained": getattr(self, "proxies", {})}),
+        tmp.write_text(json.dumps(json_safe({**self.results, "proxies_trained": self.proxies}),
                                   indent=2))
         tmp.replace(self.out / "partial_results.json")
 

@@ -257,13 +257,18 @@ def freeze_lower_blocks(model: nn.Module, trainable_blocks: int | None, head: nn
         model.requires_grad_(False)
         for block in blocks[len(blocks) - trainable_blocks :]:
             block.requires_grad_(True)
-        final_norm = getattr(model.base_model, "norm", None) or getattr(model.base_model, "ln_f", None)
-        if final_norm is not None:
-            final_norm.requires_grad_(True)
+        norm = final_norm(model.base_model)
+        if norm is not None:
+            norm.requires_grad_(True)
         head = head if head is not None else getattr(model, "score", None)
         if head is not None:
             head.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def final_norm(backbone: nn.Module) -> nn.Module | None:
+    """The norm after the last block of a transformers backbone (``.norm`` or ``.ln_f``), or ``None``."""
+    return getattr(backbone, "norm", None) or getattr(backbone, "ln_f", None)
 
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:

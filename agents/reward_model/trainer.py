@@ -30,6 +30,7 @@ from agents.reward_model.config import RewardModelConfig
 from agents.reward_model.frozen_trunk import CachedPairBatch, CachedPairScorer, FrozenTrunkCache, cache_is_exact
 from agents.reward_model.loss import bradley_terry_loss, pairwise_accuracy
 from agents.reward_model.scoring import (
+    EncodedPair,
     PairBatch,
     PairScorer,
     collate_pairs,
@@ -150,17 +151,7 @@ class RewardModelTrainer:
         self.pairs = list(pairs)
         if len(self.pairs) < 2:
             raise ValueError(f"reward-model training needs at least 2 preference pairs, got {len(self.pairs)}")
-        self.encoded = [
-            encode_pair(
-                tokenizer,
-                p.prompt,
-                p.chosen,
-                p.rejected,
-                config.max_length,
-                margin=(p.margin or 0.0) if config.use_margin else 0.0,
-            )
-            for p in self.pairs
-        ]
+        self.encoded = self.encode(self.pairs)
         if config.eval_fraction > 0:
             self.train_index, self.eval_index = split_by_prompt(self.pairs, config.eval_fraction, config.seed)
         else:
@@ -261,10 +252,21 @@ class RewardModelTrainer:
         indices = self.eval_index if indices is None else list(indices)
         if not indices:
             return {}
-        chosen, rejected = self.scores(indices)
+        return self._metrics(indices, *self.scores(indices))
+
+    def _metrics(self, indices: Sequence[int], chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:
         margin = torch.tensor([self.encoded[i].margin for i in indices], device=chosen.device)
         loss = bradley_terry_loss(chosen, rejected, margin, self.config.label_smoothing)
         return {"eval_loss": float(loss), "eval_accuracy": pairwise_accuracy(chosen, rejected)}
+
+    def encode(self, pairs: Sequence[Any]) -> list[EncodedPair]:
+        """Token ids of preference pairs as this trainer reads them (its ``max_length``; margins if ``use_margin``)."""
+        cfg = self.config
+        return [
+            encode_pair(self.tokenizer, p.prompt, p.chosen, p.rejected, cfg.max_length,
+                        margin=(p.margin or 0.0) if cfg.use_margin else 0.0)
+            for p in pairs
+        ]
 
     def evaluate_pairs(self, pairs: str | os.PathLike | Sequence[Any]) -> dict[str, float]:
         """Held-out loss and accuracy on other pairs (a preference file or a list), e.g. pairs of prompts that no
@@ -275,23 +277,17 @@ class RewardModelTrainer:
 
             pairs = load_preferences(pairs, tokenizer=self.tokenizer)
         pairs = list(pairs)
-        cfg = self.config
-        encoded = [
-            encode_pair(self.tokenizer, p.prompt, p.chosen, p.rejected, cfg.max_length,
-                        margin=(p.margin or 0.0) if cfg.use_margin else 0.0)
-            for p in pairs
-        ]
         first = len(self.encoded)
-        self.encoded.extend(encoded)
+        self.encoded.extend(self.encode(pairs))
         try:
             indices = list(range(first, len(self.encoded)))
-            metrics = self.evaluate(indices)
+            chosen, rejected = self.scores(indices)  # each pair scored once; the gap subset reuses the scores
+            metrics = self._metrics(indices, chosen, rejected)
             gaps = [_gold_gap(p) for p in pairs]
-            wide = [i for i, gap in zip(indices, gaps) if gap is not None and gap >= 0.3]
-            if wide:
-                chosen, rejected = self.scores(wide)
-                metrics["accuracy_gold_gap_0.3"] = pairwise_accuracy(chosen, rejected)
-                metrics["pairs_gold_gap_0.3"] = float(len(wide))
+            wide = torch.tensor([gap is not None and gap >= 0.3 for gap in gaps], device=chosen.device)
+            if bool(wide.any()):
+                metrics["accuracy_gold_gap_0.3"] = pairwise_accuracy(chosen[wide], rejected[wide])
+                metrics["pairs_gold_gap_0.3"] = float(wide.sum())
             metrics["pairs"] = float(len(pairs))
             return metrics
         finally:
