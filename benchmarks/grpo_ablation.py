@@ -72,6 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 import textenv  # noqa: E402
+from benchmarks.machine import cpu_info  # noqa: E402
 from benchmarks.rlhf_time_to_target import add_run_arguments, example_args  # noqa: E402
 from examples.rlhf_sentiment import build_parser, evaluate, make_trainer  # noqa: E402
 
@@ -101,26 +102,6 @@ SMOKE = ["--model", "tiny-random-smollm2", "--rounds", "2", "--num-envs", "4", "
 # settings that must match for runs to share a results.json
 SHARED = ("model", "rounds", "num_envs", "generations", "minibatches", "lr", "beta", "train_layers", "eval_samples",
           "precision")
-
-
-def cpu_info() -> dict[str, Any]:
-    """The CPU's model name and its class for bf16 matmuls: AVX512-BF16, AVX512 (no BF16) or AVX2-only."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return {"model": "unknown", "class": "unknown", "cores": os.cpu_count()}
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    if "avx512_bf16" in flags:
-        kind = "AVX512-BF16"
-    elif "avx512f" in flags:
-        kind = "AVX512 (no BF16)"
-    elif "avx2" in flags:
-        kind = "AVX2-only"
-    else:
-        kind = "no AVX2"
-    return {"model": fields.get("model name", "unknown"), "class": kind, "cores": os.cpu_count()}
 
 
 def held_out(policy: Any, reference: Any, settings: argparse.Namespace) -> dict[str, Any]:

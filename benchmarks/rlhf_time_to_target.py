@@ -12,11 +12,15 @@ Every ``--eval-every`` rounds each policy writes one completion per held-out pro
 trained on) and the mean VADER compound is recorded against the process CPU seconds (user + sys) spent
 training so far, counted from the first evaluation (after each side's setup); the evaluations' own CPU time is
 left out. The sides run one after the other in this process, on
-the same threads (``--threads``). Reported: the curves (JSON + plot) and, for each textenv agent, the CPU seconds to
+the same threads (``--threads``), or with ``--side-by-side`` all at once, one process per side (each with
+``--threads``; the issue's setup: two sides, one thread each, on 2 cores), so that machine load hits every side
+alike. Reported: the curves (JSON + plot) and, for each textenv agent, the CPU seconds to
 first reach the target held-out reward (``--target``; default: TRL's final held-out reward) divided by TRL's.
 The issue's target is a ratio <= 0.5.
 
-    .venv/bin/python benchmarks/rlhf_time_to_target.py --out runs/time_to_target    # the real run (tens of minutes)
+    # the real run (~50 min on 2 cores): textenv's GRPO, the same with TRL's KL weighting, and TRL, side by side
+    .venv/bin/python benchmarks/rlhf_time_to_target.py --agents grpo,grpo@kl_is_weight,trl --side-by-side \
+        --out runs/time_to_target
     .venv/bin/python benchmarks/rlhf_time_to_target.py --smoke --out /tmp/ttt          # tiny model, seconds
 
 TRL is needed for its side (``pip install -e ".[bench]"``); without it that side is reported as skipped and
@@ -29,9 +33,9 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +49,14 @@ import torch  # noqa: E402
 import rewards  # noqa: E402
 import textenv  # noqa: E402
 from agents.lm.callbacks import Callback  # noqa: E402
-from examples.rlhf_sentiment import build_parser, evaluate, freeze_lower_layers, make_trainer, training_reward  # noqa: E402
+from benchmarks.machine import cpu_info  # noqa: E402
+from examples.rlhf_sentiment import (  # noqa: E402
+    build_parser,
+    evaluate,
+    freeze_lower_layers,
+    make_trainer,
+    training_reward,
+)
 
 TEXTENV_AGENTS = ("grpo", "lm-ppo")
 SMOKE = ["--model", "tiny-random-smollm2", "--rounds", "2", "--eval-every", "1", "--num-envs", "4",
@@ -85,9 +96,25 @@ class HeldOut:
         return round_ % self.settings.eval_every == 0 or round_ == self.settings.rounds
 
 
-def run_textenv(agent: str, settings: argparse.Namespace, reference: Any) -> list[dict[str, float]]:
+def textenv_overrides(name: str) -> tuple[str, dict[str, Any]]:
+    """``"grpo"`` -> ``("grpo", {})``; ``"grpo@kl_is_weight"`` -> GRPO with that ``benchmarks/grpo_ablation.py``
+    variant's config changes (a TRL setting moved onto textenv's GRPO)."""
+    agent, _, variant = name.partition("@")
+    if agent not in TEXTENV_AGENTS:
+        raise SystemExit(f"unknown agent {name!r}; expected grpo, lm-ppo, trl or grpo@<variant>")
+    if not variant:
+        return agent, {}
+    from benchmarks.grpo_ablation import VARIANTS
+
+    if agent != "grpo" or variant not in VARIANTS:
+        raise SystemExit(f"unknown agent {name!r}; variants apply to grpo only: grpo@one of {sorted(VARIANTS)}")
+    return agent, VARIANTS[variant][0]
+
+
+def run_textenv(name: str, settings: argparse.Namespace, reference: Any) -> list[dict[str, float]]:
+    agent, overrides = textenv_overrides(name)
     args = build_parser().parse_args(example_args(settings, agent))
-    trainer, _ = make_trainer(args, output_dir=None)
+    trainer, _ = make_trainer(args, output_dir=None, config_overrides=overrides)
     held_out = HeldOut(settings, reference)
 
     class EvaluateEvery(Callback):
@@ -220,7 +247,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 rounds: checks the pipeline only")
-    parser.add_argument("--agents", default="grpo,lm-ppo,trl", help="comma-separated: grpo, lm-ppo, trl")
+    parser.add_argument("--agents", default="grpo,lm-ppo,trl",
+                        help="comma-separated: grpo, lm-ppo, trl, or grpo@<variant of benchmarks/grpo_ablation.py>")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run the agents at once, one process each (--threads each), into OUT/<agent>/")
     add_run_arguments(parser)
     parser.add_argument("--eval-every", type=int, default=10, help="rounds between held-out evaluations")
     parser.add_argument("--seed", type=int, default=0)
@@ -231,23 +261,46 @@ def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(SMOKE + argv) if settings.smoke else settings
 
 
+def run_side_by_side(settings: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """Every agent at once, one process each writing ``OUT/<agent>/results.json``; their curves."""
+    names = settings.agents.split(",")
+    base = [arg for arg in argv if arg != "--side-by-side"]
+    processes = {}
+    for name in names:
+        log = open(Path(settings.out) / f"{name}.log", "w")  # noqa: SIM115 - closed when the process ends
+        command = [sys.executable, str(Path(__file__).resolve()), *base, "--agents", name,
+                   "--out", str(Path(settings.out) / name)]
+        processes[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
+    curves: dict[str, Any] = {}
+    for name, (process, log) in processes.items():
+        code = process.wait()
+        log.close()
+        if code != 0:
+            raise SystemExit(f"the {name} side failed (exit {code}); see {Path(settings.out) / f'{name}.log'}")
+        curves[name] = json.loads((Path(settings.out) / name / "results.json").read_text())["curves"][name]
+    return curves
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else argv
     settings = parse_settings(argv)
-    torch.set_num_threads(settings.threads)
-    if settings.precision == "bf16":
-        os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"  # the textenv trainers' Accelerator reads it
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    reference = textenv.load_causal_lm(settings.model).eval()
-    runners: dict[str, Callable[[], Any]] = {agent: (lambda a=agent: run_textenv(a, settings, reference))
-                                             for agent in TEXTENV_AGENTS}
-    runners["trl"] = lambda: run_trl(settings, reference, str(out / "trl"))
-    curves: dict[str, Any] = {}
     for name in settings.agents.split(","):
-        if name not in runners:
-            raise SystemExit(f"unknown agent {name!r}; expected some of {sorted(runners)}")
-        print(f"{name}:", flush=True)
-        curves[name] = runners[name]()
+        if name != "trl":
+            textenv_overrides(name)  # an unknown agent or variant stops the run before anything trains
+    if settings.side_by_side:
+        curves = run_side_by_side(settings, argv)
+    else:
+        torch.set_num_threads(settings.threads)
+        if settings.precision == "bf16":
+            os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"  # the textenv trainers' Accelerator reads it
+        reference = textenv.load_causal_lm(settings.model).eval()
+        curves = {}
+        for name in settings.agents.split(","):
+            print(f"{name}:", flush=True)
+            curves[name] = (run_trl(settings, reference, str(out / "trl")) if name == "trl"
+                            else run_textenv(name, settings, reference))
     trl_curve = curves.get("trl")
     target = settings.target
     if target is None and isinstance(trl_curve, list):
@@ -257,8 +310,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trl_reach = reach.get("trl")
     ratios = {name: (seconds / trl_reach if seconds is not None and trl_reach else None)
               for name, seconds in reach.items() if name != "trl"}  # None: not reached, or TRL started there
-    results = {"settings": vars(settings), "curves": curves, "target": target, "cpu_seconds_to_target": reach,
-               "ratio_to_trl": ratios}
+    results = {"settings": vars(settings), "cpu": cpu_info(), "curves": curves, "target": target,
+               "cpu_seconds_to_target": reach, "ratio_to_trl": ratios}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot(curves, target, out / "held_out_vs_cpu.png")
     for name, ratio in ratios.items():

@@ -57,3 +57,24 @@ def test_grpo_ablation_smoke_merges_variants_and_prints_the_table(tmp_path, caps
     with pytest.raises(SystemExit):
         ablation.main(["--smoke", "--variants", "baseline,cosine_lr", "--out", str(out)])
     assert "unknown variants ['cosine_lr']" in capsys.readouterr().err
+
+
+def test_time_to_target_smoke_side_by_side_reports_curves_and_ratios(tmp_path):
+    pytest.importorskip("trl")
+    out = tmp_path / "ttt"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "rlhf_time_to_target.py"), "--smoke",
+                           "--agents", "grpo@kl_is_weight,trl", "--side-by-side", "--out", str(out)],
+                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["curves"]) == {"grpo@kl_is_weight", "trl"}
+    for name, curve in results["curves"].items():
+        # one process per side: each wrote its own results and log
+        assert (out / name / "results.json").exists() and (out / f"{name}.log").exists()
+        assert [point["round"] for point in curve] == [0, 1, 2]
+        assert curve[0]["cpu_seconds"] == 0.0 and curve[-1]["cpu_seconds"] > 0
+        assert all(-1 <= point["held_out_vader"] <= 1 for point in curve)
+    assert results["target"] == results["curves"]["trl"][-1]["held_out_vader"]
+    assert set(results["ratio_to_trl"]) == {"grpo@kl_is_weight"} and results["cpu"]["cores"] >= 1
+    assert (out / "held_out_vs_cpu.png").stat().st_size > 0
+    assert "grpo@kl_is_weight: held-out" in done.stdout

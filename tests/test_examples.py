@@ -70,3 +70,35 @@ def test_rlhf_sentiment_against_a_learned_proxy_reward(tmp_path):
     assert "proxy_mean" in results["before"] and "proxy_mean" in results["held_out_curve"][0]
     header = (out / "progress.csv").read_text().splitlines()[0]
     assert "reward_reward_model_mean" in header and "reward_sentiment_mean" not in header
+
+
+def test_reward_model_data_ceiling_counts_what_training_texts_cover(tmp_path):
+    """The data-only ceiling is VADER with its lexicon cut to the training texts' words: 1.0 when the training texts
+    hold every test word, one half (all ties) when they hold none; the oracle-feature learner recovers the signs."""
+    import importlib.util
+
+    from textenv.preferences import PreferencePair, write_preferences
+
+    spec = importlib.util.spec_from_file_location("ceiling", REPO / "examples" / "reward_model_data_ceiling.py")
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    good, bad = ["great", "happy", "love", "wonderful"], ["awful", "sad", "hate", "terrible"]
+    test = [PreferencePair(f"a {g} day", f"a {b} day", gold_chosen=0.6, gold_rejected=-0.5) for g, b in zip(good, bad)]
+    covered = [PreferencePair(f"so {g} now", f"so {b} now", gold_chosen=0.6, gold_rejected=-0.5)
+               for g, b in zip(good, bad)] * 3
+    blind = [PreferencePair("a nice cake", "a bland cake", gold_chosen=0.4, gold_rejected=0.0)] * 3
+    write_preferences(tmp_path / "covered.jsonl", covered)
+    write_preferences(tmp_path / "blind.jsonl", blind)
+    write_preferences(tmp_path / "test.jsonl", test)
+    rows = ceiling.main(["--train", str(tmp_path / "covered.jsonl"), "--test", str(tmp_path / "test.jsonl"),
+                         "--counts", "12", "--json", str(tmp_path / "rows.json")])
+    assert rows[0]["lexicon_words_seen"] == 8 and rows[0]["unseen_share_of_test_lexicon_occurrences"] == 0
+    assert rows[0]["ceiling_accuracy"] == 1.0 and rows[0]["full_lexicon_accuracy"] == 1.0
+    assert rows[0]["oracle_feature_bt_accuracy"] == 1.0  # every test pair's words were compared in training
+    assert json.loads((tmp_path / "rows.json").read_text()) == rows
+    rows = ceiling.main(["--train", str(tmp_path / "blind.jsonl"), "--test", str(tmp_path / "test.jsonl"),
+                         "--counts", "3"])
+    assert rows[0]["unseen_share_of_test_lexicon_occurrences"] == 1.0 and rows[0]["ceiling_accuracy"] == 0.5
+    with pytest.raises(SystemExit, match=r"--counts \[13\].*has 12 pairs"):
+        ceiling.main(["--train", str(tmp_path / "covered.jsonl"), "--test", str(tmp_path / "test.jsonl"),
+                      "--counts", "13"])

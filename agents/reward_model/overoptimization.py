@@ -2,13 +2,15 @@
 
 1. **Pairs**: the policy samples ``k`` completions per ``builtin:train`` prompt; a gold reward plugin (default VADER
    ``sentiment``) labels every pair of them (``agents.preference_pairs``).
-2. **Proxies**: one reward model per ``N`` in ``pair_counts``, trained on the first ``N`` pairs; optionally an
-   ensemble of ``ensemble_members`` on the largest ``N`` (other seeds), combined as ``mean - lam * std``.
+2. **Proxies**: one reward model per ``N`` in ``pair_counts``, trained on the first ``N`` pairs; an ensemble of
+   ``ensemble_members`` (default 3; 0 turns it off) on the largest ``N`` (other seeds), combined as
+   ``mean - lam * std``.
 3. **Best-of-n** on held-out ``builtin:test`` prompts: ``max_n`` samples per prompt from the initial policy; for
    each ``n = 1, 2, 4, ... max_n`` the expected gold and proxy score of the sample the proxy ranks best among ``n``
    (the unbiased estimator over all ``n``-subsets of the ``max_n`` samples), at ``KL_bon = log n - (n-1)/n``.
-4. **RL** (GRPO and LM-PPO from :mod:`agents.lm`) against a proxy; every ``rl_eval_every`` iterations the held-out
-   gold and proxy scores and the KL to the initial policy (``sum_t log pi - log pi_0`` over sampled completions).
+4. **RL** (GRPO and LM-PPO from :mod:`agents.lm`) against each proxy (``rl_pair_counts``); every ``rl_eval_every``
+   iterations the held-out gold and proxy scores and the KL to the initial policy (``sum_t log pi - log pi_0`` over
+   sampled completions).
 5. **Fits** by least squares in ``d = sqrt(KL)``: ``R_bon(d) = d (alpha - beta d)`` and
    ``R_RL(d) = d (alpha - beta log d)``, gold and proxy centred on the initial policy's mean; a table of alpha,
    beta, the peak gold and the ``d`` where it peaks, per method and ``N``; a PNG of gold and proxy against ``d``.
@@ -59,9 +61,12 @@ class OveroptimizationConfig:
     rm_epochs: int = field(default=2, metadata={"help": "proxy training epochs"})
     rm_trainable_blocks: int = field(default=4, metadata={"help": "top blocks trained in each proxy"})
     rm_learning_rate: float = field(default=1e-4, metadata={"help": "proxy learning rate"})
-    rm_pooling: str = field(default="last", metadata={"help": "proxy pooling: 'last' or 'mean' (RewardModelConfig)"})
+    rm_pooling: str = field(
+        default="mean",
+        metadata={"help": "proxy pooling: 'last' or 'mean' (RewardModelConfig; mean: +0.05 accuracy on VADER pairs)"},
+    )
     ensemble_members: int = field(
-        default=0,
+        default=3,
         metadata={"help": "with >= 2: this many proxies on the largest N (other seeds), and best-of-n against their "
                   "mean - ensemble_lam * std (Coste et al. 2024)"},
     )
@@ -72,7 +77,7 @@ class OveroptimizationConfig:
     # RL
     rl_algorithms: tuple[str, ...] = field(default=RL_ALGORITHMS, metadata={"help": "grpo and/or lm-ppo"})
     rl_pair_counts: tuple[int, ...] | None = field(
-        default=None, metadata={"help": "the proxies RL optimises (default: the largest N only)"}
+        default=None, metadata={"help": "the proxies RL optimises (default: every N in pair_counts)"}
     )
     rl_iterations: int = field(default=12, metadata={"help": "RL iterations per run"})
     rl_eval_every: int = field(default=3, metadata={"help": "held-out evaluation every this many iterations"})
@@ -201,7 +206,7 @@ class Experiment:
         self.write_partial()
         self.results["rl"] = {}
         for algorithm in cfg.rl_algorithms:
-            for n in cfg.rl_pair_counts or (max(cfg.pair_counts),):
+            for n in cfg.rl_pair_counts or cfg.pair_counts:
                 key = f"{algorithm}_N{n}"
                 self.results["rl"][key] = self.timed(f"rl_{key}", self.rl, algorithm, str(n))
                 self.write_partial()
