@@ -40,6 +40,7 @@ import textenv
 from agents import lm
 from agents.diversity import diversity_metrics
 from agents.lm.callbacks import Callback
+from agents.machine import cpu_info
 
 AGENTS = {"rloo": (lm.RLOOTrainer, lm.RLOOConfig), "grpo": (lm.GRPOTrainer, lm.GRPOConfig), "lm-ppo": (lm.LMPPOTrainer, lm.LMPPOConfig)}
 
@@ -250,7 +251,8 @@ def main() -> None:
     train_minutes = (time.perf_counter() - started) / 60
     after = evaluate(policy, reference, args.eval_samples, seed=1234, temperature=config.temperature, proxy=proxy)
     results = {
-        "agent": args.agent, "model": args.model, "iterations": len(history), "train_minutes": train_minutes,
+        "agent": args.agent, "model": args.model, "cpu": cpu_info(), "threads": torch.get_num_threads(),
+        "iterations": len(history), "train_minutes": train_minutes,
         "episodes": len(history) * args.num_envs, "mixed_precision": trainer.accelerator.mixed_precision,
         "settings": vars(args), "before": before, "after": after, "held_out_curve": report.held_out,
         "perplexity_ratio": after["perplexity_under_reference"] / before["perplexity_under_reference"],

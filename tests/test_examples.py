@@ -102,3 +102,21 @@ def test_reward_model_data_ceiling_counts_what_training_texts_cover(tmp_path):
     with pytest.raises(SystemExit, match=r"--counts \[13\].*has 12 pairs"):
         ceiling.main(["--train", str(tmp_path / "covered.jsonl"), "--test", str(tmp_path / "test.jsonl"),
                       "--counts", "13"])
+
+
+def test_rlhf_seeds_runs_each_seed_and_summarises(tmp_path):
+    out = tmp_path / "seeds"
+    stdout = run_example(str(REPO / "examples" / "rlhf_seeds.py"), "--seeds", "0", "1", "--parallel", "2", "--out",
+                         str(out), "--", "--model", "tiny-random-smollm2", "--max-iterations", "1", "--num-envs", "4",
+                         cwd=tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"] == ["seed0", "seed1"] and "| held_out_vader |" in stdout
+    runs = [json.loads((out / f"seed{s}" / "results.json").read_text()) for s in (0, 1)]
+    assert [r["settings"]["seed"] for r in runs] == [0, 1] and runs[0]["cpu"]["class"] in summary["cpus"][0]["class"]
+    vader = summary["figures"]["held_out_vader"]
+    assert vader["values"] == [r["after"]["sentiment_mean"] for r in runs]
+    assert vader["mean"] == pytest.approx(sum(vader["values"]) / 2) and vader["min"] <= vader["mean"] <= vader["max"]
+    assert summary["figures"]["iterations"]["values"] == [1.0, 1.0]
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "rlhf_seeds.py"), "--out", str(out), "--",
+                           "--seed", "3"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "['--seed'] after '--'" in done.stderr

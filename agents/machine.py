@@ -1,4 +1,4 @@
-"""What a benchmark records about the machine it ran on (the CPU class decides bf16 speed and numerics)."""
+"""What a run records about the machine it ran on (the CPU class decides bf16 speed and numerics)."""
 
 from __future__ import annotations
 
