@@ -10,11 +10,13 @@ That ceiling assumes every seen word's valence is known exactly; the pairs only 
 positive. The second learner is what the pairs themselves identify when the features are given: a Bradley-Terry
 logistic regression on the difference of the two texts' counts of each seen lexicon word (an oracle for *which*
 words matter, learning only their weights from the pairs; L2 strength chosen on the last 20% of the training
-pairs, then refitted on all of them).
+pairs, then refitted on all of them). The third learner is the same regression with no oracle: on the counts of
+every word of the training texts, lexicon or not (a bag-of-words Bradley-Terry model, what a reward model could
+learn from the pairs if it scored each word once and added the scores up).
 
 It prints, per N: distinct training texts, lexicon words seen, the share of the test texts' lexicon-word
-occurrences that were never seen, the ceiling and the oracle-feature learner's accuracy, on all test pairs and
-on those with gold gap >= 0.3.
+occurrences that were never seen, the ceiling and both learners' accuracy, on all test pairs and on those with
+gold gap >= 0.3.
 
     python examples/reward_model_data_ceiling.py --train pairs.jsonl --test test_pairs.jsonl --counts 250 500 1000 2000
 """
@@ -25,7 +27,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -40,7 +42,9 @@ def lexicon_words(analyzer: Any, text: str) -> list[str]:
 
 
 def pair_accuracy(score: Any, pairs: list[Any]) -> float:
-    """Share of pairs whose chosen text scores higher under ``score`` (ties count one half)."""
+    """Share of pairs whose chosen text scores higher under ``score`` (ties count one half; NaN for no pairs)."""
+    if not pairs:
+        return float("nan")
     wins = 0.0
     for pair in pairs:
         chosen, rejected = score(pair.chosen), score(pair.rejected)
@@ -65,35 +69,50 @@ def fit_bradley_terry(features: Any, l2: float, steps: int = 300) -> Any:
     return weights.detach()
 
 
-def oracle_feature_accuracy(
-    train: list[Any], test: list[Any], test_gap: list[Any], vocabulary: list[str], analyzer: Any
+def all_words(text: str) -> list[str]:
+    """Every word VADER's tokeniser finds in ``text``, lower-cased, lexicon or not."""
+    from vaderSentiment.vaderSentiment import SentiText
+
+    return [w.lower() for w in SentiText(text).words_and_emoticons]
+
+
+def bradley_terry_accuracy(
+    train: list[Any], test: list[Any], test_gap: list[Any], words_of: Callable[[str], list[str]]
 ) -> dict[str, float]:
-    """The Bradley-Terry learner on seen lexicon-word count differences (see the module docstring); its accuracy on
-    ``test`` and on ``test_gap`` (the test pairs with gold gap >= 0.3)."""
+    """A Bradley-Terry logistic regression on the difference of the two texts' counts of each word ``words_of``
+    returns that occurs in the training texts; its accuracy on ``test`` and on ``test_gap`` (the test pairs with
+    gold gap >= 0.3). The L2 strength is chosen on the last 20% of ``train``, then refitted on all of it."""
     import torch
 
+    vocabulary = sorted({word for pair in train for text in (pair.chosen, pair.rejected) for word in words_of(text)})
     index = {word: i for i, word in enumerate(vocabulary)}
 
     def counts(text: str) -> Any:
         row = torch.zeros(len(vocabulary), dtype=torch.float64)
-        for word in lexicon_words(analyzer, text):
+        for word in words_of(text):
             if word in index:
                 row[index[word]] += 1
         return row
 
     def differences(pairs: list[Any]) -> Any:
-        return torch.stack([counts(p.chosen) - counts(p.rejected) for p in pairs])
+        rows = [counts(p.chosen) - counts(p.rejected) for p in pairs]
+        return torch.stack(rows) if rows else torch.zeros((0, len(vocabulary)), dtype=torch.float64)
 
     def accuracy(weights: Any, x: Any) -> float:
+        if len(x) == 0:
+            return float("nan")
         margin = x @ weights
         return float(((margin > 0).double() + 0.5 * (margin == 0).double()).mean())
 
+    if not vocabulary:  # no feature to learn from: every test pair is a tie
+        nan = float("nan")
+        return {"l2": nan, "features": 0, "accuracy": 0.5 if test else nan, "accuracy_gap_0.3": 0.5 if test_gap else nan}
     x_train = differences(train)
     cut = int(0.8 * len(train))
     grid = (1e-4, 1e-3, 1e-2, 1e-1)
     l2 = max(grid, key=lambda lam: accuracy(fit_bradley_terry(x_train[:cut], lam), x_train[cut:]))
     weights = fit_bradley_terry(x_train, l2)
-    return {"l2": l2, "accuracy": round(accuracy(weights, differences(test)), 4),
+    return {"l2": l2, "features": len(vocabulary), "accuracy": round(accuracy(weights, differences(test)), 4),
             "accuracy_gap_0.3": round(accuracy(weights, differences(test_gap)), 4)}
 
 
@@ -107,22 +126,28 @@ def ceiling(train: list[Any], test: list[Any], n: int) -> dict[str, Any]:
     cut.lexicon = {word: value for word, value in full.lexicon.items() if word in seen}
     test_words = [word for pair in test for text in (pair.chosen, pair.rejected) for word in lexicon_words(full, text)]
     gap = [p for p in test if abs(p.gold_chosen - p.gold_rejected) >= 0.3]
+    unseen = sum(word not in seen for word in test_words)
 
     def seen_only(text: str) -> float:
         return cut.polarity_scores(text)["compound"]
 
-    oracle = oracle_feature_accuracy(train[:n], test, gap, sorted(seen), full)
+    oracle = bradley_terry_accuracy(train[:n], test, gap, lambda text: lexicon_words(full, text))
+    words = bradley_terry_accuracy(train[:n], test, gap, all_words)
     return {
         "N": n,
         "distinct_train_texts": len(texts),
         "lexicon_words_seen": len(seen),
-        "unseen_share_of_test_lexicon_occurrences": round(sum(w not in seen for w in test_words) / len(test_words), 4),
+        "unseen_share_of_test_lexicon_occurrences": round(unseen / len(test_words), 4) if test_words else float("nan"),
         "full_lexicon_accuracy": pair_accuracy(lambda t: full.polarity_scores(t)["compound"], test),
         "ceiling_accuracy": round(pair_accuracy(seen_only, test), 4),
         "ceiling_accuracy_gap_0.3": round(pair_accuracy(seen_only, gap), 4),
         "oracle_feature_bt_accuracy": oracle["accuracy"],
         "oracle_feature_bt_accuracy_gap_0.3": oracle["accuracy_gap_0.3"],
         "oracle_feature_bt_l2": oracle["l2"],
+        "bag_of_words_bt_accuracy": words["accuracy"],
+        "bag_of_words_bt_accuracy_gap_0.3": words["accuracy_gap_0.3"],
+        "bag_of_words_bt_l2": words["l2"],
+        "bag_of_words_features": words["features"],
         "test_pairs": len(test),
         "test_pairs_gap_0.3": len(gap),
     }
@@ -149,7 +174,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
               f"  unseen occurrences {row['unseen_share_of_test_lexicon_occurrences']:.2f}"
               f"  ceiling {row['ceiling_accuracy']:.3f} (gap>=0.3: {row['ceiling_accuracy_gap_0.3']:.3f})"
               f"  oracle-feature BT {row['oracle_feature_bt_accuracy']:.3f}"
-              f" (gap>=0.3: {row['oracle_feature_bt_accuracy_gap_0.3']:.3f})")
+              f" (gap>=0.3: {row['oracle_feature_bt_accuracy_gap_0.3']:.3f})"
+              f"  bag-of-words BT {row['bag_of_words_bt_accuracy']:.3f}"
+              f" (gap>=0.3: {row['bag_of_words_bt_accuracy_gap_0.3']:.3f})")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows

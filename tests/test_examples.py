@@ -74,7 +74,8 @@ def test_rlhf_sentiment_against_a_learned_proxy_reward(tmp_path):
 
 def test_reward_model_data_ceiling_counts_what_training_texts_cover(tmp_path):
     """The data-only ceiling is VADER with its lexicon cut to the training texts' words: 1.0 when the training texts
-    hold every test word, one half (all ties) when they hold none; the oracle-feature learner recovers the signs."""
+    hold every test word, one half (all ties) when they hold none; the oracle-feature learner recovers the signs, and
+    the bag-of-words learner also finds a marker word VADER does not know."""
     import importlib.util
 
     from textenv.preferences import PreferencePair, write_preferences
@@ -99,6 +100,15 @@ def test_reward_model_data_ceiling_counts_what_training_texts_cover(tmp_path):
     rows = ceiling.main(["--train", str(tmp_path / "blind.jsonl"), "--test", str(tmp_path / "test.jsonl"),
                          "--counts", "3"])
     assert rows[0]["unseen_share_of_test_lexicon_occurrences"] == 1.0 and rows[0]["ceiling_accuracy"] == 0.5
+    # A word outside VADER's lexicon that marks the chosen text: the bag-of-words learner finds it, the oracle cannot.
+    marked = [PreferencePair(f"the zorp {w}", f"the plain {w}", gold_chosen=0.2, gold_rejected=0.0)
+              for w in ("cake", "film", "song", "walk")]
+    write_preferences(tmp_path / "marked.jsonl", marked)
+    write_preferences(tmp_path / "marked_test.jsonl", [PreferencePair("a zorp day", "a plain day", gold_chosen=0.2,
+                                                                      gold_rejected=0.0)])
+    rows = ceiling.main(["--train", str(tmp_path / "marked.jsonl"), "--test", str(tmp_path / "marked_test.jsonl"),
+                         "--counts", "4"])
+    assert rows[0]["oracle_feature_bt_accuracy"] == 0.5 and rows[0]["bag_of_words_bt_accuracy"] == 1.0
     with pytest.raises(SystemExit, match=r"--counts \[13\].*has 12 pairs"):
         ceiling.main(["--train", str(tmp_path / "covered.jsonl"), "--test", str(tmp_path / "test.jsonl"),
                       "--counts", "13"])
