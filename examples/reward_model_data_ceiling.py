@@ -34,11 +34,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from textenv.preferences import load_preferences  # noqa: E402
 
 
-def lexicon_words(analyzer: Any, text: str) -> list[str]:
-    """The lexicon entries VADER looks up in ``text`` (its own tokenisation, lower-cased)."""
+def all_words(text: str) -> list[str]:
+    """Every word VADER's tokeniser finds in ``text``, lower-cased, lexicon or not."""
     from vaderSentiment.vaderSentiment import SentiText
 
-    return [w.lower() for w in SentiText(text).words_and_emoticons if w.lower() in analyzer.lexicon]
+    return [w.lower() for w in SentiText(text).words_and_emoticons]
+
+
+def lexicon_words(analyzer: Any, text: str) -> list[str]:
+    """The lexicon entries VADER looks up in ``text`` (its own tokenisation, lower-cased)."""
+    return [word for word in all_words(text) if word in analyzer.lexicon]
 
 
 def pair_accuracy(score: Any, pairs: list[Any]) -> float:
@@ -57,6 +62,8 @@ def fit_bradley_terry(features: Any, l2: float, steps: int = 300) -> Any:
     import torch
 
     weights = torch.zeros(features.shape[1], dtype=torch.float64, requires_grad=True)
+    if features.shape[1] == 0:  # nothing to learn: every margin is 0
+        return weights.detach()
     optimiser = torch.optim.LBFGS([weights], max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure() -> Any:
@@ -67,13 +74,6 @@ def fit_bradley_terry(features: Any, l2: float, steps: int = 300) -> Any:
 
     optimiser.step(closure)
     return weights.detach()
-
-
-def all_words(text: str) -> list[str]:
-    """Every word VADER's tokeniser finds in ``text``, lower-cased, lexicon or not."""
-    from vaderSentiment.vaderSentiment import SentiText
-
-    return [w.lower() for w in SentiText(text).words_and_emoticons]
 
 
 def bradley_terry_accuracy(
@@ -104,15 +104,13 @@ def bradley_terry_accuracy(
         margin = x @ weights
         return float(((margin > 0).double() + 0.5 * (margin == 0).double()).mean())
 
-    if not vocabulary:  # no feature to learn from: every test pair is a tie
-        nan = float("nan")
-        return {"l2": nan, "features": 0, "accuracy": 0.5 if test else nan, "accuracy_gap_0.3": 0.5 if test_gap else nan}
     x_train = differences(train)
     cut = int(0.8 * len(train))
     grid = (1e-4, 1e-3, 1e-2, 1e-1)
     l2 = max(grid, key=lambda lam: accuracy(fit_bradley_terry(x_train[:cut], lam), x_train[cut:]))
     weights = fit_bradley_terry(x_train, l2)
-    return {"l2": l2, "features": len(vocabulary), "accuracy": round(accuracy(weights, differences(test)), 4),
+    return {"l2": l2 if vocabulary else float("nan"), "features": len(vocabulary),
+            "accuracy": round(accuracy(weights, differences(test)), 4),
             "accuracy_gap_0.3": round(accuracy(weights, differences(test_gap)), 4)}
 
 
