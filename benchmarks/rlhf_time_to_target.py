@@ -22,6 +22,8 @@ The issue's target is a ratio <= 0.5.
     .venv/bin/python benchmarks/rlhf_time_to_target.py --agents grpo,grpo@kl_is_weight,trl --side-by-side \
         --out runs/time_to_target
     .venv/bin/python benchmarks/rlhf_time_to_target.py --smoke --out /tmp/ttt          # tiny model, seconds
+    # runs of several seeds (each made with --seed S): mean and spread of every figure, per side
+    .venv/bin/python benchmarks/rlhf_time_to_target.py --summarise runs/ttt_seed0 runs/ttt_seed1 --out runs/ttt
 
 TRL is needed for its side (``pip install -e ".[bench]"``); without it that side is reported as skipped and
 ratios need ``--target``.
@@ -33,6 +35,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -256,6 +259,8 @@ def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target", type=float, default=None, help="held-out reward to reach (default: TRL's final)")
     parser.add_argument("--out", default="runs/rlhf_time_to_target")
+    parser.add_argument("--summarise", nargs="+", metavar="RUN_DIR", default=None,
+                        help="train nothing: summarise runs already made (one per seed) into OUT/summary.json")
     argv = sys.argv[1:] if argv is None else argv
     settings = parser.parse_args(argv)
     return parser.parse_args(SMOKE + argv) if settings.smoke else settings
@@ -281,10 +286,98 @@ def run_side_by_side(settings: argparse.Namespace, argv: list[str]) -> dict[str,
     return curves
 
 
+KL_BUDGETS = (10.0, 20.0)  # nats per completion: held-out reward compared at the same distance from the start
+
+
+def reward_at_kl(curve: list[dict[str, float]], kl: float) -> float | None:
+    """Held-out reward where the curve's KL to the untuned model first reaches ``kl``, interpolated linearly
+    between the two evaluations around it (None: the run never went that far)."""
+    for before, after in zip(curve, curve[1:]):
+        if after["kl_to_reference"] >= kl > before["kl_to_reference"]:
+            share = (kl - before["kl_to_reference"]) / (after["kl_to_reference"] - before["kl_to_reference"])
+            return before["held_out_vader"] + share * (after["held_out_vader"] - before["held_out_vader"])
+    return None
+
+
+def seed_figures(results: dict[str, Any], name: str) -> dict[str, float | None]:
+    """One run's figures for one side: its end point, its reach times and its reward at fixed KL budgets."""
+    curve, trl = results["curves"][name], results["curves"].get("trl")
+    final = curve[-1]
+    figures: dict[str, float | None] = {
+        "cpu_seconds_per_round": final["cpu_seconds"] / max(final["round"], 1),
+        "held_out_vader": final["held_out_vader"],
+        "best_held_out_vader": max(point["held_out_vader"] for point in curve),
+        "kl_to_reference": final["kl_to_reference"],
+        "distinct_2_all": final["distinct_2_all"],
+        "top_4gram_share": final["top_4gram_share"],
+        "cpu_seconds_to_0.8": cpu_seconds_to_reach(curve, 0.8),
+    }
+    for kl in KL_BUDGETS:
+        figures[f"held_out_vader_at_kl_{kl:g}"] = reward_at_kl(curve, kl)
+    if name != "trl" and isinstance(trl, list):
+        target = trl[-1]["held_out_vader"]  # TRL's final held-out reward, the issue's target
+        reach, trl_reach = cpu_seconds_to_reach(curve, target), cpu_seconds_to_reach(trl, target)
+        figures["ratio_to_trl_reach"] = reach / trl_reach if reach is not None and trl_reach else None
+        figures["ratio_to_trl_total"] = reach / trl[-1]["cpu_seconds"] if reach is not None else None
+    return figures
+
+
+def summarise(run_dirs: list[str], out: Path) -> dict[str, Any]:
+    """Mean and standard deviation over seeds of every side's :func:`seed_figures` (a figure a seed does not
+    reach, such as a target never met, is left out of its mean and counted in ``reached``)."""
+    runs = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "results.json"
+        if not path.is_file():
+            raise SystemExit(f"--summarise {run_dir}: no results.json there; expected a run of this benchmark")
+        runs.append(json.loads(path.read_text()))
+    sides = [name for name, curve in runs[0]["curves"].items()
+             if all(isinstance(run["curves"].get(name), list) for run in runs)]
+    summary: dict[str, Any] = {"runs": run_dirs, "seeds": [run["settings"]["seed"] for run in runs],
+                               "cpus": [run["cpu"] for run in runs], "sides": {}}
+    for name in sides:
+        per_seed = [seed_figures(run, name) for run in runs]
+        summary["sides"][name] = {}
+        for figure in per_seed[0]:
+            values = [seeds[figure] for seeds in per_seed]
+            known = [v for v in values if v is not None]
+            summary["sides"][name][figure] = {
+                "mean": statistics.fmean(known) if known else None,
+                "std": statistics.stdev(known) if len(known) > 1 else None,
+                "reached": f"{len(known)}/{len(values)}", "values": values,
+            }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The summary as a markdown table: one row per figure, one column per side (mean ± std, seeds reaching)."""
+    sides = list(summary["sides"])
+    lines = ["| figure | " + " | ".join(sides) + " |", "|---|" + "---:|" * len(sides)]
+    for figure in summary["sides"][sides[0]] if sides else []:
+        cells = []
+        for name in sides:
+            stats = summary["sides"][name].get(figure)
+            if stats is None or stats["mean"] is None:
+                cells.append("—" if stats is None else f"not reached (0/{len(stats['values'])})")
+                continue
+            spread = f" ± {stats['std']:.3g}" if stats["std"] is not None else ""
+            reached, seeds = stats["reached"].split("/")
+            missing = "" if reached == seeds else f" ({stats['reached']})"
+            cells.append(f"{stats['mean']:.3g}{spread}{missing}")
+        lines.append(f"| {figure} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     settings = parse_settings(argv)
     out = Path(settings.out)
+    if settings.summarise:
+        summary = summarise(settings.summarise, out)
+        print(summary_table(summary))
+        return summary
     out.mkdir(parents=True, exist_ok=True)
     for name in settings.agents.split(","):
         if name != "trl":

@@ -78,3 +78,37 @@ def test_time_to_target_smoke_side_by_side_reports_curves_and_ratios(tmp_path):
     assert set(results["ratio_to_trl"]) == {"grpo@kl_is_weight"} and results["cpu"]["cores"] >= 1
     assert (out / "held_out_vs_cpu.png").stat().st_size > 0
     assert "grpo@kl_is_weight: held-out" in done.stdout
+
+
+def test_time_to_target_summary_over_seeds(tmp_path):
+    ttt = load_benchmark("rlhf_time_to_target")
+
+    def point(round_, cpu, vader, kl):
+        return {"round": round_, "cpu_seconds": cpu, "held_out_vader": vader, "kl_to_reference": kl,
+                "distinct_2_all": 0.9, "top_4gram_share": 0.1}
+
+    # textenv reaches TRL's final 0.6 at 100 CPU s (TRL first at 300 of its 400); textenv's KL-10 reward lies 10/12
+    # of the way from its first evaluation to its second; neither run goes as far as KL 20
+    grpo = [point(0, 0, 0.0, 0.0), point(2, 100, 0.6, 12.0), point(4, 200, 0.5, 14.0)]
+    trl = [point(0, 0, 0.0, 0.0), point(2, 300, 0.6, 8.0), point(4, 400, 0.6, 12.0)]
+    runs = []
+    for seed, grpo_curve in ((0, grpo), (1, grpo[:2])):
+        run = tmp_path / f"seed{seed}"
+        run.mkdir()
+        results = {"settings": {"seed": seed}, "cpu": {"class": "AVX2-only"}, "curves": {"grpo": grpo_curve, "trl": trl}}
+        (run / "results.json").write_text(json.dumps(results))
+        runs.append(str(run))
+    assert ttt.reward_at_kl(grpo, 10.0) == pytest.approx(0.5) and ttt.reward_at_kl(trl, 20.0) is None
+    summary = ttt.main(["--summarise", *runs, "--out", str(tmp_path / "summary")])
+    assert json.loads((tmp_path / "summary" / "summary.json").read_text()) == summary
+    side = summary["sides"]["grpo"]
+    assert summary["seeds"] == [0, 1] and set(summary["sides"]) == {"grpo", "trl"}
+    assert side["ratio_to_trl_reach"]["values"] == [pytest.approx(100 / 300)] * 2
+    assert side["ratio_to_trl_total"]["mean"] == pytest.approx(100 / 400)
+    assert side["held_out_vader"]["values"] == [0.5, 0.6] and side["held_out_vader"]["std"] > 0
+    assert side["cpu_seconds_per_round"]["values"] == [50.0, 50.0]
+    assert side["held_out_vader_at_kl_10"]["values"] == [pytest.approx(0.5)] * 2
+    assert side["held_out_vader_at_kl_20"] == {"mean": None, "std": None, "reached": "0/2", "values": [None, None]}
+    assert "ratio_to_trl_reach" not in summary["sides"]["trl"]
+    with pytest.raises(SystemExit, match="no results.json"):
+        ttt.main(["--summarise", str(tmp_path), "--out", str(tmp_path / "summary")])
