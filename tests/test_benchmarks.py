@@ -105,6 +105,9 @@ def test_time_to_target_summary_over_seeds(tmp_path):
     assert summary["seeds"] == [0, 1] and set(summary["sides"]) == {"grpo", "trl"}
     assert side["ratio_to_trl_reach"]["values"] == [pytest.approx(100 / 300)] * 2
     assert side["ratio_to_trl_total"]["mean"] == pytest.approx(100 / 400)
+    assert side["ratio_to_trl_reach_0.8"]["reached"] == "0/2"  # neither side reaches 0.8
+    reaching = {"curves": {"grpo": [grpo[0], point(2, 100, 0.85, 12.0)], "trl": [trl[0], point(2, 300, 0.9, 8.0)]}}
+    assert ttt.seed_figures(reaching, "grpo")["ratio_to_trl_reach_0.8"] == pytest.approx(100 / 300)
     assert side["held_out_vader"]["values"] == [0.5, 0.6] and side["held_out_vader"]["std"] > 0
     assert side["cpu_seconds_per_round"]["values"] == [50.0, 50.0]
     assert side["held_out_vader_at_kl_10"]["values"] == [pytest.approx(0.5)] * 2
