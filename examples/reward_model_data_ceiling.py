@@ -14,11 +14,18 @@ pairs, then refitted on all of them). The third learner is the same regression w
 every word of the training texts, lexicon or not (a bag-of-words Bradley-Terry model, what a reward model could
 learn from the pairs if it scored each word once and added the scores up).
 
+With ``--model``, two more learners are told nothing either, and read what a frozen causal LM knows: the same
+regression on the model's hidden states at ``--layers`` averaged over the completion's tokens (a linear probe, what
+a mean-pooling reward model with every block frozen can learn, fitted to its optimum), and on those features and
+the word counts together (the probe plus a free weight per word).
+
 It prints, per N: distinct training texts, lexicon words seen, the share of the test texts' lexicon-word
-occurrences that were never seen, the ceiling and both learners' accuracy, on all test pairs and on those with
+occurrences that were never seen, the ceiling and every learner's accuracy, on all test pairs and on those with
 gold gap >= 0.3.
 
     python examples/reward_model_data_ceiling.py --train pairs.jsonl --test test_pairs.jsonl --counts 250 500 1000 2000
+    python examples/reward_model_data_ceiling.py --train pairs.jsonl --test test_pairs.jsonl --counts 2000 \
+        --model smollm2-135m-instruct --layers 16
 """
 
 from __future__ import annotations
@@ -76,27 +83,81 @@ def fit_bradley_terry(features: Any, l2: float, steps: int = 300) -> Any:
     return weights.detach()
 
 
-def bradley_terry_accuracy(
-    train: list[Any], test: list[Any], test_gap: list[Any], words_of: Callable[[str], list[str]]
-) -> dict[str, float]:
-    """A Bradley-Terry logistic regression on the difference of the two texts' counts of each word ``words_of``
-    returns that occurs in the training texts; its accuracy on ``test`` and on ``test_gap`` (the test pairs with
-    gold gap >= 0.3). The L2 strength is chosen on the last 20% of ``train``, then refitted on all of it."""
+def word_counts(train: list[Any], words_of: Callable[[str], list[str]]) -> Callable[[Any, str], Any]:
+    """``features(pair, text)``: the counts in ``text`` of each word ``words_of`` returns that occurs in the
+    training texts (a word no training text holds is not counted)."""
     import torch
 
     vocabulary = sorted({word for pair in train for text in (pair.chosen, pair.rejected) for word in words_of(text)})
     index = {word: i for i, word in enumerate(vocabulary)}
 
-    def counts(text: str) -> Any:
+    def counts(pair: Any, text: str) -> Any:
         row = torch.zeros(len(vocabulary), dtype=torch.float64)
         for word in words_of(text):
             if word in index:
                 row[index[word]] += 1
         return row
 
+    return counts
+
+
+def model_features(model_name: str, layers: list[int], pairs: list[Any], batch_size: int = 32) -> dict[Any, Any]:
+    """The frozen model's hidden state at each of ``layers`` (0: the embeddings, ``i``: block ``i``'s output),
+    averaged over the completion's tokens as a mean-pooling reward model reads them (prompt + completion,
+    :func:`encode_prompt_completion`), concatenated: one float64 vector per distinct ``(prompt, text)``."""
+    import torch
+
+    import textenv
+    from rewards.builtin.reward_model import encode_prompt_completion
+
+    tokenizer, model = textenv.load_tokenizer(model_name), textenv.load_causal_lm(model_name).eval()
+    blocks = model.config.num_hidden_layers
+    bad = [layer for layer in layers if not 0 <= layer <= blocks]
+    if bad:
+        raise SystemExit(f"--layers {bad}: {model_name} has {blocks} blocks; expected layers in 0..{blocks}")
+    keys = sorted({(pair.prompt or "", text) for pair in pairs for text in (pair.chosen, pair.rejected)})
+    encoded = [encode_prompt_completion(tokenizer, prompt, text, 256) for prompt, text in keys]
+    vectors = []
+    with torch.no_grad():
+        for start in range(0, len(encoded), batch_size):
+            rows = encoded[start : start + batch_size]
+            width = max(len(prompt) + len(completion) for prompt, completion in rows)
+            ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+            mask, completion_mask = torch.zeros_like(ids), torch.zeros((len(rows), width, 1))
+            for i, (prompt, completion) in enumerate(rows):
+                ids[i, : len(prompt) + len(completion)] = torch.tensor(prompt + completion)
+                mask[i, : len(prompt) + len(completion)] = 1
+                completion_mask[i, len(prompt) : len(prompt) + len(completion)] = 1
+            hidden = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            pooled = [(hidden[layer] * completion_mask).sum(1) / completion_mask.sum(1) for layer in layers]
+            vectors.append(torch.cat(pooled, 1).double())
+    return dict(zip(keys, torch.cat(vectors)))
+
+
+def standardised(features: dict[Any, Any], train: list[Any]) -> Callable[[Any, str], Any]:
+    """``features(pair, text)``: the text's vector from ``features``, standardised with the training texts' mean
+    and standard deviation and divided by the square root of its length (so that the whole vector weighs about as
+    much as one word count, whatever its size)."""
+    import torch
+
+    rows = torch.stack([features[(pair.prompt or "", text)] for pair in train for text in (pair.chosen, pair.rejected)])
+    mean, scale = rows.mean(0), rows.std(0).clamp(min=1e-8) * rows.shape[1] ** 0.5
+    return lambda pair, text: (features[(pair.prompt or "", text)] - mean) / scale
+
+
+def bradley_terry_accuracy(
+    train: list[Any], test: list[Any], test_gap: list[Any], features: Callable[[Any, str], Any],
+    grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1),
+) -> dict[str, float]:
+    """A Bradley-Terry logistic regression on the difference of the two texts' ``features(pair, text)``; its
+    accuracy on ``test`` and on ``test_gap`` (the test pairs with gold gap >= 0.3). The L2 strength is chosen from
+    ``grid`` on the last 20% of ``train``, then refitted on all of it."""
+    import torch
+
     def differences(pairs: list[Any]) -> Any:
-        rows = [counts(p.chosen) - counts(p.rejected) for p in pairs]
-        return torch.stack(rows) if rows else torch.zeros((0, len(vocabulary)), dtype=torch.float64)
+        rows = [features(p, p.chosen) - features(p, p.rejected) for p in pairs]
+        width = len(features(train[0], train[0].chosen))
+        return torch.stack(rows) if rows else torch.zeros((0, width), dtype=torch.float64)
 
     def accuracy(weights: Any, x: Any) -> float:
         if len(x) == 0:
@@ -106,15 +167,19 @@ def bradley_terry_accuracy(
 
     x_train = differences(train)
     cut = int(0.8 * len(train))
-    grid = (1e-4, 1e-3, 1e-2, 1e-1)
     l2 = max(grid, key=lambda lam: accuracy(fit_bradley_terry(x_train[:cut], lam), x_train[cut:]))
     weights = fit_bradley_terry(x_train, l2)
-    return {"l2": l2 if vocabulary else float("nan"), "features": len(vocabulary),
+    return {"l2": l2 if x_train.shape[1] else float("nan"), "features": x_train.shape[1],
             "accuracy": round(accuracy(weights, differences(test)), 4),
             "accuracy_gap_0.3": round(accuracy(weights, differences(test_gap)), 4)}
 
 
-def ceiling(train: list[Any], test: list[Any], n: int) -> dict[str, Any]:
+FEATURE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)  # the standardised model features need weaker L2 than word counts
+
+
+def ceiling(train: list[Any], test: list[Any], n: int, features: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """Every learner's accuracy for the first ``n`` training pairs; ``features``: :func:`model_features` of every
+    training and test text, for the two learners on a model's features (left out without them)."""
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     full = SentimentIntensityAnalyzer()
@@ -129,9 +194,22 @@ def ceiling(train: list[Any], test: list[Any], n: int) -> dict[str, Any]:
     def seen_only(text: str) -> float:
         return cut.polarity_scores(text)["compound"]
 
-    oracle = bradley_terry_accuracy(train[:n], test, gap, lambda text: lexicon_words(full, text))
-    words = bradley_terry_accuracy(train[:n], test, gap, all_words)
-    return {
+    lexicon_counts = word_counts(train[:n], lambda text: lexicon_words(full, text))
+    oracle = bradley_terry_accuracy(train[:n], test, gap, lexicon_counts)
+    counts = word_counts(train[:n], all_words)
+    words = bradley_terry_accuracy(train[:n], test, gap, counts)
+    learned: dict[str, Any] = {}
+    if features is not None:
+        import torch
+
+        model = standardised(features, train[:n])
+        both = bradley_terry_accuracy(train[:n], test, gap, lambda p, t: torch.cat([model(p, t), counts(p, t)]),
+                                      FEATURE_GRID)
+        for name, result in (("model_features", bradley_terry_accuracy(train[:n], test, gap, model, FEATURE_GRID)),
+                             ("model_features_and_words", both)):
+            learned |= {f"{name}_bt_accuracy": result["accuracy"], f"{name}_bt_accuracy_gap_0.3":
+                        result["accuracy_gap_0.3"], f"{name}_bt_l2": result["l2"]}
+    row = {
         "N": n,
         "distinct_train_texts": len(texts),
         "lexicon_words_seen": len(seen),
@@ -149,6 +227,7 @@ def ceiling(train: list[Any], test: list[Any], n: int) -> dict[str, Any]:
         "test_pairs": len(test),
         "test_pairs_gap_0.3": len(gap),
     }
+    return row | learned
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -157,6 +236,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--test", required=True, help="gold-labelled test pairs from other prompts (JSONL)")
     parser.add_argument("--counts", type=int, nargs="+", default=[250, 500, 1000, 2000], help="N: first N pairs")
     parser.add_argument("--json", default=None, help="write the rows here")
+    parser.add_argument("--model", default=None,
+                        help="also fit the learners on this frozen causal LM's mean-pooled features (built-in name or "
+                             "directory; SmolLM2 on 4,000 texts: about 10 min on one core)")
+    parser.add_argument("--layers", type=int, nargs="+", default=[16], help="--model's blocks to read (0: embeddings)")
     args = parser.parse_args(argv)
     train, test = load_preferences(args.train), load_preferences(args.test)
     unlabelled = [p for p in test if p.gold_chosen is None or p.gold_rejected is None]
@@ -165,7 +248,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     too_many = [n for n in args.counts if n > len(train) or n < 1]
     if too_many:
         raise SystemExit(f"--counts {too_many}: {args.train} has {len(train)} pairs; expected 1..{len(train)}")
-    rows = [ceiling(train, test, n) for n in args.counts]
+    used = train[: max(args.counts)] + test
+    features = model_features(args.model, args.layers, used) if args.model else None
+    rows = [ceiling(train, test, n, features) for n in args.counts]
     for row in rows:
         print(f"N={row['N']:5d}  texts {row['distinct_train_texts']:5d}"
               f"  lexicon words seen {row['lexicon_words_seen']:4d}"
@@ -174,7 +259,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
               f"  oracle-feature BT {row['oracle_feature_bt_accuracy']:.3f}"
               f" (gap>=0.3: {row['oracle_feature_bt_accuracy_gap_0.3']:.3f})"
               f"  bag-of-words BT {row['bag_of_words_bt_accuracy']:.3f}"
-              f" (gap>=0.3: {row['bag_of_words_bt_accuracy_gap_0.3']:.3f})")
+              f" (gap>=0.3: {row['bag_of_words_bt_accuracy_gap_0.3']:.3f})"
+              + "".join(f"  {name.replace('_', ' ')} BT {row[f'{name}_bt_accuracy']:.3f}"
+                        f" (gap>=0.3: {row[f'{name}_bt_accuracy_gap_0.3']:.3f})"
+                        for name in ("model_features", "model_features_and_words") if f"{name}_bt_accuracy" in row))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows

@@ -75,7 +75,8 @@ def test_rlhf_sentiment_against_a_learned_proxy_reward(tmp_path):
 def test_reward_model_data_ceiling_counts_what_training_texts_cover(tmp_path):
     """The data-only ceiling is VADER with its lexicon cut to the training texts' words: 1.0 when the training texts
     hold every test word, one half (all ties) when they hold none; the oracle-feature learner recovers the signs, and
-    the bag-of-words learner also finds a marker word VADER does not know."""
+    the bag-of-words learner and the learners on a frozen model's features also find a marker word VADER does not
+    know."""
     import importlib.util
 
     from textenv.preferences import PreferencePair, write_preferences
@@ -109,6 +110,14 @@ def test_reward_model_data_ceiling_counts_what_training_texts_cover(tmp_path):
     rows = ceiling.main(["--train", str(tmp_path / "marked.jsonl"), "--test", str(tmp_path / "marked_test.jsonl"),
                          "--counts", "4"])
     assert rows[0]["oracle_feature_bt_accuracy"] == 0.5 and rows[0]["bag_of_words_bt_accuracy"] == 1.0
+    assert "model_features_bt_accuracy" not in rows[0]  # no --model: no model features
+    # A frozen (random-init) model's mean-pooled embeddings carry the marker token too: the learners on them find it.
+    rows = ceiling.main(["--train", str(tmp_path / "marked.jsonl"), "--test", str(tmp_path / "marked_test.jsonl"),
+                         "--counts", "4", "--model", "tiny-random-smollm2", "--layers", "0", "1"])
+    assert rows[0]["model_features_bt_accuracy"] == 1.0 and rows[0]["model_features_and_words_bt_accuracy"] == 1.0
+    with pytest.raises(SystemExit, match=r"--layers \[9\]: tiny-random-smollm2 has 2 blocks; expected layers in 0..2"):
+        ceiling.main(["--train", str(tmp_path / "marked.jsonl"), "--test", str(tmp_path / "marked_test.jsonl"),
+                      "--counts", "4", "--model", "tiny-random-smollm2", "--layers", "9"])
     with pytest.raises(SystemExit, match=r"--counts \[13\].*has 12 pairs"):
         ceiling.main(["--train", str(tmp_path / "covered.jsonl"), "--test", str(tmp_path / "test.jsonl"),
                       "--counts", "13"])
