@@ -48,6 +48,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "blocks12": {"trainable_blocks": 12},
     "lr3e-5": {"learning_rate": 3e-5},
     "lr3e-4": {"learning_rate": 3e-4},
+    "lr3e-3": {"learning_rate": 3e-3},  # for a head alone (blocks0)
+    "base16": {"base_blocks": 16},  # SmolLM2's first 16 of 30 blocks: where its mean-pooled states probe best
     "smoothing0.1": {"label_smoothing": 0.1},
     "center0.01": {"center_rewards_coefficient": 0.01},
     "mean_words": {"pooling": "mean", "head_init_positive": "good,great,love,wonderful,happy,beautiful,best,"

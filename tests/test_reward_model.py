@@ -451,3 +451,30 @@ def test_score_head_initialised_from_words_is_the_lm_head_row_difference():
         RewardModelConfig(head_init_positive="good").validate()
     with pytest.raises(ValueError, match="expected comma-separated words"):
         RewardModelConfig(head_init_positive=" , ", head_init_negative="bad").validate()
+
+
+def test_base_blocks_keeps_the_first_blocks_and_the_directory_round_trips(tmp_path):
+    import rewards
+    from agents.reward_model.scoring import transformer_blocks
+    from textenv.models import load_causal_lm
+
+    pairs = marker_pairs(16)
+    causal = load_causal_lm(TINY_MODEL, seed=tiny_config().seed)  # the random init the trainer's model starts from
+    trainer = RewardModelTrainer(pairs, tiny_config(base_blocks=1, num_train_epochs=1, output_dir=str(tmp_path / "rm")))
+    model = trainer.unwrapped_model
+    assert len(transformer_blocks(causal)) == 2 and len(transformer_blocks(model)) == 1
+    assert model.config.num_hidden_layers == 1
+    torch.testing.assert_close(model.base_model.layers[0].state_dict(), causal.model.layers[0].state_dict())
+    torch.testing.assert_close(model.base_model.norm.weight, causal.model.norm.weight)
+    trainer.train()
+    plugin = rewards.make("reward_model", path=str(tmp_path / "rm"))
+    expected_c, expected_r = trainer.scores(list(range(4)))
+    got = plugin([p.prompt for p in pairs[:4]] * 2, [p.chosen for p in pairs[:4]] + [p.rejected for p in pairs[:4]])
+    np.testing.assert_allclose(got, torch.cat([expected_c, expected_r]).tolist(), atol=1e-4)
+    assert len(transformer_blocks(load_reward_model(str(tmp_path / "rm"), blocks=1)[0])) == 1
+    with pytest.raises(ValueError, match="base_blocks=2, but .* is a reward model with 1 blocks"):
+        load_reward_model(str(tmp_path / "rm"), blocks=2)
+    with pytest.raises(ValueError, match=r"base_blocks=3, but the model has 2 blocks; expected 1..2"):
+        RewardModelTrainer(pairs, tiny_config(base_blocks=3))
+    with pytest.raises(ValueError, match="base_blocks"):
+        RewardModelConfig(base_blocks=0).validate()

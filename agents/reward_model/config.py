@@ -69,6 +69,15 @@ class RewardModelConfig:
             "overfit less on a few hundred pairs and train faster."
         },
     )
+    base_blocks: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep only the first N transformer blocks of the base model: the head reads block N's output "
+            "(through the final norm), and the saved directory is an N-block sequence classifier. None keeps every "
+            "block. On 2,000 VADER pairs SmolLM2's block 16 of 30, frozen, scored better than its last block "
+            "(README, reward-model accuracy)."
+        },
+    )
 
     pooling: str = field(
         default="last",
@@ -159,6 +168,8 @@ class RewardModelConfig:
         _check_int(self, "per_device_eval_batch_size", minimum=1)
         if self.trainable_blocks is not None:
             _check_int(self, "trainable_blocks", minimum=0)
+        if self.base_blocks is not None:
+            _check_int(self, "base_blocks", minimum=1)
         if self.pooling not in POOLINGS:
             raise ValueError(f"RewardModelConfig.pooling={self.pooling!r}; expected one of {POOLINGS}")
         if (self.head_init_positive is None) != (self.head_init_negative is None):

@@ -188,13 +188,16 @@ class PairScorer(nn.Module):
 
 
 # -- building the model ---------------------------------------------------------------------------------------
-def load_reward_model(name_or_path: str, dtype: Any = None, seed: int = 0) -> tuple[nn.Module, Any]:
+def load_reward_model(
+    name_or_path: str, dtype: Any = None, seed: int = 0, blocks: int | None = None
+) -> tuple[nn.Module, Any]:
     """``(model, tokenizer)``: a one-output ``AutoModelForSequenceClassification`` for ``name_or_path``.
 
     A reward-model directory (a sequence classifier with one label) is loaded as it is. Anything else is a causal
     LM (built-in name, directory or hub id, loaded by :func:`textenv.load_causal_lm`): its config becomes a
-    sequence classifier's with ``num_labels=1`` and ``pad_token_id`` set, its backbone weights are copied, and the
-    score head is initialised from ``seed``.
+    sequence classifier's with ``num_labels=1`` and ``pad_token_id`` set, its backbone weights are copied (only
+    its first ``blocks`` transformer blocks, if given: :func:`keep_first_blocks`), and the score head is
+    initialised from ``seed``.
     """
     import json
     from pathlib import Path
@@ -214,8 +217,13 @@ def load_reward_model(name_or_path: str, dtype: Any = None, seed: int = 0) -> tu
             raise ValueError(
                 f"{name_or_path} is a classifier with {model.config.num_labels} labels; a reward model has 1"
             )
+        if blocks is not None and blocks != len(transformer_blocks(model)):
+            raise ValueError(f"base_blocks={blocks}, but {name_or_path} is a reward model with "
+                             f"{len(transformer_blocks(model))} blocks; expected None or that number")
         return model, tokenizer
     causal = load_causal_lm(name_or_path, dtype=dtype, seed=seed)
+    if blocks is not None:
+        keep_first_blocks(causal, blocks)
     config = AutoConfig.for_model(**causal.config.to_dict())
     config.num_labels = 1
     config.pad_token_id = tokenizer.pad_token_id
@@ -227,6 +235,20 @@ def load_reward_model(name_or_path: str, dtype: Any = None, seed: int = 0) -> tu
     if missing or unexpected:
         raise ValueError(f"{name_or_path}: backbone weights do not fit a sequence classifier ({missing}, {unexpected})")
     return model, tokenizer
+
+
+def keep_first_blocks(model: nn.Module, blocks: int) -> None:
+    """Cut a transformers model to its first ``blocks`` transformer blocks, in place, config included (the final
+    norm and any head stay: they then read block ``blocks``'s output)."""
+    layers = transformer_blocks(model)
+    if not isinstance(blocks, int) or not 1 <= blocks <= len(layers):
+        raise ValueError(f"base_blocks={blocks!r}, but the model has {len(layers)} blocks; expected 1..{len(layers)}")
+    del layers[blocks:]
+    for name in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(getattr(model.config, name, None), int):
+            setattr(model.config, name, blocks)
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = model.config.layer_types[:blocks]
 
 
 def init_head_from_words(model: nn.Module, tokenizer: Any, lm_head: torch.Tensor, positive: str, negative: str) -> None:

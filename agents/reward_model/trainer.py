@@ -128,7 +128,7 @@ class RewardModelTrainer:
         config.validate()
         self.accelerator = accelerator if accelerator is not None else Accelerator()
         if model is None:
-            model, tokenizer = load_reward_model(config.model, seed=config.seed)
+            model, tokenizer = load_reward_model(config.model, seed=config.seed, blocks=config.base_blocks)
         elif tokenizer is None:
             raise ValueError("pass the tokenizer of the model you pass")
         self.model, self.tokenizer = model, tokenizer
