@@ -359,7 +359,8 @@ def test_trl_grpo_trainer_accepts_the_directory(trained_rm, tmp_path):
     load_causal_lm(TINY_MODEL).save_pretrained(policy_dir)
     load_tokenizer(TINY_MODEL).save_pretrained(policy_dir)
     args = trl.GRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=2, num_generations=2,
-                          max_completion_length=4, report_to=[], use_cpu=True)
+                          max_completion_length=4, report_to=[], use_cpu=True,
+                          bf16=False)  # TRL's bf16 default would stay in accelerate's process-wide state for later tests
     trainer = trl.GRPOTrainer(model=str(policy_dir), reward_funcs=str(directory), args=args,
                               train_dataset=Dataset.from_dict({"prompt": ["a", "b"]}))
     assert trainer.reward_funcs[0].config.num_labels == 1
