@@ -473,6 +473,10 @@ def test_base_blocks_keeps_the_first_blocks_and_the_directory_round_trips(tmp_pa
     got = plugin([p.prompt for p in pairs[:4]] * 2, [p.chosen for p in pairs[:4]] + [p.rejected for p in pairs[:4]])
     np.testing.assert_allclose(got, torch.cat([expected_c, expected_r]).tolist(), atol=1e-4)
     assert len(transformer_blocks(load_reward_model(str(tmp_path / "rm"), blocks=1)[0])) == 1
+    value_model = value_model_from_reward_model(tmp_path / "rm", tokenizer=trainer.tokenizer)  # critic-from-RM
+    ids = torch.tensor([trainer.tokenizer(pairs[0].prompt + pairs[0].chosen, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        assert value_model(ids, torch.ones_like(ids))[0, -1].item() == pytest.approx(got[0], abs=1e-4)
     with pytest.raises(ValueError, match="base_blocks=2, but .* is a reward model with 1 blocks"):
         load_reward_model(str(tmp_path / "rm"), blocks=2)
     with pytest.raises(ValueError, match=r"base_blocks=3, but the model has 2 blocks; expected 1..2"):
