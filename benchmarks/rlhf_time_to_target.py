@@ -366,8 +366,7 @@ def summary_table(summary: dict[str, Any]) -> str:
                 cells.append("—" if stats is None else f"not reached (0/{len(stats['values'])})")
                 continue
             spread = f" ± {stats['std']:.3g}" if stats["std"] is not None else ""
-            reached, seeds = stats["reached"].split("/")
-            missing = "" if reached == seeds else f" ({stats['reached']})"
+            missing = "" if None not in stats["values"] else f" ({stats['reached']})"
             cells.append(f"{stats['mean']:.3g}{spread}{missing}")
         lines.append(f"| {figure} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
