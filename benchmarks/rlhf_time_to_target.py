@@ -210,6 +210,11 @@ def cpu_seconds_to_reach(curve: list[dict[str, float]], target: float) -> float 
     return next((point["cpu_seconds"] for point in curve if point["held_out_vader"] >= target), None)
 
 
+def reach_ratio(seconds: float | None, trl_seconds: float | None) -> float | None:
+    """``seconds / trl_seconds``; None where either side never reached the target or TRL started there (0 s)."""
+    return seconds / trl_seconds if seconds is not None and trl_seconds else None
+
+
 def plot(curves: dict[str, Any], target: float | None, path: Path) -> None:
     import matplotlib
 
@@ -260,7 +265,8 @@ def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target", type=float, default=None, help="held-out reward to reach (default: TRL's final)")
     parser.add_argument("--out", default="runs/rlhf_time_to_target")
     parser.add_argument("--summarise", nargs="+", metavar="RUN_DIR", default=None,
-                        help="train nothing: summarise runs already made (one per seed) into OUT/summary.json")
+                        help="train nothing: summarise runs already made (one per seed: a run's directory or its "
+                             "results.json) into OUT/summary.json")
     argv = sys.argv[1:] if argv is None else argv
     settings = parser.parse_args(argv)
     return parser.parse_args(SMOKE + argv) if settings.smoke else settings
@@ -316,12 +322,11 @@ def seed_figures(results: dict[str, Any], name: str) -> dict[str, float | None]:
         figures[f"held_out_vader_at_kl_{kl:g}"] = reward_at_kl(curve, kl)
     if name != "trl" and isinstance(trl, list):
         target = trl[-1]["held_out_vader"]  # TRL's final held-out reward, the issue's target
-        reach, trl_reach = cpu_seconds_to_reach(curve, target), cpu_seconds_to_reach(trl, target)
-        figures["ratio_to_trl_reach"] = reach / trl_reach if reach is not None and trl_reach else None
-        figures["ratio_to_trl_total"] = reach / trl[-1]["cpu_seconds"] if reach is not None else None
+        reach = cpu_seconds_to_reach(curve, target)
+        figures["ratio_to_trl_reach"] = reach_ratio(reach, cpu_seconds_to_reach(trl, target))
+        figures["ratio_to_trl_total"] = reach_ratio(reach, trl[-1]["cpu_seconds"])
         # a fixed target: TRL's final is one noisy evaluation (s.e. ~0.05 on 40 prompts)
-        reach, trl_reach = figures["cpu_seconds_to_0.8"], cpu_seconds_to_reach(trl, 0.8)
-        figures["ratio_to_trl_reach_0.8"] = reach / trl_reach if reach is not None and trl_reach else None
+        figures["ratio_to_trl_reach_0.8"] = reach_ratio(figures["cpu_seconds_to_0.8"], cpu_seconds_to_reach(trl, 0.8))
     return figures
 
 
@@ -330,9 +335,10 @@ def summarise(run_dirs: list[str], out: Path) -> dict[str, Any]:
     reach, such as a target never met, is left out of its mean and counted in ``reached``)."""
     runs = []
     for run_dir in run_dirs:
-        path = Path(run_dir) / "results.json"
+        path = Path(run_dir) if Path(run_dir).is_file() else Path(run_dir) / "results.json"
         if not path.is_file():
-            raise SystemExit(f"--summarise {run_dir}: no results.json there; expected a run of this benchmark")
+            raise SystemExit(f"--summarise {run_dir}: no results.json there; expected a run of this benchmark "
+                             "(its directory or its results.json)")
         runs.append(json.loads(path.read_text()))
     sides = [name for name, curve in runs[0]["curves"].items()
              if all(isinstance(run["curves"].get(name), list) for run in runs)]
@@ -402,9 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         target = trl_curve[-1]["held_out_vader"]
     reach = {name: cpu_seconds_to_reach(curve, target) for name, curve in curves.items()
              if isinstance(curve, list) and target is not None}
-    trl_reach = reach.get("trl")
-    ratios = {name: (seconds / trl_reach if seconds is not None and trl_reach else None)
-              for name, seconds in reach.items() if name != "trl"}  # None: not reached, or TRL started there
+    ratios = {name: reach_ratio(seconds, reach.get("trl")) for name, seconds in reach.items() if name != "trl"}
     results = {"settings": vars(settings), "cpu": cpu_info(), "curves": curves, "target": target,
                "cpu_seconds_to_target": reach, "ratio_to_trl": ratios}
     (out / "results.json").write_text(json.dumps(results, indent=2))

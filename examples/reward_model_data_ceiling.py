@@ -108,7 +108,7 @@ def model_features(model_name: str, layers: list[int], pairs: list[Any], batch_s
     import torch
 
     import textenv
-    from rewards.builtin.reward_model import encode_prompt_completion
+    from rewards.builtin.reward_model import encode_prompt_completion, pad_prompt_completions, pool_hidden
 
     tokenizer, model = textenv.load_tokenizer(model_name), textenv.load_causal_lm(model_name).eval()
     blocks = model.config.num_hidden_layers
@@ -120,16 +120,10 @@ def model_features(model_name: str, layers: list[int], pairs: list[Any], batch_s
     vectors = []
     with torch.no_grad():
         for start in range(0, len(encoded), batch_size):
-            rows = encoded[start : start + batch_size]
-            width = max(len(prompt) + len(completion) for prompt, completion in rows)
-            ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-            mask, completion_mask = torch.zeros_like(ids), torch.zeros((len(rows), width, 1))
-            for i, (prompt, completion) in enumerate(rows):
-                ids[i, : len(prompt) + len(completion)] = torch.tensor(prompt + completion)
-                mask[i, : len(prompt) + len(completion)] = 1
-                completion_mask[i, len(prompt) : len(prompt) + len(completion)] = 1
+            ids, mask, completion_mask = pad_prompt_completions(encoded[start : start + batch_size],
+                                                                tokenizer.pad_token_id)
             hidden = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-            pooled = [(hidden[layer] * completion_mask).sum(1) / completion_mask.sum(1) for layer in layers]
+            pooled = [pool_hidden(hidden[layer], mask, completion_mask, "mean") for layer in layers]
             vectors.append(torch.cat(pooled, 1).double())
     return dict(zip(keys, torch.cat(vectors)))
 
@@ -155,9 +149,9 @@ def bradley_terry_accuracy(
     import torch
 
     def differences(pairs: list[Any]) -> Any:
-        rows = [features(p, p.chosen) - features(p, p.rejected) for p in pairs]
-        width = len(features(train[0], train[0].chosen))
-        return torch.stack(rows) if rows else torch.zeros((0, width), dtype=torch.float64)
+        if not pairs:
+            return torch.zeros((0, len(features(train[0], train[0].chosen))), dtype=torch.float64)
+        return torch.stack([features(p, p.chosen) - features(p, p.rejected) for p in pairs])
 
     def accuracy(weights: Any, x: Any) -> float:
         if len(x) == 0:
@@ -203,10 +197,10 @@ def ceiling(train: list[Any], test: list[Any], n: int, features: dict[Any, Any] 
         import torch
 
         model = standardised(features, train[:n])
-        both = bradley_terry_accuracy(train[:n], test, gap, lambda p, t: torch.cat([model(p, t), counts(p, t)]),
-                                      FEATURE_GRID)
-        for name, result in (("model_features", bradley_terry_accuracy(train[:n], test, gap, model, FEATURE_GRID)),
-                             ("model_features_and_words", both)):
+        learners = {"model_features": model,
+                    "model_features_and_words": lambda p, t: torch.cat([model(p, t), counts(p, t)])}
+        for name, learner in learners.items():
+            result = bradley_terry_accuracy(train[:n], test, gap, learner, FEATURE_GRID)
             learned |= {f"{name}_bt_accuracy": result["accuracy"], f"{name}_bt_accuracy_gap_0.3":
                         result["accuracy_gap_0.3"], f"{name}_bt_l2": result["l2"]}
     row = {

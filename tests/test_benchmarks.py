@@ -97,7 +97,7 @@ def test_time_to_target_summary_over_seeds(tmp_path):
         run.mkdir()
         results = {"settings": {"seed": seed}, "cpu": {"class": "AVX2-only"}, "curves": {"grpo": grpo_curve, "trl": trl}}
         (run / "results.json").write_text(json.dumps(results))
-        runs.append(str(run))
+        runs.append(str(run) if seed == 0 else str(run / "results.json"))  # a run's directory or its results.json
     assert ttt.reward_at_kl(grpo, 10.0) == pytest.approx(0.5) and ttt.reward_at_kl(trl, 20.0) is None
     summary = ttt.main(["--summarise", *runs, "--out", str(tmp_path / "summary")])
     assert json.loads((tmp_path / "summary" / "summary.json").read_text()) == summary

@@ -49,6 +49,23 @@ def encode_prompt_completion(
 POOLINGS = ("last", "mean")
 
 
+def pad_prompt_completions(rows: Sequence[tuple[list[int], list[int]]], pad_token_id: int) -> tuple[Any, Any, Any]:
+    """Right-pad ``(prompt_ids, completion_ids)`` rows (:func:`encode_prompt_completion`) read as their
+    concatenation: ``(ids, mask, completion_mask)``, each ``(rows, longest)`` long, the last marking each row's
+    completion tokens (what ``pooling="mean"`` averages over)."""
+    import torch
+
+    width = max(len(prompt) + len(completion) for prompt, completion in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    completion_mask = torch.zeros_like(mask)
+    for i, (prompt, completion) in enumerate(rows):
+        ids[i, : len(prompt) + len(completion)] = torch.as_tensor(prompt + completion)
+        mask[i, : len(prompt) + len(completion)] = 1
+        completion_mask[i, len(prompt) : len(prompt) + len(completion)] = 1
+    return ids, mask, completion_mask
+
+
 def pool_hidden(hidden: Any, mask: Any, pool_mask: Any, pooling: str) -> Any:
     """One vector per row of right-padded ``hidden`` ``(S, L, H)``: the hidden state at the last real token of
     ``mask`` (``"last"``), or the mean over the positions of ``pool_mask`` (``"mean"``)."""
@@ -198,14 +215,7 @@ class RewardModelReward:
             with torch.no_grad():
                 for start in range(0, len(encoded), self.batch_size):
                     chunk = encoded[start : start + self.batch_size]
-                    width = max(len(p) + len(c) for p, c in chunk)
-                    ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-                    mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                    completion_mask = torch.zeros_like(mask)
-                    for i, (prompt_ids, completion_ids) in enumerate(chunk):
-                        ids[i, : len(prompt_ids) + len(completion_ids)] = torch.as_tensor(prompt_ids + completion_ids)
-                        mask[i, : len(prompt_ids) + len(completion_ids)] = 1
-                        completion_mask[i, len(prompt_ids) : len(prompt_ids) + len(completion_ids)] = 1
+                    ids, mask, completion_mask = pad_prompt_completions(chunk, tokenizer.pad_token_id)
                     ids, mask = ids.to(self.device), mask.to(self.device)
                     if pooling == "last":
                         values = model(input_ids=ids, attention_mask=mask).logits[:, 0]
