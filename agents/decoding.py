@@ -71,25 +71,23 @@ def distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tup
 
 def lm_forward(
     model: Any,
-    input_ids: torch.Tensor,
+    input_ids: torch.Tensor | None,
     attention_mask: torch.Tensor,
     *,
     past: torch.Tensor | None = None,
     cache: Any = None,
     logits_to_keep: int = 1,
     use_cache: bool = True,
+    inputs_embeds: torch.Tensor | None = None,
 ) -> Any:
-    """``model``'s forward over new columns ``input_ids`` (``(B, n)``) with position ids from
-    :func:`position_ids`. ``past``: the attention mask of what ``cache`` already holds (``(B, L)``); the model
-    sees ``[past, attention_mask]``. Only the last ``logits_to_keep`` positions go through the LM head (0: all)."""
+    """``model``'s forward over new columns ``input_ids`` (``(B, n)``; or their ``inputs_embeds``, ``(B, n, H)``,
+    with ``input_ids=None``) with position ids from :func:`position_ids`. ``past``: the attention mask of what
+    ``cache`` already holds (``(B, L)``); the model sees ``[past, attention_mask]``. Only the last
+    ``logits_to_keep`` positions go through the LM head (0: all)."""
     start = None if past is None else past.sum(-1, keepdim=True)
     full_mask = attention_mask if past is None else torch.cat([past, attention_mask], dim=1)
-    kwargs: dict[str, Any] = {
-        "input_ids": input_ids,
-        "attention_mask": full_mask,
-        "position_ids": position_ids(attention_mask, start),
-        "use_cache": use_cache,
-    }
+    kwargs: dict[str, Any] = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+    kwargs.update(attention_mask=full_mask, position_ids=position_ids(attention_mask, start), use_cache=use_cache)
     accepted = _forward_parameters(type(getattr(model, "module", model)))  # the module inside a DDP wrapper
     if cache is not None:
         kwargs.update(cache_kwargs(model, cache))

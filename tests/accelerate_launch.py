@@ -19,6 +19,7 @@ import hashlib, json, sys
 import torch
 torch.set_num_threads(1)
 import torch.distributed as dist
+import textenv
 from agents.lm import LMPPOConfig, LMPPOTrainer
 
 TARGET = 107
@@ -29,8 +30,12 @@ def count_target(prompts, completions, completion_ids, **info):
 config = LMPPOConfig(num_envs=NUM_ENVS, num_minibatches=2, update_epochs=1, learning_rate=2e-3,
                      critic_learning_rate=2e-3, ptx_coef=0.1, ptx_batch_size=2, ptx_block_size=8,
                      progress_bar=False, seed=0)
+policy = textenv.load_causal_lm("tiny-random-smollm2")
+policy.model.embed_tokens.requires_grad_(False)  # with FROZEN_BLOCKS > 0 the policy trains only the blocks above
+for block in policy.model.layers[:FROZEN_BLOCKS]:
+    block.requires_grad_(False)
 trainer = LMPPOTrainer(
-    "MossText-v0", "tiny-random-smollm2", config,
+    "MossText-v0", policy if FROZEN_BLOCKS else "tiny-random-smollm2", config,
     pretrain_corpus=["A short corpus for the pretraining loss, long enough for a few blocks of tokens."],
     env_kwargs=dict(tokenizer="tiny-random-smollm2", prompts=["The movie was", "My friend said", "I think"],
                     reward=count_target, max_new_tokens=6, max_prompt_tokens=12,
@@ -39,10 +44,12 @@ trainer = LMPPOTrainer(
 """
 
 
-def tiny_ppo_script(num_envs: int, body: str) -> str:
-    """:data:`TINY_PPO_TRAINER` with ``num_envs`` envs per process, then ``body``; ``sys.argv[1]`` is the path
-    the script writes its JSON report to."""
-    return TINY_PPO_TRAINER.replace("NUM_ENVS", str(num_envs)) + textwrap.dedent(body)
+def tiny_ppo_script(num_envs: int, body: str, frozen_blocks: int = 0) -> str:
+    """:data:`TINY_PPO_TRAINER` with ``num_envs`` envs per process (and the policy's input embeddings and first
+    ``frozen_blocks`` blocks frozen, when > 0), then ``body``; ``sys.argv[1]`` is the path the script writes its
+    JSON report to."""
+    script = TINY_PPO_TRAINER.replace("NUM_ENVS", str(num_envs)).replace("FROZEN_BLOCKS", str(frozen_blocks))
+    return script + textwrap.dedent(body)
 
 
 def launch(tmp_path: Path, script: str, *launch_args: str) -> Any:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from accelerate_launch import launch, tiny_ppo_script
 
-SCRIPT = tiny_ppo_script(
-    num_envs=4,
-    body="""
+BODY = """
     def digest(model):
         h = hashlib.sha256()
         for name, tensor in sorted(model.state_dict().items()):
@@ -28,6 +27,7 @@ SCRIPT = tiny_ppo_script(
         "completion_ids": rollout.completion_ids.tolist(),
         "logged_reward_mean": [m["reward_mean"] for m in history],
         "reward_running_mean": trainer.reward_moments.mean,
+        "shared_trunk_blocks": trainer.shared_trunk_blocks,
     }
     reports = [None] * trainer.accelerator.num_processes
     dist.all_gather_object(reports, report)
@@ -38,8 +38,7 @@ SCRIPT = tiny_ppo_script(
     assert not dist.is_initialized()
     assert not isinstance(trainer.policy, torch.nn.parallel.DistributedDataParallel)
     assert not isinstance(trainer.value_model, torch.nn.parallel.DistributedDataParallel)
-    """,
-)
+    """
 
 
 def free_port() -> int:
@@ -48,8 +47,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_data_parallel_run_keeps_replicas_identical(tmp_path):
-    reports = launch(tmp_path, SCRIPT, "--multi_gpu", "--num_processes", "2", "--mixed_precision", "no",
+@pytest.mark.parametrize("frozen_blocks", [0, 1])
+def test_two_process_data_parallel_run_keeps_replicas_identical(tmp_path, frozen_blocks):
+    """Also with the policy's lower block frozen: the loss forwards then run its top block on the frozen trunk
+    (share_frozen_trunk) through the DDP wrapper, and gradients are still synced."""
+    script = tiny_ppo_script(num_envs=4, body=BODY, frozen_blocks=frozen_blocks)
+    reports = launch(tmp_path, script, "--multi_gpu", "--num_processes", "2", "--mixed_precision", "no",
                      "--main_process_port", str(free_port()))
     assert [r["rank"] for r in reports] == [0, 1]
     assert {r["distributed_type"] for r in reports} == {"DistributedType.MULTI_CPU"}
@@ -62,3 +65,4 @@ def test_two_process_data_parallel_run_keeps_replicas_identical(tmp_path):
     # batch statistics are global: both processes log the same reward and keep the same running statistics
     assert rank0["logged_reward_mean"] == rank1["logged_reward_mean"]
     assert rank0["reward_running_mean"] == rank1["reward_running_mean"]
+    assert {r["shared_trunk_blocks"] for r in reports} == {frozen_blocks}

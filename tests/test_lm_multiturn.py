@@ -131,8 +131,8 @@ def _loss_with_logit_noise(trainer, rollout, where, monkeypatch):
     """The trainer's policy loss on ``rollout`` with noise added to the policy's logits at ``where`` slots."""
     real = lm_base.completion_logits
 
-    def noisy(model, r, temperature=1.0, prompt_model=None):
-        logits = real(model, r, temperature, prompt_model=prompt_model)
+    def noisy(model, r, temperature=1.0, prompt_model=None, trunk=None):
+        logits = real(model, r, temperature, prompt_model=prompt_model, trunk=trunk)
         noise = torch.randn(logits.shape, generator=torch.Generator().manual_seed(0)) * 3.0
         return logits + noise * where[: r.mask.shape[0], : logits.shape[1], None]
 

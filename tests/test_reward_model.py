@@ -131,7 +131,8 @@ def test_shared_prompt_scores_and_gradients_equal_separate_full_forwards():
 
 def test_frozen_block_cache_gives_the_full_forwards_scores_and_gradients():
     from agents.reward_model.frozen_trunk import CachedPairScorer, FrozenTrunkCache, cache_is_exact
-    from agents.reward_model.scoring import freeze_lower_blocks, transformer_blocks
+    from agents.model_blocks import transformer_blocks
+    from agents.reward_model.scoring import freeze_lower_blocks
 
     model, tokenizer = load_reward_model(TINY_MODEL, seed=5)
     blocks = len(transformer_blocks(model))
@@ -162,7 +163,7 @@ def test_mean_pooling_scores_the_mean_completion_state_in_every_path(shared):
     """Mean pooling: the score head on the mean final hidden state of the completion's tokens, the same through the
     shared-prefix forward, the full forward, the frozen-block cache, and the reward plugin's reading."""
     from agents.reward_model.frozen_trunk import CachedPairScorer, FrozenTrunkCache
-    from agents.reward_model.scoring import transformer_blocks
+    from agents.model_blocks import transformer_blocks
 
     model, tokenizer = load_reward_model(TINY_MODEL, seed=7)
     model.eval()
@@ -456,7 +457,7 @@ def test_score_head_initialised_from_words_is_the_lm_head_row_difference():
 
 def test_base_blocks_keeps_the_first_blocks_and_the_directory_round_trips(tmp_path):
     import rewards
-    from agents.reward_model.scoring import transformer_blocks
+    from agents.model_blocks import transformer_blocks
     from textenv.models import load_causal_lm
 
     pairs = marker_pairs(16)

@@ -33,6 +33,14 @@ from agents.lm.checkpoint_io import read_saved_config, read_trainer_checkpoint, 
 from agents.lm.config import LMAgentConfig
 from agents.lm.core import masked_logprobs, masked_sum_count
 from agents.lm.distributed import Processes
+from agents.lm.frozen_trunk import (
+    TrunkStates,
+    frozen_leading_blocks,
+    frozen_versions,
+    matches_full_forward,
+    same_frozen_blocks,
+    trunk_states,
+)
 from agents.lm.logger import MetricsLogger
 from agents.decoding import filter_logits, masked_logits
 from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, text_vector_env
@@ -102,6 +110,9 @@ class LMTrainer:
         self.num_timesteps = 0  # completion tokens generated, all processes
         self.num_episodes = 0  # episodes finished, all processes
         self.timings: dict[str, float] = defaultdict(float)
+        self._trunk_exact: bool | None = None  # share_frozen_trunk's check on the first rollout, once done
+        self.shared_trunk_blocks = 0  # frozen blocks the last rollout's forwards shared (share_frozen_trunk)
+        self._trunk_verified: dict[str, tuple[Any, ...]] = {}  # model -> frozen weights' versions when found equal
 
     # -- construction ------------------------------------------------------------------------------------------
     def _make_env(self, env: Any, reward: Any, env_kwargs: dict[str, Any] | None) -> Any:
@@ -172,6 +183,8 @@ class LMTrainer:
 
     def collect(self, group_size: int = 1) -> Rollout:
         """One lockstep batch of episodes from the current policy (``generation``/``env`` timings recorded)."""
+        blocks = self.shareable_trunk_blocks()
+        self.engine.keep_states_of_blocks = blocks  # the frozen blocks' output, kept while sampling
         rollout = self.engine.collect(
             generator=self.seeds.generator(self.iteration, "sampling", self.device),
             seed=self.seeds.seed(self.iteration, "env"),
@@ -179,9 +192,76 @@ class LMTrainer:
         )
         self.timings["generation_seconds"] += rollout.generation_seconds
         self.timings["env_seconds"] += rollout.env_seconds
+        with self.timer("forward_seconds"):
+            rollout.trunk = self.frozen_trunk(rollout, blocks)
+        self.shared_trunk_blocks = 0 if rollout.trunk is None else rollout.trunk.blocks
         self.num_timesteps += int(self.processes.gather(rollout.lengths.float()).sum())
         self.num_episodes += rollout.num_sequences * self.accelerator.num_processes
         return rollout
+
+    def shareable_trunk_blocks(self) -> int:
+        """How many of the policy's lower blocks the next rollout's forwards can share (:mod:`agents.lm.frozen_trunk`):
+        0 when ``share_frozen_trunk`` is off, the whole policy trains, the reference's frozen blocks differ from the
+        policy's (compared again whenever a frozen weight of either has been written to), or the model failed the
+        exactness check on the first rollout."""
+        if not self.config.share_frozen_trunk or self._trunk_exact is False:
+            return 0
+        blocks = frozen_leading_blocks(self.unwrapped_policy)
+        if blocks == 0 or self.reference is None:
+            return blocks
+        return blocks if self.frozen_blocks_match("reference", self.reference, blocks) else 0
+
+    def frozen_blocks_match(self, name: str, model: Any, blocks: int) -> bool:
+        """Whether ``model``'s (called ``name``) input embeddings and first ``blocks`` blocks hold exactly the
+        policy's weights; compared again only after a write to a weight of either (their version counters)."""
+        policy = self.unwrapped_policy
+        versions = (blocks, frozen_versions(policy, blocks), frozen_versions(model, blocks))
+        if self._trunk_verified.get(name) == versions:
+            return True
+        if not same_frozen_blocks(policy, model, blocks):
+            return False
+        self._trunk_verified[name] = versions
+        return True
+
+    def frozen_trunk(self, rollout: Rollout, blocks: int) -> TrunkStates | None:
+        """The output of the policy's first ``blocks`` (frozen) blocks over the rollout's sequences, for the
+        reference and every minibatch: the states the rollout engine kept while sampling, or (where it could not,
+        e.g. in multi-turn episodes) one forward of those blocks. ``None`` when ``blocks`` is 0 or the first
+        rollout's exactness check fails."""
+        if blocks == 0:
+            return None
+        if self._trunk_exact is None:
+            self._trunk_exact = self._trunk_matches_full_forward(rollout, blocks)
+            if not self._trunk_exact:
+                return None
+        if rollout.trunk is not None:
+            return rollout.trunk
+        with self.accelerator.autocast():
+            return trunk_states(self.unwrapped_policy, rollout.input_ids, rollout.attention_mask,
+                                rollout.prompt_slots, blocks, self.config.share_prompt_forward)
+
+    def _trunk_matches_full_forward(self, rollout: Rollout, blocks: int) -> bool:
+        """Whether the policy's log-probs of the rollout from its frozen blocks' output (kept while sampling, or
+        computed) equal the full forward's, under the accelerator's autocast, to 1e-4 relative (2e-2 in mixed or
+        half precision); warn when not."""
+        policy = self.unwrapped_policy
+        tokens, mask = rollout.completion_ids, rollout.mask
+        with torch.no_grad(), self.accelerator.autocast():
+            trunk = rollout.trunk or trunk_states(policy, rollout.input_ids, rollout.attention_mask,
+                                                  rollout.prompt_slots, blocks, self.config.share_prompt_forward)
+            full = masked_logprobs(completion_logits(policy, rollout).float(), tokens, mask)
+            top = masked_logprobs(completion_logits(policy, rollout, prompt_model=policy, trunk=trunk).float(),
+                                  tokens, mask)
+        float32 = next(policy.parameters()).dtype == torch.float32 and self.accelerator.mixed_precision == "no"
+        difference = matches_full_forward(full, top, mask, 1e-4 if float32 else 2e-2)
+        if difference is not None:
+            warnings.warn(
+                f"share_frozen_trunk: {type(policy).__name__}'s log-probs from its frozen blocks' output differ from "
+                f"the full forward's by up to {difference:.3g} (its forward changes inputs_embeds, e.g. by adding "
+                "position embeddings); every forward runs the whole model instead",
+                stacklevel=3,
+            )
+        return difference is None
 
     @torch.no_grad()
     def reference_logprobs(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,9 +272,10 @@ class LMTrainer:
         Runs under the accelerator's autocast, like the policy (``accelerate``'s ``prepare`` patches the policy's
         forward, not the reference copy's): with ``mixed_precision="bf16"`` both read the same bf16 numerics, so
         the KL of the untouched policy stays ~0 instead of measuring the bf16-vs-fp32 gap."""
-        prompt_model = self.reference if self.config.share_prompt_forward else None
+        share = self.config.share_prompt_forward or rollout.trunk is not None
+        prompt_model = self.reference if share else None
         with self.accelerator.autocast():
-            logits = completion_logits(self.reference, rollout, prompt_model=prompt_model).float()
+            logits = completion_logits(self.reference, rollout, prompt_model=prompt_model, trunk=rollout.trunk).float()
         tokens, mask = rollout.completion_ids, rollout.mask
         natural = masked_logprobs(logits, tokens, mask)
         temperature, allowed = self.config.temperature, self.engine.allowed
@@ -209,8 +290,11 @@ class LMTrainer:
         from agents.lm.core import entropy_of
 
         # the prompt forward bypasses the DDP wrapper: one DDP forward per backward, whatever the prompts
-        prompt_model = self.accelerator.unwrap_model(model) if self.config.share_prompt_forward else None
-        logits = completion_logits(model, rollout, self.config.temperature, prompt_model=prompt_model).float()
+        share = self.config.share_prompt_forward or rollout.trunk is not None
+        prompt_model = self.accelerator.unwrap_model(model) if share else None
+        logits = completion_logits(
+            model, rollout, self.config.temperature, prompt_model=prompt_model, trunk=rollout.trunk
+        ).float()
         logits = masked_logits(logits, self.engine.allowed)
         logprobs = masked_logprobs(logits, rollout.completion_ids, rollout.mask)
         return logprobs, (entropy_of(logits) if with_entropy else None)

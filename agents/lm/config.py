@@ -122,6 +122,16 @@ class LMAgentConfig:
         "of ~516; the README's benchmark). ``False``: one forward over every full sequence, as "
         "TRL does."},
     )
+    share_frozen_trunk: bool = field(
+        default=True,
+        metadata={"help": "When the policy trains only its top blocks (input embeddings and lower blocks frozen), "
+        "keep the frozen blocks' output while sampling, and run only the blocks above them in the "
+        "reference forward, in every loss forward and (LM-PPO) in a value model whose lower blocks "
+        "are the policy's (:mod:`agents.lm.frozen_trunk`). Exact to float rounding: checked "
+        "against the full forward on the first rollout (a model whose forward adds position "
+        "embeddings to ``inputs_embeds`` fails it and runs the full forward), and the other models' "
+        "frozen blocks are compared with the policy's. No effect when the whole policy trains."},
+    )
 
     # -- logging and checkpoints -----------------------------------------------------------------------------
     output_dir: str | None = field(

@@ -45,7 +45,8 @@ from agents.lm.core import (
     shape_scores,
 )
 from agents.lm.ptx import PretrainCorpus
-from agents.decoding import position_ids
+from agents.decoding import leading_padding, position_ids
+from agents.lm.frozen_trunk import frozen_leading_blocks
 from agents.lm.rollout import Rollout
 from agents.lm.turns import agent_token_gae, place_scores
 from agents.lm.value_model import ValueModel
@@ -251,12 +252,26 @@ class LMPPOTrainer(LMTrainer):
 
     # -- pieces ------------------------------------------------------------------------------------------------
     def predict_values(self, value_model: Any, rollout: Rollout) -> torch.Tensor:
-        """``V(s_t)`` ``(N, T)`` for every completion token's state, read at the slot before the token."""
+        """``V(s_t)`` ``(N, T)`` for every completion token's state, read at the slot before the token. When the
+        value model's lower blocks are the policy's frozen ones (a copy of the policy, frozen alike), only its blocks
+        above the rollout's trunk run (:mod:`agents.lm.frozen_trunk`)."""
         p, t = rollout.prompt_slots, rollout.mask.shape[1]
         width = p + t - 1
-        attention = rollout.attention_mask[:, :width]
-        values = value_model(rollout.input_ids[:, :width], attention, position_ids(attention))
-        return values[:, p - 1 :].float() * rollout.mask
+        trunk = rollout.trunk
+        if trunk is not None:
+            backbone = self.accelerator.unwrap_model(self.value_model).backbone
+            if frozen_leading_blocks(backbone) < trunk.blocks or not self.frozen_blocks_match("value", backbone,
+                                                                                              trunk.blocks):
+                trunk = None
+        if trunk is None:
+            attention = rollout.attention_mask[:, :width]
+            values = value_model(rollout.input_ids[:, :width], attention, position_ids(attention))
+            return values[:, p - 1 :].float() * rollout.mask
+        first = leading_padding(rollout.attention_mask[:, :p])
+        attention = rollout.attention_mask[:, first:width]
+        states = trunk.states[:, first - trunk.first : width - trunk.first]
+        values = value_model(None, attention, position_ids(attention), inputs_embeds=states, first_block=trunk.blocks)
+        return values[:, p - 1 - first :].float() * rollout.mask
 
     def pretrain_loss(self, key: str) -> torch.Tensor:
         """PPO-ptx: the policy's next-token cross-entropy on a batch of corpus blocks (drawn from the iteration's

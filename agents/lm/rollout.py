@@ -37,6 +37,7 @@ from agents.decoding import (
     sample_categorical,
 )
 from agents.lm.core import masked_logprobs
+from agents.lm.frozen_trunk import TrunkStates, TrunkStateKeeper, top_block_logits
 from agents.lm.turns import used_width
 
 
@@ -65,6 +66,7 @@ class Rollout:
     generation_seconds: float = 0.0  # model prefill + decoding + sampling
     env_seconds: float = 0.0  # inside env.reset/env.step (reward plugin included)
     step_rewards: torch.Tensor | None = None  # (N, T) the env's reward of each step, at the agent token it followed
+    trunk: TrunkStates | None = None  # the policy's frozen lower blocks' output (:mod:`agents.lm.frozen_trunk`)
 
 
     @property
@@ -99,6 +101,7 @@ class Rollout:
             completions=[self.completions[i] for i in rows_t.tolist()] if self.completions else [],
             reward_components={name: values[rows_t] for name, values in self.reward_components.items()},
             step_rewards=None if self.step_rewards is None else self.step_rewards[rows_t, :t_max],
+            trunk=None if self.trunk is None else self.trunk.select(rows_t, width - 1),
         )
 
 
@@ -122,7 +125,7 @@ def text_vector_env(env: Any) -> Any:
 
 
 def completion_logits(
-    model: Any, rollout: Rollout, temperature: float = 1.0, prompt_model: Any = None
+    model: Any, rollout: Rollout, temperature: float = 1.0, prompt_model: Any = None, trunk: TrunkStates | None = None
 ) -> torch.Tensor:
     """Logits ``(N, T, V)`` that predict each completion token, from the finished sequences (each up to its last
     completion token; only the ``T`` needed positions go through the LM head).
@@ -132,8 +135,15 @@ def completion_logits(
     that has that prompt; the completions then go through ``model`` on top of it. Same logits and gradients as one
     forward over the full sequences (the prompt's positions never attend to the completion), with fewer positions
     when prompts repeat, as with GRPO/RLOO's k completions per prompt. Without repeats it is the single forward.
+
+    With ``trunk`` (the rollout's :class:`TrunkStates`, whose frozen blocks ``model`` shares; ``prompt_model`` then
+    names the unwrapped model), only the blocks above the trunk run, on its states, over the full sequences.
     """
     p, t_max = rollout.prompt_slots, rollout.mask.shape[1]
+    if trunk is not None:
+        unwrapped = model if prompt_model is None else prompt_model
+        logits = top_block_logits(model, unwrapped, trunk, rollout.attention_mask, p, t_max)
+        return logits / temperature if temperature != 1.0 else logits
     width = p + t_max - 1
     first = leading_padding(rollout.attention_mask[:, :p])  # columns that are padding in every row carry nothing
     input_ids, attention_mask = rollout.input_ids[:, first:width], rollout.attention_mask[:, first:width]
@@ -176,6 +186,9 @@ class RolloutEngine:
         self.temperature = float(temperature)
         self.device = next(model.parameters()).device
         self.allowed = allowed_token_mask(self.task, model, self.device)
+        # > 0: keep the hidden states entering this block while sampling, as the rollout's trunk (the trainer sets
+        # it to the policy's frozen lower blocks; agents.lm.frozen_trunk)
+        self.keep_states_of_blocks = 0
 
     @torch.no_grad()
     def collect(
@@ -195,7 +208,26 @@ class RolloutEngine:
         prompt_mask = torch.as_tensor(obs["attention_mask"][:, :p], device=device)
         prompt_ids = torch.as_tensor(obs["input_ids"][:, :p], device=device)
         decoder = KVDecoder(self.model)
-        logits = decoder.prefill(prompt_ids, prompt_mask, distinct_prompts(prompt_ids, prompt_mask))
+        keeper = TrunkStateKeeper(self.model, self.keep_states_of_blocks) if self.keep_states_of_blocks else None
+        try:
+            shared = distinct_prompts(prompt_ids, prompt_mask)
+            logits = decoder.prefill(prompt_ids, prompt_mask, shared)
+            rollout = self._decode(env, decoder, logits, obs, generator, keeper, collect_started, env_seconds)
+        finally:
+            if keeper is not None:
+                keeper.close()
+        if keeper is not None and keeper.single_token_steps:
+            first = leading_padding(prompt_mask)
+            rollout.trunk = keeper.states(first, None if shared is None else shared[1], rollout.mask.shape[1])
+        return rollout
+
+    def _decode(self, env: Any, decoder: KVDecoder, logits: torch.Tensor, obs: dict[str, Any],
+                generator: torch.Generator, keeper: TrunkStateKeeper | None, collect_started: float,
+                env_seconds: float) -> Rollout:
+        """Sample one token per row per step from ``decoder``'s cache (prefilled: ``logits``) until every episode is
+        over; ``keeper`` (if any) learns whether every step appended one token per row."""
+        task, device, n = self.task, self.device, self.base.num_envs
+        p = task.max_prompt_tokens
 
         tokens_per_step, logprobs_per_step, entropy_per_step, active_per_step = [], [], [], []
         slots_per_step, rewards_per_step = [], []  # the slot each step's token went to; the step's reward
@@ -239,6 +271,8 @@ class RolloutEngine:
             if (grown[~done] == 1).all():
                 logits = decoder.append(tokens[:, None])[:, -1]
             else:
+                if keeper is not None:
+                    keeper.single_token_steps = False  # the cache's columns are no longer the rollout's
                 width = int(grown.max())
                 block = np.full((n, width), task.pad_token_id, dtype=np.int64)
                 block_mask = np.zeros((n, width), dtype=np.int64)

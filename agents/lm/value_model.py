@@ -10,6 +10,7 @@ in ``value_head.safetensors``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from agents.model_blocks import blocks_cut_to, transformer_blocks
 
 HEAD_FILE = "value_head.safetensors"
 
@@ -42,11 +45,22 @@ class ValueModel(nn.Module):
         return self.backbone.config
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        first_block: int = 0,
     ) -> torch.Tensor:
-        hidden = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
+        """Values ``(B, L)``. With ``first_block=K``, ``inputs_embeds`` are the hidden states entering block ``K``
+        (the output of frozen lower blocks, computed elsewhere) and only blocks ``K..`` run."""
+        blocks = transformer_blocks(self.backbone)
+        cut = blocks_cut_to(self.backbone, first_block, len(blocks)) if first_block else contextlib.nullcontext()
+        with cut:
+            hidden = self.backbone(
+                input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                position_ids=position_ids, use_cache=False,
+            ).last_hidden_state
         return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)
 
     # -- construction ------------------------------------------------------------------------------------------

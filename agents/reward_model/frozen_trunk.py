@@ -16,8 +16,7 @@ eval mode, so a model with dropout in its frozen blocks trains as if that dropou
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +24,12 @@ import torch
 from torch import nn
 
 from agents.decoding import position_ids
+from agents.model_blocks import blocks_cut_to, final_norm, transformer_blocks
 from agents.reward_model.scoring import (
     EncodedPair,
     PairScorer,
     collate_pairs,
-    final_norm,
     pool_hidden,
-    transformer_blocks,
 )
 
 SequenceKey = tuple[tuple[int, ...], tuple[int, ...]]  # (prefix ids, continuation ids)
@@ -51,18 +49,6 @@ class CachedPairBatch:
     @property
     def num_pairs(self) -> int:
         return int(self.chosen_index.shape[0])
-
-
-@contextlib.contextmanager
-def blocks_cut_to(backbone: nn.Module, start: int, stop: int) -> Iterator[None]:
-    """The backbone with only its blocks ``[start, stop)`` for the duration of the ``with`` block."""
-    blocks = transformer_blocks(backbone)
-    name = next(n for n in ("layers", "h", "blocks") if getattr(backbone, n, None) is blocks)
-    setattr(backbone, name, nn.ModuleList(list(blocks)[start:stop]))
-    try:
-        yield
-    finally:
-        setattr(backbone, name, blocks)
 
 
 def _required_final_norm(backbone: nn.Module) -> nn.Module:

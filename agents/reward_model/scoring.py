@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from agents.decoding import lm_forward
+from agents.model_blocks import final_norm, transformer_blocks
 from rewards.builtin.reward_model import POOLINGS, encode_prompt_completion, pool_hidden
 
 
@@ -288,16 +289,3 @@ def freeze_lower_blocks(model: nn.Module, trainable_blocks: int | None, head: nn
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def final_norm(backbone: nn.Module) -> nn.Module | None:
-    """The norm after the last block of a transformers backbone (``.norm`` or ``.ln_f``), or ``None``."""
-    return getattr(backbone, "norm", None) or getattr(backbone, "ln_f", None)
-
-
-def transformer_blocks(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks of a transformers model (``.layers``, ``.h`` or ``.blocks`` of its base)."""
-    base = model.base_model
-    for name in ("layers", "h", "blocks"):
-        blocks = getattr(base, name, None)
-        if isinstance(blocks, nn.ModuleList):
-            return blocks
-    raise ValueError(f"cannot find the transformer blocks of {type(base).__name__} (expected .layers or .h)")
