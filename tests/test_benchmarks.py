@@ -115,3 +115,17 @@ def test_time_to_target_summary_over_seeds(tmp_path):
     assert "ratio_to_trl_reach" not in summary["sides"]["trl"]
     with pytest.raises(SystemExit, match="no results.json"):
         ttt.main(["--summarise", str(tmp_path), "--out", str(tmp_path / "summary")])
+
+
+def test_frozen_trunk_smoke_times_both_sides_and_writes_the_ratios(tmp_path):
+    """Both trainers train, the shared side really shares (the script exits otherwise), and the ratios are the
+    medians' (never checked against a time: that is the benchmark's job, not a test's)."""
+    out = tmp_path / "trunk.json"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "frozen_trunk.py"), "--smoke", "--json", str(out)],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert [len(results["rounds"][side]) for side in ("shared", "full")] == [2, 2]
+    for part, ratio in results["ratio_shared_to_full"].items():
+        assert ratio == results["medians"]["shared"][part] / results["medians"]["full"][part]
+    assert "trunk shared" in done.stdout.splitlines()[-7]  # the table's header
