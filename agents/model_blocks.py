@@ -1,11 +1,13 @@
 """The parts of a transformers model that running it block by block needs: its list of transformer blocks, its final
-norm, and the model with its block list cut to a range for the duration of a forward."""
+norm, the model with its block list cut to a range for the duration of a forward, and the hidden states that leave
+its first blocks."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 
+import torch
 from torch import nn
 
 
@@ -34,3 +36,19 @@ def blocks_cut_to(backbone: nn.Module, start: int, stop: int) -> Iterator[None]:
         yield
     finally:
         setattr(backbone, name, blocks)
+
+
+@contextlib.contextmanager
+def states_leaving_first_blocks(backbone: nn.Module, blocks: int) -> Iterator[list[torch.Tensor]]:
+    """The backbone cut to its first ``blocks`` blocks, and a list that receives, at each of its forwards, the hidden
+    states those blocks output (what enters block ``blocks`` of the whole model; a pre-hook on the final norm)."""
+    norm = final_norm(backbone)
+    if norm is None:
+        raise ValueError(f"cannot find the final norm of {type(backbone).__name__} (expected .norm or .ln_f)")
+    kept: list[torch.Tensor] = []
+    hook = norm.register_forward_pre_hook(lambda _module, args: kept.append(args[0].detach()))
+    try:
+        with blocks_cut_to(backbone, 0, blocks):
+            yield kept
+    finally:
+        hook.remove()

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from agents.decoding import KVDecoder, distinct_prompts, leading_padding, lm_forward
-from agents.model_blocks import blocks_cut_to, final_norm, transformer_blocks
+from agents.model_blocks import blocks_cut_to, final_norm, states_leaving_first_blocks, transformer_blocks
 
 
 @dataclass
@@ -106,9 +106,11 @@ def same_frozen_blocks(policy: Any, reference: Any, blocks: int) -> bool:
     pairs = [(policy.get_input_embeddings(), reference.get_input_embeddings())]
     pairs += list(zip(transformer_blocks(policy)[:blocks], transformer_blocks(reference)[:blocks]))
     for ours, theirs in pairs:
-        for (name, a), (other, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
-            if name != other or a.shape != b.shape or not torch.equal(a, b):
-                return False
+        mine, other = ours.state_dict(), theirs.state_dict()
+        if mine.keys() != other.keys():
+            return False
+        if any(a.shape != other[name].shape or not torch.equal(a, other[name]) for name, a in mine.items()):
+            return False
     return True
 
 
@@ -122,22 +124,16 @@ def trunk_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
     ids, mask = input_ids[:, first:-1], attention_mask[:, first:-1]
     lp = prompt_slots - first
     shared = distinct_prompts(ids[:, :lp], mask[:, :lp]) if share_prompts and ids.shape[1] > lp else None
-    backbone = model.base_model
-    captured: list[torch.Tensor] = []
-    hook = final_norm(backbone).register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
-    try:
-        with blocks_cut_to(backbone, 0, blocks):
-            if shared is None:
-                lm_forward(model, ids, mask, use_cache=False)
-                states = captured[-1]
-            else:
-                decoder = KVDecoder(model)
-                decoder.prefill(ids[:, :lp], mask[:, :lp], shared)
-                prompt_states = captured[-1][shared[1]]
-                decoder.append(ids[:, lp:], mask[:, lp:])
-                states = torch.cat([prompt_states, captured[-1]], dim=1)
-    finally:
-        hook.remove()
+    with states_leaving_first_blocks(model.base_model, blocks) as captured:
+        if shared is None:
+            lm_forward(model, ids, mask, use_cache=False)
+            states = captured[-1]
+        else:
+            decoder = KVDecoder(model)
+            decoder.prefill(ids[:, :lp], mask[:, :lp], shared)
+            prompt_states = captured[-1][shared[1]]
+            decoder.append(ids[:, lp:], mask[:, lp:])
+            states = torch.cat([prompt_states, captured[-1]], dim=1)
     return TrunkStates(states, first, blocks)
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from agents.decoding import position_ids
-from agents.model_blocks import blocks_cut_to, final_norm, transformer_blocks
+from agents.model_blocks import blocks_cut_to, states_leaving_first_blocks, transformer_blocks
 from agents.reward_model.scoring import (
     EncodedPair,
     PairScorer,
@@ -49,13 +49,6 @@ class CachedPairBatch:
     @property
     def num_pairs(self) -> int:
         return int(self.chosen_index.shape[0])
-
-
-def _required_final_norm(backbone: nn.Module) -> nn.Module:
-    norm = final_norm(backbone)
-    if norm is None:
-        raise ValueError(f"cannot find the final norm of {type(backbone).__name__} (expected .norm or .ln_f)")
-    return norm
 
 
 class FrozenTrunkCache:
@@ -90,16 +83,12 @@ class FrozenTrunkCache:
             ids[i, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
             mask[i, : len(sequence)] = 1
         backbone = self.model.base_model
-        captured: list[torch.Tensor] = []
-        norm = _required_final_norm(backbone)
-        hook = norm.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
         was_training = self.model.training
         self.model.eval()
         try:
-            with blocks_cut_to(backbone, 0, self.first_trainable):
+            with states_leaving_first_blocks(backbone, self.first_trainable) as captured:
                 backbone(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False)
         finally:
-            hook.remove()
             self.model.train(was_training)
         hidden = captured[-1].float()
         for i, (key, sequence) in enumerate(zip(keys, sequences)):
