@@ -3,10 +3,10 @@
 Two trainers of ``examples/rlhf_sentiment.py``'s setup (the time-to-target run's: SmolLM2, top 8 blocks trained,
 16 completions, k = 4, 4 optimiser steps per round, beta 0.04), the same seed, one with ``share_frozen_trunk=True``
 (the default: the 22 frozen blocks' output is kept while sampling, and the reference forward, each loss forward and
-LM-PPO's value forwards run only the top 8) and one with it off (every forward runs all 30 blocks). One untimed warm-up round each, then ``--rounds`` rounds
-of each, interleaved (A, B, A, B, ...), so both see the same machine load; ratios are of the medians. Reported per
-side: the round's wall seconds, its process CPU seconds, and the trainer's own time breakdown (generation, env and
-reward, reference + trunk forward, update).
+LM-PPO's value forwards run only the top 8) and one with it off (every forward runs all 30 blocks). One untimed
+warm-up round each, then ``--rounds`` rounds of each, interleaved (A, B, A, B, ...), so both see the same machine
+load; ratios are of the medians. Reported per side: the round's wall seconds, its process CPU seconds, and the
+trainer's own time breakdown (generation, env and reward, reference and value forwards, update).
 
     .venv/bin/python benchmarks/frozen_trunk.py                       # SmolLM2, ~6 min on one thread
     .venv/bin/python benchmarks/frozen_trunk.py --agent lm-ppo        # LM-PPO (policy, reference and critic)
@@ -86,8 +86,9 @@ def compare(settings: argparse.Namespace) -> dict[str, Any]:
 
 def print_report(results: dict[str, Any]) -> None:
     shared, full, ratio = results["medians"]["shared"], results["medians"]["full"], results["ratio_shared_to_full"]
-    print(f"\n{results['settings']['agent']}, {results['settings']['model']}, top {results['settings']['train_layers']} "
-          f"blocks trained; medians of {results['settings']['rounds']} interleaved rounds per side")
+    settings = results["settings"]
+    print(f"\n{settings['agent']}, {settings['model']}, top {settings['train_layers']} blocks trained; medians of "
+          f"{settings['rounds']} interleaved rounds per side")
     print(f"{'seconds per round':<22}{'trunk shared':>14}{'full forwards':>15}{'ratio':>8}")
     for part in PARTS:
         print(f"{part:<22}{shared[part]:>14.2f}{full[part]:>15.2f}{ratio.get(part, float('nan')):>7.2f}x")

@@ -49,7 +49,8 @@ def test_the_top_blocks_on_the_trunk_give_the_full_forwards_logits_and_gradients
     model = tiny_top_trained()
     engine = RolloutEngine(make_vec(num_envs=8), model)
     # repeats out of order, prompts of different lengths, one row alone with its prompt
-    rollout = engine.collect(torch.Generator().manual_seed(0), seed=1, prompt_indices=np.array([0, 0, 1, 2, 1, 0, 2, 3]))
+    prompt_indices = np.array([0, 0, 1, 2, 1, 0, 2, 3])
+    rollout = engine.collect(torch.Generator().manual_seed(0), seed=1, prompt_indices=prompt_indices)
     rollout.trunk = trunk_states(model, rollout.input_ids, rollout.attention_mask, rollout.prompt_slots, FROZEN,
                                  share_prompts)
     weights = torch.randn(rollout.mask.shape, generator=torch.Generator().manual_seed(1))
@@ -57,8 +58,8 @@ def test_the_top_blocks_on_the_trunk_give_the_full_forwards_logits_and_gradients
     def logits_and_grads(batch, trunk):
         model.zero_grad(set_to_none=True)
         logits = completion_logits(model, batch, 0.7, prompt_model=model, trunk=trunk)
-        (masked_logprobs(logits.float(), batch.completion_ids, batch.mask) * weights[: batch.num_sequences,
-                                                                                      : batch.mask.shape[1]]).sum().backward()
+        rows, columns = batch.mask.shape
+        (masked_logprobs(logits.float(), batch.completion_ids, batch.mask) * weights[:rows, :columns]).sum().backward()
         grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
         return logits.detach(), grads
 
@@ -71,7 +72,9 @@ def test_the_top_blocks_on_the_trunk_give_the_full_forwards_logits_and_gradients
             torch.testing.assert_close(top_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("prompt_indices", [[0, 0, 1, 2, 1, 0, 2, 3], [0, 1, 2, 3, 3, 2, 1, 0], [3, 1, 2, 0, 3, 2, 1, 0]])
+@pytest.mark.parametrize(
+    "prompt_indices", [[0, 0, 1, 2, 1, 0, 2, 3], [0, 1, 2, 3, 3, 2, 1, 0], [3, 1, 2, 0, 3, 2, 1, 0]]
+)
 def test_the_states_kept_while_sampling_equal_a_forward_of_the_frozen_blocks(prompt_indices):
     model = tiny_top_trained()
     engine = RolloutEngine(make_vec(num_envs=8), model)
@@ -103,7 +106,7 @@ def calls_per_block(model):
 
 
 @pytest.mark.parametrize("agent", ["grpo", "lm-ppo"])
-def test_training_with_the_trunk_shared_runs_the_frozen_blocks_once_and_reaches_the_same_weights(agent):
+def test_training_with_the_trunk_shared_skips_the_frozen_blocks_after_sampling_and_reaches_the_same_weights(agent):
     def trainer(share):
         if agent == "grpo":
             config = GRPOConfig(**{**FAST, "num_generations": 4, "seed": 0, "beta": 0.04, "share_frozen_trunk": share})
@@ -157,7 +160,8 @@ def test_training_with_the_trunk_shared_runs_the_frozen_blocks_once_and_reaches_
 
 def test_nothing_is_shared_when_the_whole_policy_trains_or_the_reference_differs():
     config = GRPOConfig(**{**FAST, "num_generations": 4, "seed": 0, "beta": 0.04})
-    whole = GRPOTrainer("MossText-v0", make_tiny_causal_lm(seed=0, num_hidden_layers=4), config, env_kwargs=env_kwargs())
+    whole_model = make_tiny_causal_lm(seed=0, num_hidden_layers=4)
+    whole = GRPOTrainer("MossText-v0", whole_model, config, env_kwargs=env_kwargs())
     whole.train(1)
     assert whole.shared_trunk_blocks == 0
 
