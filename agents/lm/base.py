@@ -230,25 +230,22 @@ class LMTrainer:
         rollout's exactness check fails."""
         if blocks == 0:
             return None
+        trunk = rollout.trunk
+        if trunk is None:
+            with self.accelerator.autocast():
+                trunk = trunk_states(self.unwrapped_policy, rollout.input_ids, rollout.attention_mask,
+                                     rollout.prompt_slots, blocks, self.config.share_prompt_forward)
         if self._trunk_exact is None:
-            self._trunk_exact = self._trunk_matches_full_forward(rollout, blocks)
-            if not self._trunk_exact:
-                return None
-        if rollout.trunk is not None:
-            return rollout.trunk
-        with self.accelerator.autocast():
-            return trunk_states(self.unwrapped_policy, rollout.input_ids, rollout.attention_mask,
-                                rollout.prompt_slots, blocks, self.config.share_prompt_forward)
+            self._trunk_exact = self._trunk_matches_full_forward(rollout, trunk)
+        return trunk if self._trunk_exact else None
 
-    def _trunk_matches_full_forward(self, rollout: Rollout, blocks: int) -> bool:
-        """Whether the policy's log-probs of the rollout from its frozen blocks' output (kept while sampling, or
-        computed) equal the full forward's, under the accelerator's autocast, to 1e-4 relative (2e-2 in mixed or
-        half precision); warn when not."""
+    def _trunk_matches_full_forward(self, rollout: Rollout, trunk: TrunkStates) -> bool:
+        """Whether the policy's log-probs of the rollout from ``trunk`` (its frozen blocks' output, kept while
+        sampling or computed) equal the full forward's, under the accelerator's autocast, to 1e-4 relative (2e-2 in
+        mixed or half precision); warn when not."""
         policy = self.unwrapped_policy
         tokens, mask = rollout.completion_ids, rollout.mask
         with torch.no_grad(), self.accelerator.autocast():
-            trunk = rollout.trunk or trunk_states(policy, rollout.input_ids, rollout.attention_mask,
-                                                  rollout.prompt_slots, blocks, self.config.share_prompt_forward)
             full = masked_logprobs(completion_logits(policy, rollout).float(), tokens, mask)
             top = masked_logprobs(completion_logits(policy, rollout, prompt_model=policy, trunk=trunk).float(),
                                   tokens, mask)

@@ -45,6 +45,12 @@ class TrunkStates:
         """The states of ``rows``, up to rollout column ``width`` (exclusive)."""
         return TrunkStates(self.states[rows, : width - self.first], self.first, self.blocks)
 
+    def columns(self, attention_mask: torch.Tensor, prompt_slots: int, width: int) -> tuple[torch.Tensor, int]:
+        """The states of rollout columns ``first .. width`` and ``first``: the first column that is not padding in
+        every row of ``attention_mask`` (the rollout's, or a minibatch's: never before :attr:`first`)."""
+        first = leading_padding(attention_mask[:, :prompt_slots])
+        return self.states[:, first - self.first : width - self.first], first
+
 
 class TrunkStateKeeper:
     """Keeps the hidden states entering block ``blocks`` of ``model`` at each of its forwards (a forward pre-hook)
@@ -142,9 +148,8 @@ def top_block_logits(model: Any, unwrapped: Any, trunk: TrunkStates, attention_m
     """Logits ``(N, t_max, V)`` predicting each completion token, from ``trunk``'s states through the blocks above
     it, the final norm and the LM head of ``model`` (run through ``model``, a DDP wrapper or the model itself, whose
     unwrapped module is ``unwrapped``)."""
-    first = leading_padding(attention_mask[:, :prompt_slots])
     width = prompt_slots + t_max - 1
-    states = trunk.states[:, first - trunk.first : width - trunk.first]
+    states, first = trunk.columns(attention_mask, prompt_slots, width)
     backbone = unwrapped.base_model
     with blocks_cut_to(backbone, trunk.blocks, len(transformer_blocks(unwrapped))):
         out = lm_forward(model, None, attention_mask[:, first:width], inputs_embeds=states, logits_to_keep=t_max,

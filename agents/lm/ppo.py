@@ -45,7 +45,7 @@ from agents.lm.core import (
     shape_scores,
 )
 from agents.lm.ptx import PretrainCorpus
-from agents.decoding import leading_padding, position_ids
+from agents.decoding import position_ids
 from agents.lm.frozen_trunk import frozen_leading_blocks
 from agents.lm.rollout import Rollout
 from agents.lm.turns import agent_token_gae, place_scores
@@ -267,9 +267,8 @@ class LMPPOTrainer(LMTrainer):
             attention = rollout.attention_mask[:, :width]
             values = value_model(rollout.input_ids[:, :width], attention, position_ids(attention))
             return values[:, p - 1 :].float() * rollout.mask
-        first = leading_padding(rollout.attention_mask[:, :p])
+        states, first = trunk.columns(rollout.attention_mask, p, width)
         attention = rollout.attention_mask[:, first:width]
-        states = trunk.states[:, first - trunk.first : width - trunk.first]
         values = value_model(None, attention, position_ids(attention), inputs_embeds=states, first_block=trunk.blocks)
         return values[:, p - 1 - first :].float() * rollout.mask
 

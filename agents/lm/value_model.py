@@ -54,8 +54,9 @@ class ValueModel(nn.Module):
     ) -> torch.Tensor:
         """Values ``(B, L)``. With ``first_block=K``, ``inputs_embeds`` are the hidden states entering block ``K``
         (the output of frozen lower blocks, computed elsewhere) and only blocks ``K..`` run."""
-        blocks = transformer_blocks(self.backbone)
-        cut = blocks_cut_to(self.backbone, first_block, len(blocks)) if first_block else contextlib.nullcontext()
+        cut = contextlib.nullcontext()
+        if first_block:
+            cut = blocks_cut_to(self.backbone, first_block, len(transformer_blocks(self.backbone)))
         with cut:
             hidden = self.backbone(
                 input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
