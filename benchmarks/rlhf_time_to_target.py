@@ -1,12 +1,14 @@
 """RLHF time to target: held-out reward against CPU seconds, textenv's GRPO and LM-PPO beside TRL's GRPOTrainer.
 
 Every side trains SmolLM2-135M-Instruct (its top ``--train-layers`` blocks) on the same reward, ``sentiment +
-1.0 * repetition + 0.5 * fluency`` (``examples/rlhf_sentiment.py``'s default), from the training prompts
-(``builtin:train``), with matched settings: ``--num-envs`` completions per round (``--generations`` per prompt for
-the group methods), ``--minibatches`` optimiser steps per round, learning rate, KL coefficient ``--beta`` (GRPO and
-TRL; LM-PPO uses its per-token KL penalty), the same precision. TRL keeps its other defaults (AdamW, linear
-learning-rate decay, gradient checkpointing), as a TRL user would. One TRL round is ``--minibatches`` optimiser
-steps on one generation batch of ``--num-envs`` completions (``steps_per_generation``).
+1.0 * repetition + 0.5 * fluency`` (``examples/rlhf_sentiment.py``'s default; textenv's sides read the fluency
+term from their reference forward, as the example does by default, TRL's from the env's ``fluency`` plugin), from
+the training prompts (``builtin:train``), with matched settings: ``--num-envs`` completions per round
+(``--generations`` per prompt for the group methods), ``--minibatches`` optimiser steps per round, learning rate,
+KL coefficient ``--beta`` (GRPO and TRL; LM-PPO uses its per-token KL penalty), the same precision. TRL keeps
+its other defaults (AdamW, linear learning-rate decay, gradient checkpointing), as a TRL user would. One TRL
+round is ``--minibatches`` optimiser steps on one generation batch of ``--num-envs`` completions
+(``steps_per_generation``).
 
 Every ``--eval-every`` rounds each policy writes one completion per held-out prompt (``builtin:test``, never
 trained on) and the mean VADER compound is recorded against the process CPU seconds (user + sys) spent
@@ -22,7 +24,7 @@ The issue's target is a ratio <= 0.5.
     .venv/bin/python benchmarks/rlhf_time_to_target.py --agents grpo,grpo@kl_is_weight,trl --side-by-side \
         --out runs/time_to_target
     .venv/bin/python benchmarks/rlhf_time_to_target.py --smoke --out /tmp/ttt          # tiny model, seconds
-    # runs of several seeds (each made with --seed S): mean and spread of every figure, per side
+    # runs of several seeds (each made with --seed S): mean and spread of every figure per side, reward against KL
     .venv/bin/python benchmarks/rlhf_time_to_target.py --summarise runs/ttt_seed0 runs/ttt_seed1 --out runs/ttt
 
 TRL is needed for its side (``pip install -e ".[bench]"``); without it that side is reported as skipped and
@@ -140,7 +142,9 @@ def run_trl(settings: argparse.Namespace, reference: Any, output_dir: str) -> li
         return {"skipped": f"TRL is not installed ({error}); pip install -e '.[bench]'"}
     from textenv.prompts import load_prompts
 
-    reward = rewards.make(training_reward(build_parser().parse_args(example_args(settings, "grpo"))))
+    # TRL's reward functions see text only: the fluency term comes from the `fluency` plugin's own model
+    reward = rewards.make(training_reward(build_parser().parse_args([*example_args(settings, "grpo"),
+                                                                     "--fluency-source", "plugin"])))
 
     def reward_function(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
         return [float(x) for x in reward(list(prompts), list(completions))]
@@ -266,7 +270,8 @@ def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/rlhf_time_to_target")
     parser.add_argument("--summarise", nargs="+", metavar="RUN_DIR", default=None,
                         help="train nothing: summarise runs already made (one per seed: a run's directory or its "
-                             "results.json) into OUT/summary.json")
+                             "results.json) into OUT/summary.json, and every seed's held-out reward against KL into "
+                             "OUT/held_out_vs_kl.png")
     argv = sys.argv[1:] if argv is None else argv
     settings = parser.parse_args(argv)
     return parser.parse_args(SMOKE + argv) if settings.smoke else settings
@@ -317,6 +322,8 @@ def seed_figures(results: dict[str, Any], name: str) -> dict[str, float | None]:
         "distinct_2_all": final["distinct_2_all"],
         "top_4gram_share": final["top_4gram_share"],
         "cpu_seconds_to_0.8": cpu_seconds_to_reach(curve, 0.8),
+        # rounds do not depend on the machine's load: comparable between runs that shared the cores differently
+        "rounds_to_0.8": next((point["round"] for point in curve if point["held_out_vader"] >= 0.8), None),
     }
     for kl in KL_BUDGETS:
         figures[f"held_out_vader_at_kl_{kl:g}"] = reward_at_kl(curve, kl)
@@ -357,7 +364,29 @@ def summarise(run_dirs: list[str], out: Path) -> dict[str, Any]:
             }
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_against_kl({name: [run["curves"][name] for run in runs] for name in sides}, out / "held_out_vs_kl.png")
     return summary
+
+
+def plot_against_kl(curves: dict[str, list[list[dict[str, float]]]], path: Path) -> None:
+    """Held-out reward against KL to the untuned model: one colour per side, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for index, (name, seeds) in enumerate(curves.items()):
+        for number, curve in enumerate(seeds):
+            ax.plot([p["kl_to_reference"] for p in curve], [p["held_out_vader"] for p in curve], color=f"C{index}",
+                    marker=".", alpha=0.7, label=name if number == 0 else None)
+    ax.set_xlabel("KL to the untuned model (nats per completion)")
+    ax.set_ylabel("held-out mean VADER")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def summary_table(summary: dict[str, Any]) -> str:

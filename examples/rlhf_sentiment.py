@@ -15,8 +15,10 @@ written when training ends (``--save-every-minutes`` adds more).
 The training reward is ``sentiment + 1.0 * repetition + 0.5 * fluency`` by default: pure VADER
 (``--repetition-weight 0 --fluency-weight 0``) is maximised by "love love love ..." and sentiment + repetition by
 lists of positive words; the fluency term (mean log-prob per token under the untuned model) makes both
-unprofitable. The measured 20-minute runs (GRPO x3, LM-PPO) are in the README and ``examples/results/``.
-Held-out scores are always pure VADER.
+unprofitable. The trainer reads the fluency term from its reference forward (``reference_fluency_weight``: the
+reference is the untuned model); ``--fluency-source plugin`` scores it with the env's ``fluency`` plugin instead.
+The measured 20-minute runs (GRPO x3, LM-PPO) are in the README and ``examples/results/``. Held-out scores are
+always pure VADER.
 
 ``--train-layers N`` trains only the top N transformer blocks (and the final norm): the backward pass then
 stops there, which is what makes a 135M-parameter policy affordable on two CPU cores.
@@ -172,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fluency-weight", type=float, default=0.5,
                         help="add W * fluency (mean log-prob per token under the untuned model) to the training "
                              "reward, so that lists of positive words stop paying")
+    parser.add_argument("--fluency-source", choices=("reference", "plugin"), default="reference",
+                        help="reference (default): the trainer adds the fluency term from the reference forward it "
+                        "runs anyway (reference_fluency_weight; the reference is the untuned model), one whole-model "
+                        "forward per iteration less; plugin: the env's `fluency` reward plugin, its own copy of the "
+                        "untuned model over the re-tokenised text (as any other RL library would score it)")
     parser.add_argument("--proxy-reward", default=None, metavar="DIR",
                         help="train against this learned reward model (textenv train-rm) instead of VADER; held-out "
                         "scores stay VADER (the gold) beside the proxy's")
@@ -186,11 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def training_reward(args: argparse.Namespace) -> Any:
-    """The env's reward spec: ``sentiment``, plus the repetition and fluency terms whose weights are not 0."""
-    extra_rewards = [
-        {"name": "repetition", "weight": args.repetition_weight},
-        {"name": "fluency", "weight": args.fluency_weight, "kwargs": {"model": args.model}},  # the untuned model
-    ]
+    """The env's reward spec: ``sentiment``, plus the repetition and fluency terms whose weights are not 0 (the
+    fluency term only with ``--fluency-source plugin``; otherwise the trainer adds it, :func:`make_trainer`)."""
+    extra_rewards = [{"name": "repetition", "weight": args.repetition_weight}]
+    if args.fluency_source == "plugin":  # the untuned model's mean log-prob per token of the re-tokenised text
+        extra_rewards.append({"name": "fluency", "weight": args.fluency_weight, "kwargs": {"model": args.model}})
     parts = [part for part in extra_rewards if part["weight"]]
     main_part = proxy_reward(args) or "sentiment"
     return [main_part, *parts] if parts else main_part
@@ -214,6 +221,7 @@ def make_trainer(
         extra = {"critic_learning_rate": args.critic_lr}
     else:
         extra = {"num_generations": args.generations, "beta": args.beta}
+    extra["reference_fluency_weight"] = args.fluency_weight if args.fluency_source == "reference" else 0.0
     config = config_class(
         seed=args.seed, num_envs=args.num_envs, learning_rate=args.lr, num_minibatches=args.minibatches,
         output_dir=output_dir, progress_bar=False, save_every_minutes=args.save_every_minutes,
@@ -258,7 +266,8 @@ def main() -> None:
         "perplexity_ratio": after["perplexity_under_reference"] / before["perplexity_under_reference"],
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    plot(history, before, after, out / "learning_curves.png", composite=training_reward(args) != "sentiment")
+    composite = training_reward(args) != "sentiment" or config.reference_fluency_weight > 0
+    plot(history, before, after, out / "learning_curves.png", composite=composite)
     print(json.dumps({k: v for k, v in results.items() if k != "settings"}, indent=2))
 
 

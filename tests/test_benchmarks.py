@@ -101,13 +101,16 @@ def test_time_to_target_summary_over_seeds(tmp_path):
     assert ttt.reward_at_kl(grpo, 10.0) == pytest.approx(0.5) and ttt.reward_at_kl(trl, 20.0) is None
     summary = ttt.main(["--summarise", *runs, "--out", str(tmp_path / "summary")])
     assert json.loads((tmp_path / "summary" / "summary.json").read_text()) == summary
+    assert (tmp_path / "summary" / "held_out_vs_kl.png").stat().st_size > 0
     side = summary["sides"]["grpo"]
     assert summary["seeds"] == [0, 1] and set(summary["sides"]) == {"grpo", "trl"}
     assert side["ratio_to_trl_reach"]["values"] == [pytest.approx(100 / 300)] * 2
     assert side["ratio_to_trl_total"]["mean"] == pytest.approx(100 / 400)
     assert side["ratio_to_trl_reach_0.8"]["reached"] == "0/2"  # neither side reaches 0.8
+    assert side["rounds_to_0.8"]["values"] == [None, None]
     reaching = {"curves": {"grpo": [grpo[0], point(2, 100, 0.85, 12.0)], "trl": [trl[0], point(2, 300, 0.9, 8.0)]}}
     assert ttt.seed_figures(reaching, "grpo")["ratio_to_trl_reach_0.8"] == pytest.approx(100 / 300)
+    assert ttt.seed_figures(reaching, "grpo")["rounds_to_0.8"] == 2
     assert side["held_out_vader"]["values"] == [0.5, 0.6] and side["held_out_vader"]["std"] > 0
     assert side["cpu_seconds_per_round"]["values"] == [50.0, 50.0]
     assert side["held_out_vader_at_kl_10"]["values"] == [pytest.approx(0.5)] * 2
@@ -117,15 +120,34 @@ def test_time_to_target_summary_over_seeds(tmp_path):
         ttt.main(["--summarise", str(tmp_path), "--out", str(tmp_path / "summary")])
 
 
-def test_frozen_trunk_smoke_times_both_sides_and_writes_the_ratios(tmp_path):
-    """Both trainers train, the shared side really shares (the script exits otherwise), and the ratios are the
+@pytest.mark.parametrize(("switch", "sides", "header"), [("share_frozen_trunk", ("shared", "full"), "trunk shared"),
+                                                      ("fluency_source", ("reference", "plugin"), "from reference")])
+def test_round_cost_smoke_times_both_sides_and_writes_the_ratios(tmp_path, switch, sides, header):
+    """Both trainers train, the trunk side really shares (the script exits otherwise), and the ratios are the
     medians' (never checked against a time: that is the benchmark's job, not a test's)."""
-    out = tmp_path / "trunk.json"
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "frozen_trunk.py"), "--smoke", "--json", str(out)],
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    out = tmp_path / "round.json"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "round_cost.py"), "--smoke", "--switch", switch,
+                           "--json", str(out)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert [len(results["rounds"][side]) for side in ("shared", "full")] == [2, 2]
-    for part, ratio in results["ratio_shared_to_full"].items():
-        assert ratio == results["medians"]["shared"][part] / results["medians"]["full"][part]
-    assert "trunk shared" in done.stdout.splitlines()[-7]  # the table's header
+    first, second = sides
+    assert [len(results["rounds"][side]) for side in sides] == [2, 2]
+    for part, ratio in results[f"ratio_{first}_to_{second}"].items():
+        assert ratio == results["medians"][first][part] / results["medians"][second][part]
+    assert header in done.stdout.splitlines()[-7]  # the table's header
+    if switch == "fluency_source":  # each side's trainer logged its own fluency term
+        assert "reward_reference_fluency_mean" in results["rounds"]["reference"][0]
+        assert "reward_fluency_mean" in results["rounds"]["plugin"][0]
+
+
+def test_fluency_agreement_smoke_puts_every_difference_down_to_tokenisation(tmp_path):
+    """On the tiny model's rollouts the trainer's reference fluency and the env's plugin differ only on completions
+    whose sampled ids are not their text's own tokenisation."""
+    out = tmp_path / "agreement.json"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fluency_agreement.py"), "--smoke", "--json",
+                           str(out)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["completions"] == 16 and 0 < results["agree_share"] <= 1
+    assert results["differing"] == results["differing_with_other_tokenisation"]
+    assert results["differing"] == round((1 - results["agree_share"]) * 16)

@@ -21,11 +21,12 @@ def run_example(*args: str, cwd: Path) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("agent", ["grpo", "lm-ppo"])
-def test_rlhf_sentiment_example(tmp_path, agent):
+@pytest.mark.parametrize(("agent", "fluency_source"), [("grpo", "reference"), ("lm-ppo", "plugin")])
+def test_rlhf_sentiment_example(tmp_path, agent, fluency_source):
     out = tmp_path / "run"
     run_example(str(REPO / "examples" / "rlhf_sentiment.py"), "--agent", agent, "--model", "tiny-random-smollm2",
-                "--max-iterations", "2", "--num-envs", "8", "--eval-every", "1", "--out", str(out), cwd=tmp_path)
+                "--max-iterations", "2", "--num-envs", "8", "--eval-every", "1", "--fluency-source", fluency_source,
+                "--out", str(out), cwd=tmp_path)
     results = json.loads((out / "results.json").read_text())
     assert results["iterations"] == 2 and results["episodes"] == 16
     for side in ("before", "after"):
@@ -37,7 +38,9 @@ def test_rlhf_sentiment_example(tmp_path, agent):
     assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["iteration"] == 2
     assert (out / "learning_curves.png").stat().st_size > 10_000
     progress = (out / "progress.csv").read_text().splitlines()
-    assert len(progress) == 3 and "reward_fluency_mean" in progress[0]  # the default composite reward's parts
+    # the default composite reward's parts; the fluency term from the trainer's reference or from the env's plugin
+    fluency = "reward_reference_fluency_mean" if fluency_source == "reference" else "reward_fluency_mean"
+    assert len(progress) == 3 and "reward_repetition_mean" in progress[0] and fluency in progress[0].split(",")
 
 
 def test_train_and_compare_sb3_examples(tmp_path):

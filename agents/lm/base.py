@@ -46,6 +46,7 @@ from agents.decoding import filter_logits, masked_logits
 from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, text_vector_env
 from agents.lm.schedule import LearningRateSchedule
 from agents.lm.seeding import IterationSeeds
+from agents.lm.turns import last_token_index
 
 POLICY_DIR = "policy"
 
@@ -151,8 +152,8 @@ class LMTrainer:
         return model
 
     def uses_reference(self) -> bool:
-        """Whether the frozen reference is needed: by a KL term, or for the reference metrics."""
-        return self.config.reference_metrics
+        """Whether the frozen reference is needed: by a KL term, the reference fluency, or the reference metrics."""
+        return self.config.reference_metrics or self.config.reference_fluency_weight > 0
 
     def _make_reference(self) -> Any:
         """A frozen copy of the policy as passed in (a resumed run rebuilds it the same way)."""
@@ -280,6 +281,26 @@ class LMTrainer:
             return natural, natural
         tempered = masked_logprobs(filter_logits(logits, temperature, allowed=allowed), tokens, mask)
         return tempered, natural
+
+    def add_reference_fluency(self, rollout: Rollout, ref_natural: torch.Tensor | None) -> None:
+        """Add ``reference_fluency_weight`` times each completion's mean log-prob per token under the reference
+        (``ref_natural``, from :meth:`reference_logprobs`) to its score, and keep the unweighted value as the
+        ``reference_fluency`` part of the reward. Nothing when the weight is 0.
+
+        The tokens are the ones the policy wrote, less the EOS that ended a terminated completion: the ``fluency``
+        plugin's quantity (it scores the completion's text, which leaves special tokens out), read without
+        re-tokenising. Where the sampled ids are not the text's own tokenisation the two differ."""
+        weight = self.config.reference_fluency_weight
+        if weight == 0:
+            return
+        if ref_natural is None:
+            raise RuntimeError("reference_fluency_weight > 0 needs the reference's log-probs")
+        mask = rollout.mask.clone()
+        ended = rollout.terminated.nonzero()[:, 0]
+        mask[ended, last_token_index(mask)[ended]] = 0.0
+        fluency = (ref_natural * mask).sum(1) / mask.sum(1).clamp(min=1)  # an empty completion scores 0
+        rollout.scores = rollout.scores + weight * fluency
+        rollout.reward_components["reference_fluency"] = fluency
 
     def policy_logprobs(self, model: Any, rollout: Rollout, with_entropy: bool = False) -> tuple[torch.Tensor, Any]:
         """Log-probs ``(N, T)`` of the rollout's tokens under ``model`` (the trained, possibly DDP-wrapped policy),

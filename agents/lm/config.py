@@ -153,6 +153,16 @@ class LMAgentConfig:
         "the KL to the reference and the completions' perplexity under it. Turn off to save one "
         "forward pass per iteration when the KL coefficient is 0."},
     )
+    reference_fluency_weight: float = field(
+        default=0.0,
+        metadata={"help": "Add this weight times each completion's mean log-probability per token under the frozen "
+        "reference (untempered, whole vocabulary, over the tokens the policy wrote; 0 for an empty "
+        "completion) to its score, before any shaping or advantage. It is the ``fluency`` reward "
+        "plugin, read from the reference forward the trainer runs anyway (the reference is the "
+        "untuned policy) instead of from a second copy of the model run over the re-tokenised text: "
+        "one whole-model forward per iteration less. Logged as ``reward_reference_fluency_mean``. "
+        "0 (default): off."},
+    )
     save_every_minutes: float = field(
         default=0.0,
         metadata={
@@ -194,6 +204,7 @@ class LMAgentConfig:
         if self.output_dir is not None and not isinstance(self.output_dir, str):
             self.output_dir = str(self.output_dir)
         _check_nonneg(self, "save_every_minutes")
+        _check_nonneg(self, "reference_fluency_weight")
         if not isinstance(self.save_at_end, bool):
             raise ValueError(f"{type(self).__name__}.save_at_end={self.save_at_end!r}; expected True or False")
 

@@ -30,7 +30,7 @@ class GroupTrainer(LMTrainer):
     config: Any
 
     def uses_reference(self) -> bool:
-        return self.config.beta > 0 or self.config.reference_metrics
+        return self.config.beta > 0 or super().uses_reference()
 
     def _check_batch_layout(self) -> None:
         super()._check_batch_layout()
@@ -49,6 +49,7 @@ class GroupTrainer(LMTrainer):
             return rollout, None, None
         with self.timer("forward_seconds"):
             ref_logprobs, ref_natural = self.reference_logprobs(rollout)
+        self.add_reference_fluency(rollout, ref_natural)
         return rollout, ref_logprobs, ref_natural
 
     def policy_update(

@@ -105,7 +105,7 @@ class LMPPOTrainer(LMTrainer):
         return [*super().parameter_groups(), critic]
 
     def uses_reference(self) -> bool:
-        return self.config.kl_coef > 0 or self.config.reference_metrics
+        return self.config.kl_coef > 0 or super().uses_reference()
 
     def _make_value_model(self, value_model: Any) -> ValueModel:
         if isinstance(value_model, ValueModel):
@@ -130,6 +130,7 @@ class LMPPOTrainer(LMTrainer):
             ref_logprobs, ref_natural = self.reference_logprobs(rollout) if self.reference is not None else (None, None)
             with torch.no_grad():
                 old_values = self.predict_values(self.accelerator.unwrap_model(self.value_model), rollout)
+        self.add_reference_fluency(rollout, ref_natural)
 
         # 3. score shaping (PPO-max): missing-EOS penalty, running mean/std normalisation, clipping
         shaped = self.shaped_scores(rollout)
