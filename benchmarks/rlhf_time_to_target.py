@@ -267,6 +267,9 @@ def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=10, help="rounds between held-out evaluations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target", type=float, default=None, help="held-out reward to reach (default: TRL's final)")
+    parser.add_argument("--trl-from", default=None, metavar="RUN",
+                        help="take TRL's curve from an earlier run with the same settings (its directory or "
+                             "results.json) instead of training TRL again")
     parser.add_argument("--out", default="runs/rlhf_time_to_target")
     parser.add_argument("--summarise", nargs="+", metavar="RUN_DIR", default=None,
                         help="train nothing: summarise runs already made (one per seed: a run's directory or its "
@@ -407,6 +410,29 @@ def summary_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# the settings an earlier run's TRL curve must share with this run to stand beside it (--trl-from)
+TRL_SETTINGS = ("model", "rounds", "num_envs", "generations", "minibatches", "lr", "beta", "train_layers",
+                "eval_samples", "eval_every", "precision", "seed")
+
+
+def trl_curve_from(path: str, settings: argparse.Namespace) -> list[dict[str, float]]:
+    """TRL's curve from an earlier run's ``results.json`` (or its directory), whose settings match this run's.
+    TRL's side does not depend on textenv's code, so a run that changes only textenv can reuse it; its CPU
+    seconds were measured in that run, under that run's machine load."""
+    file = Path(path) / "results.json" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise SystemExit(f"--trl-from {path}: no results.json there; expected a run of this benchmark")
+    earlier = json.loads(file.read_text())
+    curve = earlier.get("curves", {}).get("trl")
+    if not isinstance(curve, list):
+        raise SystemExit(f"--trl-from {path}: that run has no TRL curve")
+    differing = {key: (earlier["settings"].get(key), getattr(settings, key)) for key in TRL_SETTINGS
+                 if earlier["settings"].get(key) != getattr(settings, key)}
+    if differing:
+        raise SystemExit(f"--trl-from {path}: settings differ from this run's (theirs, ours): {differing}")
+    return curve
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     settings = parse_settings(argv)
@@ -419,6 +445,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in settings.agents.split(","):
         if name != "trl":
             textenv_overrides(name)  # an unknown agent or variant stops the run before anything trains
+    earlier_trl = None
+    if settings.trl_from:  # checked before anything trains, too
+        if "trl" in settings.agents.split(","):
+            raise SystemExit("--trl-from takes TRL's curve from an earlier run: leave trl out of --agents")
+        earlier_trl = trl_curve_from(settings.trl_from, settings)
     if settings.side_by_side:
         curves = run_side_by_side(settings, argv)
     else:
@@ -431,6 +462,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{name}:", flush=True)
             curves[name] = (run_trl(settings, reference, str(out / "trl")) if name == "trl"
                             else run_textenv(name, settings, reference))
+    if earlier_trl is not None:
+        curves["trl"] = earlier_trl
     trl_curve = curves.get("trl")
     target = settings.target
     if target is None and isinstance(trl_curve, list):

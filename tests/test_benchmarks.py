@@ -79,6 +79,16 @@ def test_time_to_target_smoke_side_by_side_reports_curves_and_ratios(tmp_path):
     assert (out / "held_out_vs_cpu.png").stat().st_size > 0
     assert "grpo@kl_is_weight: held-out" in done.stdout
 
+    # a run of textenv's side alone beside that run's TRL curve (--trl-from): same settings required
+    ttt = load_benchmark("rlhf_time_to_target")
+    again = ttt.main(["--smoke", "--agents", "grpo", "--trl-from", str(out), "--out", str(tmp_path / "again")])
+    assert again["curves"]["trl"] == results["curves"]["trl"] and again["settings"]["trl_from"] == str(out)
+    assert again["target"] == results["target"] and set(again["ratio_to_trl"]) == {"grpo"}
+    with pytest.raises(SystemExit, match="settings differ.*'seed': \\(0, 5\\)"):
+        ttt.main(["--smoke", "--agents", "grpo", "--seed", "5", "--trl-from", str(out), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="leave trl out"):
+        ttt.main(["--smoke", "--agents", "grpo,trl", "--trl-from", str(out), "--out", str(tmp_path / "x")])
+
 
 def test_time_to_target_summary_over_seeds(tmp_path):
     ttt = load_benchmark("rlhf_time_to_target")
