@@ -340,9 +340,31 @@ def seed_figures(results: dict[str, Any], name: str) -> dict[str, float | None]:
     return figures
 
 
+def merge_by_seed(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of one seed as one run holding all their curves (e.g. a run with TRL and a later run of more textenv
+    sides with the same settings; settings that differ are refused). A side that two runs of one seed hold is
+    taken from the run named first, and the other's is left out with a printed note."""
+    merged: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        seed = run["settings"]["seed"]
+        if seed not in merged:
+            merged[seed] = {**run, "curves": dict(run["curves"])}
+            continue
+        first = merged[seed]
+        twice = sorted(set(run["curves"]) & set(first["curves"]))
+        if twice:
+            print(f"--summarise: seed {seed}: {twice} also in a later run, whose curve(s) are left out", flush=True)
+        differing = [key for key in TRL_SETTINGS if run["settings"].get(key) != first["settings"].get(key)]
+        if differing:
+            raise SystemExit(f"--summarise: two runs of seed {seed} differ in {differing}")
+        first["curves"].update({name: curve for name, curve in run["curves"].items() if name not in twice})
+    return list(merged.values())
+
+
 def summarise(run_dirs: list[str], out: Path) -> dict[str, Any]:
     """Mean and standard deviation over seeds of every side's :func:`seed_figures` (a figure a seed does not
-    reach, such as a target never met, is left out of its mean and counted in ``reached``)."""
+    reach, such as a target never met, is left out of its mean and counted in ``reached``). Runs of the same seed
+    are merged first (:func:`merge_by_seed`)."""
     runs = []
     for run_dir in run_dirs:
         path = Path(run_dir) if Path(run_dir).is_file() else Path(run_dir) / "results.json"
@@ -350,6 +372,7 @@ def summarise(run_dirs: list[str], out: Path) -> dict[str, Any]:
             raise SystemExit(f"--summarise {run_dir}: no results.json there; expected a run of this benchmark "
                              "(its directory or its results.json)")
         runs.append(json.loads(path.read_text()))
+    runs = merge_by_seed(runs)
     sides = [name for name, curve in runs[0]["curves"].items()
              if all(isinstance(run["curves"].get(name), list) for run in runs)]
     summary: dict[str, Any] = {"runs": run_dirs, "seeds": [run["settings"]["seed"] for run in runs],

@@ -109,7 +109,10 @@ def test_time_to_target_summary_over_seeds(tmp_path):
         (run / "results.json").write_text(json.dumps(results))
         runs.append(str(run) if seed == 0 else str(run / "results.json"))  # a run's directory or its results.json
     assert ttt.reward_at_kl(grpo, 10.0) == pytest.approx(0.5) and ttt.reward_at_kl(trl, 20.0) is None
-    summary = ttt.main(["--summarise", *runs, "--out", str(tmp_path / "summary")])
+    # a later run of seed 0 with one more side merges into that seed; seed 1 lacks it, so it is not summarised
+    later = tmp_path / "seed0_more.json"
+    later.write_text(json.dumps({"settings": {"seed": 0}, "cpu": {}, "curves": {"grpo@x": grpo}}))
+    summary = ttt.main(["--summarise", *runs, str(later), "--out", str(tmp_path / "summary")])
     assert json.loads((tmp_path / "summary" / "summary.json").read_text()) == summary
     assert (tmp_path / "summary" / "held_out_vs_kl.png").stat().st_size > 0
     side = summary["sides"]["grpo"]
@@ -128,6 +131,17 @@ def test_time_to_target_summary_over_seeds(tmp_path):
     assert "ratio_to_trl_reach" not in summary["sides"]["trl"]
     with pytest.raises(SystemExit, match="no results.json"):
         ttt.main(["--summarise", str(tmp_path), "--out", str(tmp_path / "summary")])
+    # a side two runs of one seed hold comes from the run named first
+    again = tmp_path / "seed0_again.json"
+    again.write_text(json.dumps({"settings": {"seed": 0}, "cpu": {}, "curves": {"grpo": grpo[:2]}}))
+    first = ttt.main(["--summarise", str(again), runs[0], "--out", str(tmp_path / "first")])
+    assert first["sides"]["grpo"]["held_out_vader"]["values"] == [0.6] and set(first["sides"]) == {"grpo", "trl"}
+    other = tmp_path / "seed0_other.json"
+    other.write_text(json.dumps({"settings": {"seed": 0, "rounds": 9}, "cpu": {}, "curves": {"grpo@x": grpo}}))
+    with pytest.raises(SystemExit, match=r"two runs of seed 0 differ in \['rounds'\]"):
+        ttt.main(["--summarise", runs[0], str(other), "--out", str(tmp_path / "summary")])
+    both = ttt.main(["--summarise", runs[0], str(later), "--out", str(tmp_path / "both")])
+    assert set(both["sides"]) == {"grpo", "trl", "grpo@x"} and both["seeds"] == [0]
 
 
 @pytest.mark.parametrize(("switch", "sides", "header"), [("share_frozen_trunk", ("shared", "full"), "trunk shared"),
