@@ -14,7 +14,6 @@ the ones the policy wrote).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 import textenv  # noqa: E402
-from benchmarks.rlhf_time_to_target import add_run_arguments, example_args  # noqa: E402
+from benchmarks.rlhf_time_to_target import add_run_arguments, example_args, write_results  # noqa: E402
 from examples.rlhf_sentiment import build_parser, make_trainer  # noqa: E402
 
 AGREE = 1e-4
@@ -91,9 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"max |difference| {results['max_abs_difference']:.3f}, mean {results['mean_abs_difference']:.4f} nats per "
           f"token; {results['differing_with_other_tokenisation']} of the {results['differing']} that differ were "
           "sampled as other ids than their text's tokenisation")
-    if settings.json:
-        settings.json.parent.mkdir(parents=True, exist_ok=True)
-        settings.json.write_text(json.dumps(results, indent=1, default=str))
+    write_results(settings.json, results)
     return results
 
 

@@ -73,7 +73,7 @@ import torch  # noqa: E402
 
 import textenv  # noqa: E402
 from agents.machine import cpu_info  # noqa: E402
-from benchmarks.rlhf_time_to_target import add_run_arguments, example_args  # noqa: E402
+from benchmarks.rlhf_time_to_target import RUN_SETTINGS, add_run_arguments, example_args  # noqa: E402
 from examples.rlhf_sentiment import build_parser, evaluate, make_trainer  # noqa: E402
 
 # variant -> (GRPOConfig fields it changes, where the setting comes from)
@@ -99,9 +99,6 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
 DEFAULT_VARIANTS = "baseline,linear_lr,kl_is_weight,dapo_rollout,trl_all"
 SMOKE = ["--model", "tiny-random-smollm2", "--rounds", "2", "--num-envs", "4", "--generations", "2",
          "--minibatches", "2", "--variants", "baseline,trl_all"]
-# settings that must match for runs to share a results.json
-SHARED = ("model", "rounds", "num_envs", "generations", "minibatches", "lr", "beta", "train_layers", "eval_samples",
-          "precision")
 
 
 def held_out(policy: Any, reference: Any, settings: argparse.Namespace) -> dict[str, Any]:
@@ -167,7 +164,7 @@ def check_settings(path: Path, settings: dict[str, Any]) -> None:
     stored = read_results(path).get("settings")
     if stored is None:
         return
-    changed = {key: (stored.get(key), settings[key]) for key in SHARED if stored.get(key) != settings[key]}
+    changed = {key: (stored.get(key), settings[key]) for key in RUN_SETTINGS if stored.get(key) != settings[key]}
     if changed:
         raise SystemExit(f"{path} holds runs with other settings {changed} (stored, asked); use another --out")
 

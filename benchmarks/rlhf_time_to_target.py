@@ -34,6 +34,7 @@ ratios need ``--target``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -41,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,9 +211,10 @@ def example_args(settings: argparse.Namespace, agent: str) -> list[str]:
     ]
 
 
-def cpu_seconds_to_reach(curve: list[dict[str, float]], target: float) -> float | None:
-    """CPU seconds at the first evaluation whose held-out reward reaches ``target`` (None: never)."""
-    return next((point["cpu_seconds"] for point in curve if point["held_out_vader"] >= target), None)
+def first_reach(curve: list[dict[str, float]], target: float, measure: str = "cpu_seconds") -> float | None:
+    """The CPU seconds (or another ``measure`` of the point, such as ``"round"``) of the first evaluation whose
+    held-out reward reaches ``target`` (None: never)."""
+    return next((point[measure] for point in curve if point["held_out_vader"] >= target), None)
 
 
 def reach_ratio(seconds: float | None, trl_seconds: float | None) -> float | None:
@@ -219,25 +222,46 @@ def reach_ratio(seconds: float | None, trl_seconds: float | None) -> float | Non
     return seconds / trl_seconds if seconds is not None and trl_seconds else None
 
 
-def plot(curves: dict[str, Any], target: float | None, path: Path) -> None:
+@contextlib.contextmanager
+def held_out_figure(path: Path, xlabel: str) -> Iterator[Any]:
+    """Axes for a held-out reward plot; labelled, saved to ``path`` and closed when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for name, curve in curves.items():
-        if isinstance(curve, list):
-            ax.plot([p["cpu_seconds"] for p in curve], [p["held_out_vader"] for p in curve], marker="o", label=name)
-    if target is not None:
-        ax.axhline(target, color="red", ls=":", label=f"target {target:.3f}")
-    ax.set_xlabel("training CPU seconds (user + sys)")
+    yield ax
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("held-out mean VADER")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot(curves: dict[str, Any], target: float | None, path: Path) -> None:
+    with held_out_figure(path, "training CPU seconds (user + sys)") as ax:
+        for name, curve in curves.items():
+            if isinstance(curve, list):
+                ax.plot([p["cpu_seconds"] for p in curve], [p["held_out_vader"] for p in curve], marker="o",
+                        label=name)
+        if target is not None:
+            ax.axhline(target, color="red", ls=":", label=f"target {target:.3f}")
+
+
+def write_results(path: Path | None, results: dict[str, Any]) -> None:
+    """A benchmark's ``--json`` file: ``results`` as JSON at ``path``, its folder made (nothing when ``None``)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1, default=str))
+
+
+# the settings that shape a run (what add_run_arguments defines and example_args passes on, less the critic's
+# learning rate, which only LM-PPO reads): runs compared or merged must agree on them
+RUN_SETTINGS = ("model", "rounds", "num_envs", "generations", "minibatches", "lr", "beta", "train_layers",
+                "eval_samples", "precision")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -324,19 +348,19 @@ def seed_figures(results: dict[str, Any], name: str) -> dict[str, float | None]:
         "kl_to_reference": final["kl_to_reference"],
         "distinct_2_all": final["distinct_2_all"],
         "top_4gram_share": final["top_4gram_share"],
-        "cpu_seconds_to_0.8": cpu_seconds_to_reach(curve, 0.8),
+        "cpu_seconds_to_0.8": first_reach(curve, 0.8),
         # rounds do not depend on the machine's load: comparable between runs that shared the cores differently
-        "rounds_to_0.8": next((point["round"] for point in curve if point["held_out_vader"] >= 0.8), None),
+        "rounds_to_0.8": first_reach(curve, 0.8, measure="round"),
     }
     for kl in KL_BUDGETS:
         figures[f"held_out_vader_at_kl_{kl:g}"] = reward_at_kl(curve, kl)
     if name != "trl" and isinstance(trl, list):
         target = trl[-1]["held_out_vader"]  # TRL's final held-out reward, the issue's target
-        reach = cpu_seconds_to_reach(curve, target)
-        figures["ratio_to_trl_reach"] = reach_ratio(reach, cpu_seconds_to_reach(trl, target))
+        reach = first_reach(curve, target)
+        figures["ratio_to_trl_reach"] = reach_ratio(reach, first_reach(trl, target))
         figures["ratio_to_trl_total"] = reach_ratio(reach, trl[-1]["cpu_seconds"])
         # a fixed target: TRL's final is one noisy evaluation (s.e. ~0.05 on 40 prompts)
-        figures["ratio_to_trl_reach_0.8"] = reach_ratio(figures["cpu_seconds_to_0.8"], cpu_seconds_to_reach(trl, 0.8))
+        figures["ratio_to_trl_reach_0.8"] = reach_ratio(figures["cpu_seconds_to_0.8"], first_reach(trl, 0.8))
     return figures
 
 
@@ -396,23 +420,11 @@ def summarise(run_dirs: list[str], out: Path) -> dict[str, Any]:
 
 def plot_against_kl(curves: dict[str, list[list[dict[str, float]]]], path: Path) -> None:
     """Held-out reward against KL to the untuned model: one colour per side, one line per seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for index, (name, seeds) in enumerate(curves.items()):
-        for number, curve in enumerate(seeds):
-            ax.plot([p["kl_to_reference"] for p in curve], [p["held_out_vader"] for p in curve], color=f"C{index}",
-                    marker=".", alpha=0.7, label=name if number == 0 else None)
-    ax.set_xlabel("KL to the untuned model (nats per completion)")
-    ax.set_ylabel("held-out mean VADER")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with held_out_figure(path, "KL to the untuned model (nats per completion)") as ax:
+        for index, (name, seeds) in enumerate(curves.items()):
+            for number, curve in enumerate(seeds):
+                ax.plot([p["kl_to_reference"] for p in curve], [p["held_out_vader"] for p in curve],
+                        color=f"C{index}", marker=".", alpha=0.7, label=name if number == 0 else None)
 
 
 def summary_table(summary: dict[str, Any]) -> str:
@@ -434,8 +446,7 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 
 # the settings an earlier run's TRL curve must share with this run to stand beside it (--trl-from)
-TRL_SETTINGS = ("model", "rounds", "num_envs", "generations", "minibatches", "lr", "beta", "train_layers",
-                "eval_samples", "eval_every", "precision", "seed")
+TRL_SETTINGS = (*RUN_SETTINGS, "eval_every", "seed")
 
 
 def trl_curve_from(path: str, settings: argparse.Namespace) -> list[dict[str, float]]:
@@ -491,7 +502,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     target = settings.target
     if target is None and isinstance(trl_curve, list):
         target = trl_curve[-1]["held_out_vader"]
-    reach = {name: cpu_seconds_to_reach(curve, target) for name, curve in curves.items()
+    reach = {name: first_reach(curve, target) for name, curve in curves.items()
              if isinstance(curve, list) and target is not None}
     ratios = {name: reach_ratio(seconds, reach.get("trl")) for name, seconds in reach.items() if name != "trl"}
     results = {"settings": vars(settings), "cpu": cpu_info(), "curves": curves, "target": target,

@@ -23,7 +23,6 @@ seconds, and the trainer's own time breakdown (generation, env and reward, refer
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -41,7 +40,7 @@ import torch  # noqa: E402
 import textenv  # noqa: E402
 from agents.lm.callbacks import Callback  # noqa: E402
 from agents.machine import cpu_info  # noqa: E402
-from benchmarks.rlhf_time_to_target import add_run_arguments, example_args  # noqa: E402
+from benchmarks.rlhf_time_to_target import add_run_arguments, example_args, write_results  # noqa: E402
 from examples.rlhf_sentiment import build_parser, make_trainer  # noqa: E402
 
 PARTS = ("iteration_seconds", "cpu_seconds", "generation_seconds", "env_seconds", "forward_seconds", "update_seconds")
@@ -131,9 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(settings.threads)
     results = compare(settings)
     print_report(results)
-    if settings.json:
-        settings.json.parent.mkdir(parents=True, exist_ok=True)
-        settings.json.write_text(json.dumps(results, indent=1, default=str))
+    write_results(settings.json, results)
     return results
 
 
