@@ -129,6 +129,17 @@ def test_time_to_target_summary_over_seeds(tmp_path):
     assert side["held_out_vader_at_kl_10"]["values"] == [pytest.approx(0.5)] * 2
     assert side["held_out_vader_at_kl_20"] == {"mean": None, "std": None, "reached": "0/2", "values": [None, None]}
     assert "ratio_to_trl_reach" not in summary["sides"]["trl"]
+    # seed-mean curves: the rounds both seeds evaluated (0 and 2); TRL's mean final 0.6, reached at 100 and 300 s
+    mean = summary["seed_mean"]
+    assert [point["round"] for point in mean["curves"]["grpo"]] == [0, 2] and mean["target"] == 0.6
+    assert mean["ratio_to_trl_reach"] == {"grpo": pytest.approx(100 / 300)}
+    assert mean["ratio_to_trl_total"] == {"grpo": pytest.approx(100 / 400)}
+    assert (tmp_path / "summary" / "held_out_vs_cpu_seed_mean.png").stat().st_size > 0
+    apart = ttt.seed_mean_curve([[point(0, 0, 0.0, 0.0), point(2, 100, 0.4, 10.0)],
+                                 [point(0, 0, 0.2, 0.0), point(2, 140, 0.8, 14.0), point(4, 300, 0.9, 20.0)]])
+    assert apart == [{"round": 0, "cpu_seconds": 0.0, "held_out_vader": pytest.approx(0.1), "kl_to_reference": 0.0},
+                     {"round": 2, "cpu_seconds": 120.0, "held_out_vader": pytest.approx(0.6),
+                      "kl_to_reference": 12.0}]
     with pytest.raises(SystemExit, match="no results.json"):
         ttt.main(["--summarise", str(tmp_path), "--out", str(tmp_path / "summary")])
     # a side two runs of one seed hold comes from the run named first
