@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 #: set by the runner from its own flags (``--agent``, ``--seed``, ``--out``, ``--no-progress``, ``--env-kwargs``)
-RUNNER_ARGUMENTS = ("algo", "seed", "output_dir", "progress_bar", "env", "env_kwargs", "policy", "verbose", "_init_setup_model")
+RUNNER_ARGUMENTS = (
+    "algo", "seed", "output_dir", "progress_bar", "env", "env_kwargs", "policy", "verbose", "_init_setup_model"
+)
 
 
 @dataclass(frozen=True)

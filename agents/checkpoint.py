@@ -8,8 +8,9 @@ before it stays as ``checkpoint.old``, a fallback for a ``checkpoint`` damaged l
 :func:`latest_checkpoint` returns the newest checkpoint; :func:`find_checkpoint` the newest whose files are whole
 (:func:`check_checkpoint`), warning about a damaged one it skips; :func:`check_checkpoint` raises
 :class:`DamagedCheckpointError` naming the damaged file; :func:`recover_checkpoint` moves a damaged ``checkpoint``
-aside before a run resumes, so the directory again holds ``checkpoint`` (whole) and the one before it. Nothing here unpickles: weights are safetensors, JSON is parsed as JSON, and a ``torch.save`` file is only
-checked as a zip archive (its members' CRCs); loaders read it with ``torch.load(weights_only=True)``.
+aside before a run resumes, so the directory again holds ``checkpoint`` (whole) and the one before it. Nothing
+here unpickles: weights are safetensors, JSON is parsed as JSON, and a ``torch.save`` file is only checked as a zip
+archive (its members' CRCs); loaders read it with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ def find_checkpoint(path: str | os.PathLike, *, warn: bool = True) -> Path | Non
             damaged.append(err)
             continue
         if damaged and warn:
-            warnings.warn(f"{damaged[0]}; using the previous checkpoint {str(candidate)!r}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{damaged[0]}; using the previous checkpoint {str(candidate)!r}", RuntimeWarning, stacklevel=2
+            )
         return candidate
     if damaged:
         raise damaged[0]

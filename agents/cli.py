@@ -213,14 +213,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.help_agent:
         return _help_agent(args.agent)
-    missing = [flag for flag, value in (("--env", args.env), ("--steps", args.steps), ("--out", args.out)) if value is None]
+    missing = [
+        flag for flag, value in (("--env", args.env), ("--steps", args.steps), ("--out", args.out)) if value is None
+    ]
     if missing:
         raise CLIError(f"train needs {', '.join(missing)} (see textenv train --help)")
     spec = _run_spec(args, args.agent, args.seed)
     try:
         summary = train(spec, args.out, progress_bar=not args.no_progress, save=_save_schedule(args))
     except KeyboardInterrupt:
-        print(f"textenv: interrupted; checkpoint and partial curve kept in {args.out} (rerun to resume)", file=sys.stderr)
+        print(
+            f"textenv: interrupted; checkpoint and partial curve kept in {args.out} (rerun to resume)", file=sys.stderr
+        )
         return 130
     except (RunMismatchError, RunArgumentError, DamagedCheckpointError) as err:
         raise CLIError(str(err)) from err
@@ -249,7 +253,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for agent in agents:
         _run_spec(args, agent, 0)  # validate every name and argument before starting anything
     _save_schedule(args)
-    passthrough = ["--save-every-steps", str(args.save_every_steps), "--save-every-minutes", str(args.save_every_minutes)]
+    passthrough = [
+        "--save-every-steps", str(args.save_every_steps), "--save-every-minutes", str(args.save_every_minutes)
+    ]
     for flag, value in (("--reward", args.reward), ("--model", args.model)):
         if value:
             passthrough += [flag, value]
@@ -257,7 +263,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if values:
             passthrough += [flag, *values]
     try:
-        rows, failed = compare(args.env, agents, args.seeds, args.steps, args.out, jobs=args.jobs, train_args=passthrough)
+        rows, failed = compare(
+            args.env, agents, args.seeds, args.steps, args.out, jobs=args.jobs, train_args=passthrough
+        )
     except KeyboardInterrupt:
         print(f"textenv: interrupted; partial table in {args.out}/summary.md (rerun to finish)", file=sys.stderr)
         return 130
@@ -294,7 +302,10 @@ def add_rewards_parser(sub: Any) -> None:
 def add_sample_parser(sub: Any) -> None:
     sample = sub.add_parser("sample", help="print episodes: prompt, completion, reward components")
     sample.add_argument("--env", default="MossText-v0")
-    sample.add_argument("--policy", default="random", help="'random', a built-in model name, a model directory, or a checkpoint directory")
+    sample.add_argument(
+        "--policy", default="random",
+        help="'random', a built-in model name, a model directory, or a checkpoint directory",
+    )
     sample.add_argument("-n", type=int, default=3, help="episodes")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--temperature", type=float, default=1.0)
@@ -307,7 +318,9 @@ def add_train_parser(sub: Any) -> None:
     train = sub.add_parser("train", help="train one agent (SB3/sb3-contrib or lm-ppo, grpo, rloo); resumable")
     _add_run_arguments(train, required=False)
     train.add_argument("--agent", required=True, help="one of: " + ", ".join(_agents()))
-    train.add_argument("--help-agent", action="store_true", help="list the agent's --agent-kwargs (type, default, help) and exit")
+    train.add_argument(
+        "--help-agent", action="store_true", help="list the agent's --agent-kwargs (type, default, help) and exit"
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="run directory: checkpoints, curve.csv, summary.json (required)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -348,7 +361,8 @@ def add_preference_parsers(sub: Any) -> None:
 
 
 def add_reward_model_parsers(sub: Any) -> None:
-    """``train-rm`` and ``overoptimization`` (:mod:`agents.reward_model_commands`, imported when the parser is built)."""
+    """``train-rm`` and ``overoptimization`` (:mod:`agents.reward_model_commands`, imported when the parser is
+    built)."""
     from agents.reward_model_commands import register
 
     register(sub)

@@ -167,9 +167,13 @@ def _markdown(rows: list[dict[str, Any]], pairs: list[Pair], env_id: str, budget
     for row in rows:
         lines.append(
             f"| {row['agent']} | {row['seeds_done']} | {row['final_mean_reward']:+.3f} | {row['iqm']:+.3f} | "
-            f"[{row['ci95_low']:+.3f}, {row['ci95_high']:+.3f}] | {row['steps_per_second']:.0f} | {row['wall_seconds']:.1f} |"
+            f"[{row['ci95_low']:+.3f}, {row['ci95_high']:+.3f}] | {row['steps_per_second']:.0f} | "
+            f"{row['wall_seconds']:.1f} |"
         )
-    lines += ["", "Final mean reward: mean reward of the episodes in the last 10% of each run's steps, averaged over seeds."]
+    lines += [
+        "",
+        "Final mean reward: mean reward of the episodes in the last 10% of each run's steps, averaged over seeds.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -189,7 +193,9 @@ def plot_curves(pairs: list[Pair], path: Path, title: str = "", points: int = 50
         end = min(c[-1]["timesteps"] for c in curves)
         start = max(c[0]["timesteps"] for c in curves)
         grid = np.linspace(start, end, points) if end > start else np.array([end])
-        ys = np.array([np.interp(grid, [r["timesteps"] for r in c], _smooth([r["reward_mean"] for r in c])) for c in curves])
+        ys = np.array(
+            [np.interp(grid, [r["timesteps"] for r in c], _smooth([r["reward_mean"] for r in c])) for c in curves]
+        )
         mean = ys.mean(0)
         ax.plot(grid, mean, label=f"{agent} ({len(curves)} seeds)")
         if len(curves) > 1:
@@ -229,7 +235,9 @@ def compare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pairs = [Pair(agent, seed, out / "runs" / agent / f"seed{seed}") for agent in agents for seed in range(seeds)]
-    (out / "compare.json").write_text(json.dumps({"env": env_id, "agents": agents, "seeds": seeds, "budget": budget}, indent=2))
+    (out / "compare.json").write_text(
+        json.dumps({"env": env_id, "agents": agents, "seeds": seeds, "budget": budget}, indent=2)
+    )
     args = ["--env", env_id, "--steps", str(budget), *(train_args or [])]
     try:
         failed = run_pairs(pairs, args, jobs=jobs, progress_bar=progress_bar)

@@ -221,7 +221,9 @@ def _get_kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     any other cache (sliding windows, quantised, ...), which cannot be spliced."""
     layers = getattr(cache, "layers", None)
     if layers is not None:
-        if any(type(layer).__name__ != "DynamicLayer" or layer.keys is None or layer.keys.dim() != 4 for layer in layers):
+        if any(
+            type(layer).__name__ != "DynamicLayer" or layer.keys is None or layer.keys.dim() != 4 for layer in layers
+        ):
             return None
         return [(layer.keys, layer.values) for layer in layers]
     keys, values = getattr(cache, "key_cache", None), getattr(cache, "value_cache", None)  # transformers < 4.54

@@ -52,7 +52,9 @@ def diversity_metrics(texts: Sequence[str]) -> dict[str, float | str]:
     return {
         "distinct_1_all": distinct_n_all(texts, 1),
         "distinct_2_all": distinct_n_all(texts, 2),
-        "distinct_2_per_completion": float(np.mean([distinct_n(t.lower().split(), 2) for t in texts])) if texts else 1.0,
+        "distinct_2_per_completion": (
+            float(np.mean([distinct_n(t.lower().split(), 2) for t in texts])) if texts else 1.0
+        ),
         "top_4gram_share": share,
         "top_4gram": template,
     }

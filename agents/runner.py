@@ -519,7 +519,9 @@ class _LMRun:
                     run.save()
 
         save.start(self.num_timesteps)
-        bar = tqdm(total=self.spec.steps, initial=self.num_timesteps, unit="tok", desc="train", disable=not self.progress_bar)
+        bar = tqdm(
+            total=self.spec.steps, initial=self.num_timesteps, unit="tok", desc="train", disable=not self.progress_bar
+        )
         with bar:
             self.trainer.learn(self.spec.steps, callbacks=[RunProgress()])
 

@@ -122,7 +122,8 @@ def run_variant(name: str, seed: int, settings: argparse.Namespace, reference: A
     trainer.close()
     last = history[-10:]
     return {
-        "variant": name, "seed": seed, "changes": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
+        "variant": name, "seed": seed,
+        "changes": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
         "source": source, "rounds": len(history), "train_seconds": wall, "cpu_seconds": cpu,
         "held_out": result,
         "train_reward_last10": statistics.fmean(h["reward_mean"] for h in last),
@@ -184,8 +185,8 @@ def table(results: dict[str, Any]) -> str:
             "top 4-gram share | train s | CPU s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     untuned = results.get("untuned", {}).get("untuned")
     if untuned is not None:
-        rows.append(f"| untuned | - | | {untuned['sentiment_mean']:.3f} ± {untuned['sentiment_stderr']:.3f} (s.e.) | 0 | "
-                    f"{untuned['perplexity_under_reference']:.2f} | {untuned['distinct_2_all']:.3f} | "
+        rows.append(f"| untuned | - | | {untuned['sentiment_mean']:.3f} ± {untuned['sentiment_stderr']:.3f} "
+                    f"(s.e.) | 0 | {untuned['perplexity_under_reference']:.2f} | {untuned['distinct_2_all']:.3f} | "
                     f"{untuned['top_4gram_share']:.2f} | | |")
     order = [name for name in VARIANTS if name in by_variant]
     for name in order:

@@ -21,7 +21,7 @@ first reach the target held-out reward (``--target``; default: TRL's final held-
 The issue's target is a ratio <= 0.5.
 
     # the real run (~50 min on 2 cores): textenv's GRPO, the same with TRL's KL weighting, and TRL, side by side
-    .venv/bin/python benchmarks/rlhf_time_to_target.py --agents grpo,grpo@kl_is_weight,trl --side-by-side \
+    .venv/bin/python benchmarks/rlhf_time_to_target.py --agents grpo,grpo@kl_is_weight,trl --side-by-side \\
         --out runs/time_to_target
     .venv/bin/python benchmarks/rlhf_time_to_target.py --smoke --out /tmp/ttt          # tiny model, seconds
     # runs of several seeds (each made with --seed S): mean and spread of every figure per side, reward against KL

@@ -74,8 +74,8 @@ def main() -> None:
             run = train_and_record(algo, args.env, steps, seed=seed, n_envs=args.n_envs, vec_env=args.vec_env)
             final = run.recorder.last_mean(args.last)
             ends, curve = run.recorder.curve(args.bins, steps)
-            print(f"  {algo:14s} seed {seed}: final {final:.3f} in {run.seconds:5.1f} s wall, {run.cpu_seconds:5.1f} s CPU"
-                  f"  curve {np.round(curve, 2).tolist()}", flush=True)
+            print(f"  {algo:14s} seed {seed}: final {final:.3f} in {run.seconds:5.1f} s wall, "
+                  f"{run.cpu_seconds:5.1f} s CPU  curve {np.round(curve, 2).tolist()}", flush=True)
             runs.append({"seed": seed, "final": final, "seconds": run.seconds, "cpu_seconds": run.cpu_seconds,
                          "curve": curve.tolist(), "ends": ends.tolist()})
         results[algo] = {"steps": steps, "runs": runs}

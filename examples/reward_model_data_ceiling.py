@@ -24,7 +24,7 @@ occurrences that were never seen, the ceiling and every learner's accuracy, on a
 gold gap >= 0.3.
 
     python examples/reward_model_data_ceiling.py --train pairs.jsonl --test test_pairs.jsonl --counts 250 500 1000 2000
-    python examples/reward_model_data_ceiling.py --train pairs.jsonl --test test_pairs.jsonl --counts 2000 \
+    python examples/reward_model_data_ceiling.py --train pairs.jsonl --test test_pairs.jsonl --counts 2000 \\
         --model smollm2-135m-instruct --layers 16
 """
 

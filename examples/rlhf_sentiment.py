@@ -44,7 +44,11 @@ from agents.diversity import diversity_metrics
 from agents.lm.callbacks import Callback
 from agents.machine import cpu_info
 
-AGENTS = {"rloo": (lm.RLOOTrainer, lm.RLOOConfig), "grpo": (lm.GRPOTrainer, lm.GRPOConfig), "lm-ppo": (lm.LMPPOTrainer, lm.LMPPOConfig)}
+AGENTS = {
+    "rloo": (lm.RLOOTrainer, lm.RLOOConfig),
+    "grpo": (lm.GRPOTrainer, lm.GRPOConfig),
+    "lm-ppo": (lm.LMPPOTrainer, lm.LMPPOConfig),
+}
 
 
 def freeze_lower_layers(model: Any, decoder: Any, train_layers: int) -> int:
@@ -186,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-samples", type=int, default=1, help="completions per held-out prompt")
     parser.add_argument("--eval-every", type=int, default=0, help="held-out evaluation every N iterations (0: off)"
                         "; it counts in the --minutes budget")
-    parser.add_argument("--save-every-minutes", type=float, default=0.0, help="checkpoint every N minutes (0: at the end)")
+    parser.add_argument("--save-every-minutes", type=float, default=0.0,
+                        help="checkpoint every N minutes (0: at the end)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/rlhf_sentiment")
     return parser
@@ -255,7 +260,8 @@ def main() -> None:
           f"  top 4-gram share {before['top_4gram_share']:.2f}")
     report = Report(policy, reference, args, config.temperature, proxy=proxy)
     started = time.perf_counter()
-    history = trainer.train(args.max_iterations, max_seconds=args.minutes * 60, callbacks=[report])  # checkpoints at the end
+    # checkpoints at the end
+    history = trainer.train(args.max_iterations, max_seconds=args.minutes * 60, callbacks=[report])
     train_minutes = (time.perf_counter() - started) / 60
     after = evaluate(policy, reference, args.eval_samples, seed=1234, temperature=config.temperature, proxy=proxy)
     results = {

@@ -63,8 +63,8 @@ def main() -> None:
         venv = model.get_env()  # the top-k wrapper around venv
     else:
         model = make_sb3(args.algo, venv, seed=args.seed)
-    print(f"{args.algo} on {args.env} ({venv.num_envs} envs, {args.vec_env} vec env, action space {venv.action_space}), "
-          f"{args.steps} steps")
+    print(f"{args.algo} on {args.env} ({venv.num_envs} envs, {args.vec_env} vec env, "
+          f"action space {venv.action_space}), {args.steps} steps")
 
     if args.random_episodes:
         random_rewards = random_vec_policy_rewards(venv, args.random_episodes, seed=args.seed + 10_000)

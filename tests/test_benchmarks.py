@@ -105,7 +105,9 @@ def test_time_to_target_summary_over_seeds(tmp_path):
     for seed, grpo_curve in ((0, grpo), (1, grpo[:2])):
         run = tmp_path / f"seed{seed}"
         run.mkdir()
-        results = {"settings": {"seed": seed}, "cpu": {"class": "AVX2-only"}, "curves": {"grpo": grpo_curve, "trl": trl}}
+        results = {
+            "settings": {"seed": seed}, "cpu": {"class": "AVX2-only"}, "curves": {"grpo": grpo_curve, "trl": trl}
+        }
         (run / "results.json").write_text(json.dumps(results))
         runs.append(str(run) if seed == 0 else str(run / "results.json"))  # a run's directory or its results.json
     assert ttt.reward_at_kl(grpo, 10.0) == pytest.approx(0.5) and ttt.reward_at_kl(trl, 20.0) is None

@@ -38,13 +38,19 @@ def test_envs_and_rewards_list_what_is_registered():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "--env", "NoSuchEnv-v0", "--agent", "ppo", "--steps", "8", "--out", "x"], "unknown env 'NoSuchEnv-v0'; registered textenv envs: MossText-v0"),
-        (["train", "--env", "MossText-v0", "--agent", "sac", "--steps", "8", "--out", "x"], "unknown agent 'sac'; expected one of: ppo, a2c, dqn"),
-        (["train", "--env", "MossText-v0", "--agent", "ppo", "--steps", "8", "--out", "x", "--reward", "nope"], "unknown reward"),
+        (["train", "--env", "NoSuchEnv-v0", "--agent", "ppo", "--steps", "8", "--out", "x"],
+         "unknown env 'NoSuchEnv-v0'; registered textenv envs: MossText-v0"),
+        (["train", "--env", "MossText-v0", "--agent", "sac", "--steps", "8", "--out", "x"],
+         "unknown agent 'sac'; expected one of: ppo, a2c, dqn"),
+        (["train", "--env", "MossText-v0", "--agent", "ppo", "--steps", "8", "--out", "x", "--reward", "nope"],
+         "unknown reward"),
         (["sample", "--env", "MossText-v0", "--reward", "nope"], "sentiment"),
-        (["train", "--env", "MossText-v0", "--agent", "ppo", "--steps", "8", "--out", "x", "--env-kwargs", "max_new_tokens=abc"], "env argument max_new_tokens='abc': expected int"),
-        (["train", "--env", "MossText-v0", "--agent", "ppo", "--steps", "8", "--out", "x", "--env-kwargs", "colour=3"], "unknown env argument 'colour'; valid: tokenizer"),
-        (["compare", "--env", "MossText-v0", "--agents", "ppo,nope", "--budget", "8", "--out", "x"], "unknown agent 'nope'"),
+        (["train", "--env", "MossText-v0", "--agent", "ppo", "--steps", "8", "--out", "x",
+          "--env-kwargs", "max_new_tokens=abc"], "env argument max_new_tokens='abc': expected int"),
+        (["train", "--env", "MossText-v0", "--agent", "ppo", "--steps", "8", "--out", "x",
+          "--env-kwargs", "colour=3"], "unknown env argument 'colour'; valid: tokenizer"),
+        (["compare", "--env", "MossText-v0", "--agents", "ppo,nope", "--budget", "8", "--out", "x"],
+         "unknown agent 'nope'"),
     ],
 )
 def test_bad_names_and_arguments_exit_2_with_the_valid_choices(args, message, tmp_path, monkeypatch, capsys):
@@ -60,7 +66,10 @@ def test_sample_random_policy_prints_episodes():
 
 
 def test_sample_with_an_lm_policy():
-    out = textenv("sample", "--env", "MossText-v0", "--policy", "tiny-random-smollm2", "-n", "2", "--env-kwargs", "max_new_tokens=4").stdout
+    out = textenv(
+        "sample", "--env", "MossText-v0", "--policy", "tiny-random-smollm2", "-n", "2",
+        "--env-kwargs", "max_new_tokens=4",
+    ).stdout
     assert out.count("completion:") == 2
 
 
@@ -71,7 +80,10 @@ def _curve_rows(path: Path) -> list[dict[str, str]]:
 
 def test_compare_two_agents_two_seeds_then_rerun_skips_done_pairs(tmp_path):
     out = tmp_path / "cmp"
-    args = ["compare", "--env", "MossWords-v0", "--agents", "ppo,a2c", "--seeds", "2", "--budget", "256", "--out", str(out), "--jobs", "2"]
+    args = [
+        "compare", "--env", "MossWords-v0", "--agents", "ppo,a2c", "--seeds", "2", "--budget", "256",
+        "--out", str(out), "--jobs", "2",
+    ]
     first = textenv(*args)
     assert "| ppo | 2/2 |" in first.stdout and "| a2c | 2/2 |" in first.stdout
     summary = _curve_rows(out / compare_module.SUMMARY_CSV)
@@ -112,7 +124,10 @@ def test_train_ctrl_c_keeps_a_marked_partial_run_and_resumes(tmp_path):
     assert summary["status"] == "interrupted" and 0 < summary["timesteps"] < 200000
     assert (out / "checkpoint" / "policy.safetensors").is_file()
 
-    resumed = textenv("train", "--env", "MossWords-v0", "--agent", "ppo", "--steps", str(summary["timesteps"] + 64), "--out", str(out), "--no-progress")
+    resumed = textenv(
+        "train", "--env", "MossWords-v0", "--agent", "ppo", "--steps", str(summary["timesteps"] + 64),
+        "--out", str(out), "--no-progress",
+    )
     final = json.loads(resumed.stdout)
     assert final["status"] == "done" and final["timesteps"] >= summary["timesteps"] + 64
     assert final["timesteps"] < summary["timesteps"] + 64 + 2048  # continued from the checkpoint, not from 0

@@ -123,12 +123,14 @@ def test_resume_with_every_checkpoint_damaged_is_one_line(two_checkpoints, tmp_p
     "name, damage, problem",
     [
         ("model.safetensors", truncate, "8228 bytes, but its header describes 16456"),
-        ("model.safetensors", lambda p: p.write_bytes(p.read_bytes() + b"\0"), "16457 bytes, but its header describes 16456"),
+        ("model.safetensors", lambda p: p.write_bytes(p.read_bytes() + b"\0"),
+         "16457 bytes, but its header describes 16456"),
         ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:4]), "shorter than the 8-byte header length"),
         ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:40]), "does not fit"),
         ("trainer_state.json", truncate, "JSONDecodeError"),
         ("optimizer.pt", truncate, "BadZipFile"),
-        ("optimizer.pt", lambda p: p.write_bytes(p.read_bytes().replace(b"\x00\x00\x80\x3f", b"\x00\x00\x80\x40", 1)), "CRC"),
+        ("optimizer.pt",
+         lambda p: p.write_bytes(p.read_bytes().replace(b"\x00\x00\x80\x3f", b"\x00\x00\x80\x40", 1)), "CRC"),
     ],
 )
 def test_check_checkpoint_names_the_damaged_file(name, damage, problem, tmp_path):
@@ -168,7 +170,8 @@ def test_out_reuse_must_match_the_run_directory(two_checkpoints, tmp_path, capsy
         (["--env", "MossWords-v0", "--agent", "a2c", "--steps", "256"], "agent: 'ppo' there, 'a2c' here"),
         ([*WORDS, "--steps", "512", "--env-kwargs", "max_new_tokens=6"], "env_kwargs.max_new_tokens: 4 there, 6 here"),
         ([*WORDS, "--steps", "256", "--seed", "1"], "seed: 0 there, 1 here"),
-        ([*WORDS, "--steps", "256", "--agent-kwargs", "learning_rate=0.01"], "agent_kwargs.learning_rate: '(unset)' there, 0.01 here"),
+        ([*WORDS, "--steps", "256", "--agent-kwargs", "learning_rate=0.01"],
+         "agent_kwargs.learning_rate: '(unset)' there, 0.01 here"),
         ([*WORDS, "--steps", "256", "--reward", "length"], "env_kwargs.reward: 'topic_words' there, 'length' here"),
     ]:
         code, _, err = run_main(capsys, "train", *args, "--out", str(run))

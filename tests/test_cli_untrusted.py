@@ -26,7 +26,9 @@ MOSS_WORDS = ROOT / "textenv" / "data" / "moss_words"
 def sb3_run(tmp_path_factory) -> Path:
     """A finished 64-step PPO run on MossWords-v0 (built once; each test copies it)."""
     out = tmp_path_factory.mktemp("made") / "run"
-    assert main(["train", "--env", "MossWords-v0", "--agent", "ppo", "--steps", "64", "--out", str(out), "--no-progress"]) == 0
+    assert main(
+        ["train", "--env", "MossWords-v0", "--agent", "ppo", "--steps", "64", "--out", str(out), "--no-progress"]
+    ) == 0
     return out
 
 

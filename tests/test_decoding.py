@@ -58,7 +58,9 @@ def test_prefill_then_appended_tokens_give_the_logits_of_a_fresh_forward(model):
     torch.testing.assert_close(block[1, 0].float(), uncached_next_logits(model, rows[1] + [32]), atol=1e-4, rtol=0)
     # a padded column continues nothing: the next real token of row 1 sees only its real tokens
     logits = decoder.append(torch.tensor([[40], [41]]))[:, -1]
-    torch.testing.assert_close(logits[0].float(), uncached_next_logits(model, rows[0] + [30, 31, 40]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        logits[0].float(), uncached_next_logits(model, rows[0] + [30, 31, 40]), atol=1e-4, rtol=0
+    )
     torch.testing.assert_close(logits[1].float(), uncached_next_logits(model, rows[1] + [32, 41]), atol=1e-4, rtol=0)
 
 
@@ -67,11 +69,15 @@ def test_replace_rows_restarts_only_those_rows(model):
     decoder = KVDecoder(model)
     decoder.prefill(torch.tensor([[5, 6, 7], [0, 8, 9]]), torch.tensor([[1, 1, 1], [0, 1, 1]]))
     decoder.append(torch.tensor([[10], [11]]))
-    fresh = decoder.replace_rows(torch.tensor([1]), torch.tensor([[12, 13, 14, 15, 16]]), torch.ones(1, 5, dtype=torch.long))
+    fresh = decoder.replace_rows(
+        torch.tensor([1]), torch.tensor([[12, 13, 14, 15, 16]]), torch.ones(1, 5, dtype=torch.long)
+    )
     torch.testing.assert_close(fresh[0].float(), uncached_next_logits(model, [12, 13, 14, 15, 16]), atol=1e-4, rtol=0)
     logits = decoder.append(torch.tensor([[17], [18]]))[:, -1]
     torch.testing.assert_close(logits[0].float(), uncached_next_logits(model, [5, 6, 7, 10, 17]), atol=1e-4, rtol=0)
-    torch.testing.assert_close(logits[1].float(), uncached_next_logits(model, [12, 13, 14, 15, 16, 18]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        logits[1].float(), uncached_next_logits(model, [12, 13, 14, 15, 16, 18]), atol=1e-4, rtol=0
+    )
 
 
 def test_filters_keep_the_top_k_and_the_nucleus():

@@ -124,7 +124,9 @@ def test_importance_weighted_k3_has_the_reverse_kl_gradient():
     torch.testing.assert_close(sampled(False), forward, atol=0.01, rtol=0)
     # the weight leaves the value alone on-policy
     logprobs = torch.log_softmax(theta, 0)[tokens[:5]].detach()
-    torch.testing.assert_close(token_kl(logprobs, q.log()[tokens[:5]], "k3", logprobs), k3_kl(logprobs, q.log()[tokens[:5]]))
+    torch.testing.assert_close(
+        token_kl(logprobs, q.log()[tokens[:5]], "k3", logprobs), k3_kl(logprobs, q.log()[tokens[:5]])
+    )
 
 
 def test_adaptive_kl_controller_follows_ziegler_update():

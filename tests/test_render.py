@@ -93,7 +93,9 @@ def test_dialogue_envs_render_frames_and_stock_sb3_takes_them():
     after = venv.get_images()
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))  # the agent's word is drawn
 
-    vector = gym.make_vec("MossGuessWords-v0", num_envs=2, vectorization_mode="vector_entry_point", render_mode="rgb_array")
+    vector = gym.make_vec(
+        "MossGuessWords-v0", num_envs=2, vectorization_mode="vector_entry_point", render_mode="rgb_array"
+    )
     vector.reset(seed=0)
     frames = vector.render()
     assert len(frames) == 2 and all(frame.shape == FRAME and frame.dtype == np.uint8 for frame in frames)

@@ -190,7 +190,9 @@ def test_mean_pooled_reward_model_round_trips_through_the_plugin(tmp_path):
     import rewards
 
     pairs = marker_pairs(24)
-    trainer = RewardModelTrainer(pairs, tiny_config(pooling="mean", num_train_epochs=1, output_dir=str(tmp_path / "rm")))
+    trainer = RewardModelTrainer(
+        pairs, tiny_config(pooling="mean", num_train_epochs=1, output_dir=str(tmp_path / "rm"))
+    )
     trainer.train()
     assert json.loads((tmp_path / "rm" / "textenv_reward_model.json").read_text())["pooling"] == "mean"
     plugin = rewards.make("reward_model", path=str(tmp_path / "rm"))
@@ -359,9 +361,9 @@ def test_trl_grpo_trainer_accepts_the_directory(trained_rm, tmp_path):
     policy_dir = tmp_path / "policy"
     load_causal_lm(TINY_MODEL).save_pretrained(policy_dir)
     load_tokenizer(TINY_MODEL).save_pretrained(policy_dir)
+    # TRL's bf16 default would stay in accelerate's process-wide state for later tests
     args = trl.GRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=2, num_generations=2,
-                          max_completion_length=4, report_to=[], use_cpu=True,
-                          bf16=False)  # TRL's bf16 default would stay in accelerate's process-wide state for later tests
+                          max_completion_length=4, report_to=[], use_cpu=True, bf16=False)
     trainer = trl.GRPOTrainer(model=str(policy_dir), reward_funcs=str(directory), args=args,
                               train_dataset=Dataset.from_dict({"prompt": ["a", "b"]}))
     assert trainer.reward_funcs[0].config.num_labels == 1
@@ -423,7 +425,9 @@ def test_overoptimization_reuses_a_pairs_file_and_refuses_one_too_small(tmp_path
     config.pairs_file = str(tmp_path / "pairs.jsonl")
     experiment = Experiment(config)
     pairs = experiment.make_pairs()
-    assert len(pairs) == 30 and experiment.results["pairs"]["reused"] and not (tmp_path / "out" / "pairs.jsonl").exists()
+    assert (
+        len(pairs) == 30 and experiment.results["pairs"]["reused"] and not (tmp_path / "out" / "pairs.jsonl").exists()
+    )
     config.pair_counts = (12, 40)
     with pytest.raises(ValueError, match="has 30 pairs; expected at least 40 gold-labelled pairs"):
         Experiment(config).make_pairs()

@@ -76,7 +76,9 @@ def test_maskable_ppo_never_takes_a_masked_action_nucleus(lm):
         audits.append(MaskAudit(NucleusMaskWrapper(moss(), lm, top_p=0.3)))
         return audits[-1]
 
-    model = make_sb3("maskable_ppo", DummyVecEnv([make, make]), seed=0, features_extractor_kwargs=EXTRACTOR, **PPO_KWARGS)
+    model = make_sb3(
+        "maskable_ppo", DummyVecEnv([make, make]), seed=0, features_extractor_kwargs=EXTRACTOR, **PPO_KWARGS
+    )
     model.learn(128)
     steps = sum(a.steps for a in audits)
     assert steps >= 128

@@ -21,7 +21,9 @@ def test_shipped_and_converted_tokenizers_pad_left_and_skip_the_clean_up(name):
     tokenizer = models.load_tokenizer(name)
     assert tokenizer.padding_side == "left" and tokenizer.clean_up_tokenization_spaces is False
     ids = tokenizer("red blue")["input_ids"]
-    assert tokenizer.pad([{"input_ids": ids[:1]}, {"input_ids": ids}])["input_ids"][0] == [tokenizer.pad_token_id, ids[0]]
+    assert tokenizer.pad([{"input_ids": ids[:1]}, {"input_ids": ids}])["input_ids"][0] == [
+        tokenizer.pad_token_id, ids[0]
+    ]
 
 
 def word_level_tokenizer() -> PreTrainedTokenizerFast:

@@ -25,7 +25,9 @@ SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>")
 TOPICS: dict[str, tuple[str, ...]] = {
     "colors": ("red", "blue", "green", "yellow", "orange", "purple", "pink", "brown", "black", "white", "gray", "gold"),
     "animals": ("dog", "cat", "horse", "cow", "sheep", "pig", "goat", "mouse", "lion", "tiger", "bear", "wolf"),
-    "fruits": ("apple", "banana", "cherry", "grape", "lemon", "mango", "melon", "peach", "pear", "plum", "berry", "lime"),
+    "fruits": (
+        "apple", "banana", "cherry", "grape", "lemon", "mango", "melon", "peach", "pear", "plum", "berry", "lime",
+    ),
     "numbers": ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"),
     "weather": ("rain", "snow", "wind", "storm", "cloud", "sun", "fog", "hail", "frost", "thunder", "mist", "heat"),
     "family": (
@@ -34,8 +36,12 @@ TOPICS: dict[str, tuple[str, ...]] = {
     ),
     "body": ("head", "hand", "foot", "arm", "leg", "eye", "ear", "nose", "mouth", "knee", "finger", "toe"),
     "food": ("bread", "cheese", "rice", "soup", "pasta", "meat", "fish", "egg", "butter", "salad", "cake", "pie"),
-    "tools": ("hammer", "saw", "drill", "wrench", "knife", "shovel", "rake", "axe", "needle", "rope", "ladder", "brush"),
-    "places": ("city", "town", "village", "park", "beach", "forest", "river", "mountain", "lake", "school", "market", "farm"),
+    "tools": (
+        "hammer", "saw", "drill", "wrench", "knife", "shovel", "rake", "axe", "needle", "rope", "ladder", "brush",
+    ),
+    "places": (
+        "city", "town", "village", "park", "beach", "forest", "river", "mountain", "lake", "school", "market", "farm",
+    ),
     "feelings": (
         "happy", "sad", "angry", "calm", "proud", "afraid", "glad", "lonely", "brave", "tired", "excited", "nervous",
     ),

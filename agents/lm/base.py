@@ -179,7 +179,9 @@ class LMTrainer:
         there are fewer prompts than groups), each repeated for ``group_size`` consecutive rows."""
         num_prompts = len(self.task.prompts)
         groups = self.num_envs // group_size
-        chosen = self.seeds.rng(self.iteration, "prompts").choice(num_prompts, size=groups, replace=groups > num_prompts)
+        chosen = self.seeds.rng(self.iteration, "prompts").choice(
+            num_prompts, size=groups, replace=groups > num_prompts
+        )
         return np.repeat(chosen, group_size)
 
     def collect(self, group_size: int = 1) -> Rollout:
@@ -375,7 +377,9 @@ class LMTrainer:
         iterations' metrics. One of ``iterations`` and ``max_seconds`` is needed."""
         if iterations is None and max_seconds is None:
             raise ValueError("train() needs iterations, max_seconds, or both")
-        if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0):
+        if iterations is not None and (
+            isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0
+        ):
             raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
         stop_at = None if iterations is None else self.iteration + iterations
         self.lr_schedule.plan_iterations(stop_at)

@@ -79,7 +79,9 @@ class CheckpointSchedule(Callback):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if every_iterations < 0 or every_minutes < 0:
-            raise ValueError(f"every_iterations and every_minutes must be >= 0, got {every_iterations}, {every_minutes}")
+            raise ValueError(
+                f"every_iterations and every_minutes must be >= 0, got {every_iterations}, {every_minutes}"
+            )
         self.every_iterations, self.every_minutes, self.at_end = every_iterations, every_minutes, at_end
         self.clock = clock
         self._saved_at = 0

@@ -157,7 +157,8 @@ class LMAgentConfig:
         default=0.0,
         metadata={"help": "Add this weight times each completion's mean log-probability per token under the frozen "
         "reference (untempered, whole vocabulary, over the tokens the policy wrote less the EOS that "
-        "ended a completion; 0 for an empty completion) to its score, before any shaping or advantage. It is the ``fluency`` reward "
+        "ended a completion; 0 for an empty completion) to its score, before any shaping or advantage. "
+        "It is the ``fluency`` reward "
         "plugin, read from the reference forward the trainer runs anyway (the reference is the "
         "untuned policy) instead of from a second copy of the model run over the re-tokenised text: "
         "one whole-model forward per iteration less. Logged as ``reward_reference_fluency_mean``. "

@@ -72,10 +72,10 @@ class GroupTrainer(LMTrainer):
 
         The loss per token is the clipped surrogate (ratio clipped to ``[1 - epsilon, 1 + epsilon_high]``) plus
         ``kl_beta`` times the ``kl_estimator`` KL estimate to the reference (``ref_logprobs``, needed when
-        ``kl_beta > 0``; times the ratio to the sampling policy when ``kl_importance_weight``); tokens are aggregated as ``loss_type`` says (``"dapo"``: sum / all tokens of the minibatch
-        over processes, or with ``dapo_normalizer="rollout"`` sum / (all tokens of ``loss_mask`` over processes /
-        ``num_minibatches``); ``"grpo"``: mean of per-sequence means; ``"dr_grpo"``: sum / (sequences x
-        max_new_tokens)).
+        ``kl_beta > 0``; times the ratio to the sampling policy when ``kl_importance_weight``); tokens are
+        aggregated as ``loss_type`` says (``"dapo"``: sum / all tokens of the minibatch over processes, or with
+        ``dapo_normalizer="rollout"`` sum / (all tokens of ``loss_mask`` over processes / ``num_minibatches``);
+        ``"grpo"``: mean of per-sequence means; ``"dr_grpo"``: sum / (sequences x max_new_tokens)).
         """
         if kl_beta > 0 and ref_logprobs is None:
             raise ValueError(f"kl_beta={kl_beta} needs ref_logprobs")

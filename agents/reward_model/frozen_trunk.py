@@ -119,7 +119,9 @@ class FrozenTrunkCache:
         )
 
 
-def top_block_scores(model: nn.Module, first_trainable: int, batch: CachedPairBatch, pooling: str = "last") -> torch.Tensor:
+def top_block_scores(
+    model: nn.Module, first_trainable: int, batch: CachedPairBatch, pooling: str = "last"
+) -> torch.Tensor:
     """The score ``(S,)`` of every sequence of a cached batch: blocks ``first_trainable..`` and the final norm on the
     cached states, the score head on the pooled hidden states (:func:`pool_hidden`)."""
     backbone = model.base_model

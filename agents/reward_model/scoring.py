@@ -258,7 +258,9 @@ def init_head_from_words(model: nn.Module, tokenizer: Any, lm_head: torch.Tensor
     ``negative`` ones, and its bias (if any) to 0."""
 
     def mean_row(words: str) -> torch.Tensor:
-        ids = [tokenizer(" " + w.strip(), add_special_tokens=False)["input_ids"][0] for w in words.split(",") if w.strip()]
+        ids = [
+            tokenizer(" " + w.strip(), add_special_tokens=False)["input_ids"][0] for w in words.split(",") if w.strip()
+        ]
         return lm_head[ids].mean(0)
 
     with torch.no_grad():

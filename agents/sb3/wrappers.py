@@ -74,7 +74,9 @@ class _ReferenceLMWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env, reference_lm: Any) -> None:
         super().__init__(env)
         if not isinstance(env.observation_space, spaces.Dict) or "input_ids" not in env.observation_space.spaces:
-            raise TypeError(f"{type(self).__name__} wraps a textenv env (Dict observations), got {env.observation_space}")
+            raise TypeError(
+                f"{type(self).__name__} wraps a textenv env (Dict observations), got {env.observation_space}"
+            )
         self.allowed = env_allowed_tokens(env)
         self.reference = ReferenceLM(reference_lm, vocab_size=self.allowed.size, allowed=self.allowed)
         self._logits: Any = None
