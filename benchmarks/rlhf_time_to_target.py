@@ -24,7 +24,8 @@ The issue's target is a ratio <= 0.5.
     .venv/bin/python benchmarks/rlhf_time_to_target.py --agents grpo,grpo@kl_is_weight,trl --side-by-side \\
         --out runs/time_to_target
     .venv/bin/python benchmarks/rlhf_time_to_target.py --smoke --out /tmp/ttt          # tiny model, seconds
-    # runs of several seeds (each made with --seed S): mean and spread of every figure per side, reward against KL
+    # runs of several seeds (each made with --seed S): mean and spread of every figure per side, reward against KL,
+    # and the seed-mean curves with the target ratio read from them
     .venv/bin/python benchmarks/rlhf_time_to_target.py --summarise runs/ttt_seed0 runs/ttt_seed1 --out runs/ttt
 
 TRL is needed for its side (``pip install -e ".[bench]"``); without it that side is reported as skipped and
