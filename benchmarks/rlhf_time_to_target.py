@@ -440,13 +440,14 @@ def summarise(run_dirs: list[str], out: Path) -> dict[str, Any]:
                 "std": statistics.stdev(known) if len(known) > 1 else None,
                 "reached": f"{len(known)}/{len(values)}", "values": values,
             }
+    seeds_by_side = {name: [run["curves"][name] for run in runs] for name in sides}
     if "trl" in sides:
-        summary["seed_mean"] = seed_mean_reach({name: [run["curves"][name] for run in runs] for name in sides})
+        summary["seed_mean"] = seed_mean_reach(seeds_by_side)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if "seed_mean" in summary:
         plot(summary["seed_mean"]["curves"], summary["seed_mean"]["target"], out / "held_out_vs_cpu_seed_mean.png")
-    plot_against_kl({name: [run["curves"][name] for run in runs] for name in sides}, out / "held_out_vs_kl.png")
+    plot_against_kl(seeds_by_side, out / "held_out_vs_kl.png")
     return summary
 
 
