@@ -10,15 +10,14 @@ its other defaults (AdamW, linear learning-rate decay, gradient checkpointing), 
 round is ``--minibatches`` optimiser steps on one generation batch of ``--num-envs`` completions
 (``steps_per_generation``).
 
-Every ``--eval-every`` rounds each policy writes one completion per held-out prompt (``builtin:test``, never
-trained on) and the mean VADER compound is recorded against the process CPU seconds (user + sys) spent
-training so far, counted from the first evaluation (after each side's setup); the evaluations' own CPU time is
-left out. The sides run one after the other in this process, on
-the same threads (``--threads``), or with ``--side-by-side`` all at once, one process per side (each with
-``--threads``; the issue's setup: two sides, one thread each, on 2 cores), so that machine load hits every side
-alike. Reported: the curves (JSON + plot) and, for each textenv agent, the CPU seconds to
-first reach the target held-out reward (``--target``; default: TRL's final held-out reward) divided by TRL's.
-The issue's target is a ratio <= 0.5.
+Every ``--eval-every`` rounds each policy writes one completion per held-out prompt (``builtin:test``, never trained
+on; in float32 whatever ``--precision`` trains in) and the mean VADER compound is recorded against the process CPU
+seconds (user + sys) spent training so far, counted from the first evaluation (after each side's setup); the
+evaluations' own CPU time is left out. The sides run one after the other in this process, on the same threads
+(``--threads``), or with ``--side-by-side`` all at once, one process per side (each with ``--threads``; the issue's
+setup: two sides, one thread each, on 2 cores), so that machine load hits every side alike. Reported: the curves
+(JSON + plot) and, for each textenv agent, the CPU seconds to first reach the target held-out reward (``--target``;
+default: TRL's final held-out reward) divided by TRL's. The issue's target is a ratio <= 0.5.
 
     # the real run (~50 min on 2 cores): textenv's GRPO, the same with TRL's KL weighting, and TRL, side by side
     .venv/bin/python benchmarks/rlhf_time_to_target.py --agents grpo,grpo@kl_is_weight,trl --side-by-side \\
@@ -71,6 +70,24 @@ SMOKE = ["--model", "tiny-random-smollm2", "--rounds", "2", "--eval-every", "1",
          "--generations", "2", "--minibatches", "2"]
 
 
+@contextlib.contextmanager
+def full_precision(model: Any) -> Iterator[None]:
+    """``model`` with the forward it had before accelerate wrapped it in a mixed-precision autocast, put back on
+    exit (a model nothing wrapped is left as it is). Under ``--precision bf16`` the sides' models are wrapped at
+    different times (textenv's when its trainer is built, TRL's when ``train()`` starts), so without this the
+    held-out evaluations of one round would run in different precisions; with it every evaluation is float32."""
+    original = model.__dict__.get("_original_forward")
+    if original is None:
+        yield
+        return
+    wrapped = model.__dict__["forward"]
+    model.forward = original
+    try:
+        yield
+    finally:
+        model.forward = wrapped
+
+
 class HeldOut:
     """Held-out VADER of a policy against the training CPU seconds so far (evaluation CPU time left out)."""
 
@@ -85,7 +102,8 @@ class HeldOut:
             self.started, self.eval_cpu = before, 0.0
         training = policy.training
         policy.eval()
-        result = evaluate(policy, self.reference, self.settings.eval_samples, seed=1234, temperature=1.0)
+        with full_precision(policy):
+            result = evaluate(policy, self.reference, self.settings.eval_samples, seed=1234, temperature=1.0)
         policy.train(training)
         point = {
             "round": round_,

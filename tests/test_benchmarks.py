@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from test_examples import ENV, REPO
 
@@ -88,6 +89,33 @@ def test_time_to_target_smoke_side_by_side_reports_curves_and_ratios(tmp_path):
         ttt.main(["--smoke", "--agents", "grpo", "--seed", "5", "--trl-from", str(out), "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="leave trl out"):
         ttt.main(["--smoke", "--agents", "grpo,trl", "--trl-from", str(out), "--out", str(tmp_path / "x")])
+
+
+def test_time_to_target_bf16_evaluates_both_sides_in_float32(tmp_path):
+    """Under --precision bf16, textenv's policy is autocast-wrapped when its trainer is built, TRL's only when
+    train() starts: round 0 (the same untuned model, the same evaluation seed) must still read the same on both
+    sides, and the wrapper must be back in place for training afterwards."""
+    pytest.importorskip("trl")
+    out = tmp_path / "bf16"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "rlhf_time_to_target.py"), "--smoke",
+                           "--precision", "bf16", "--agents", "grpo,trl", "--out", str(out)],
+                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    curves = json.loads((out / "results.json").read_text())["curves"]
+    untuned = [{key: curve[0][key] for key in ("held_out_vader", "kl_to_reference", "distinct_2_all")}
+               for curve in (curves["grpo"], curves["trl"])]
+    assert untuned[0] == untuned[1] and untuned[0]["kl_to_reference"] == 0.0
+
+    ttt = load_benchmark("rlhf_time_to_target")
+    model = torch.nn.Linear(2, 2)
+    model._original_forward = model.forward
+    wrapped = model.forward = lambda x: torch.zeros(2)  # stands for accelerate's autocast wrapper
+    with ttt.full_precision(model):
+        assert model.forward == model._original_forward
+    assert model.forward is wrapped
+    plain = torch.nn.Linear(2, 2)
+    with ttt.full_precision(plain):
+        assert "forward" not in plain.__dict__
 
 
 def test_time_to_target_summary_over_seeds(tmp_path):
