@@ -42,7 +42,8 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     try:
         config = PairConfig(
             env=args.env, policy=args.policy, pairs=args.pairs, gold=gold, k=args.k, labels=args.labels,
-            temperature=args.temperature, label_noise=args.label_noise, seed=args.seed, prompts=args.prompts,
+            temperature=args.temperature, label_noise=args.label_noise, min_gap=args.min_gap, seed=args.seed,
+            prompts=args.prompts,
             sampling_temperature=args.sampling_temperature, prompts_per_batch=args.prompts_per_batch,
             env_kwargs=env_kwargs,
         )
@@ -102,6 +103,8 @@ def register(subparsers: Any) -> None:
                        help="higher gold wins (ties dropped), or a Bradley-Terry draw")
     pairs.add_argument("--temperature", type=float, default=1.0, help="Bradley-Terry temperature of the gold gap")
     pairs.add_argument("--label-noise", type=float, default=0.0, help="probability of flipping each label")
+    pairs.add_argument("--min-gap", type=float, default=0.0,
+                       help="drop pairs whose gold scores differ by less than this (default 0: only ties)")
     pairs.add_argument("--seed", type=int, default=0)
     pairs.add_argument("--prompts", help="prompt source overriding the env's (e.g. builtin:train, a .txt/.jsonl)")
     pairs.add_argument("--sampling-temperature", type=float, default=1.0, help="the policy's sampling temperature")

@@ -7,7 +7,8 @@ completion comes back with its gold score. Every two completions of one prompt m
 * ``deterministic``: the higher gold score wins; ties are dropped;
 * ``bt``: a Bradley–Terry draw, ``P(a wins) = sigmoid((g_a - g_b) / temperature)``;
 
-and then flipped with probability ``label_noise``. Pairs with identical or blank completions are dropped.
+and then flipped with probability ``label_noise``. Pairs with identical or blank completions are dropped, and so are
+pairs whose gold scores differ by less than ``min_gap`` (0 by default: only deterministic ties).
 Each written pair keeps its prompt, both gold scores, and where it came from (``gen_round``, ``gen_index``).
 
 Everything random is drawn from ``(seed, round, purpose)``, so the file is reproducible, and a run that was
@@ -50,6 +51,11 @@ class PairConfig:
     labels: str = field(default="deterministic", metadata={"help": "'deterministic' or 'bt' (Bradley-Terry draw)"})
     temperature: float = field(default=1.0, metadata={"help": "Bradley-Terry temperature of the gold gap (> 0)"})
     label_noise: float = field(default=0.0, metadata={"help": "probability of flipping each label, in [0, 1)"})
+    min_gap: float = field(
+        default=0.0,
+        metadata={"help": "drop pairs whose gold scores differ by less than this (>= 0; 0 keeps all but deterministic "
+                  "ties). Issue 12's reward-model floor used VADER pairs with a gap of at least 0.3."},
+    )
     seed: int = field(default=0, metadata={"help": "seed of prompt order, sampling and labels"})
     prompts: Any = field(default=None, metadata={"help": "prompt source overriding the env's (e.g. builtin:train)"})
     sampling_temperature: float = field(default=1.0, metadata={"help": "policy sampling temperature (> 0)"})
@@ -63,6 +69,7 @@ class PairConfig:
             ("labels", self.labels, self.labels in LABELS, f"one of {LABELS}"),
             ("temperature", self.temperature, _positive(self.temperature), "a number > 0"),
             ("label_noise", self.label_noise, _number(self.label_noise) and 0 <= self.label_noise < 1, "in [0, 1)"),
+            ("min_gap", self.min_gap, _number(self.min_gap) and self.min_gap >= 0, "a number >= 0"),
             ("sampling_temperature", self.sampling_temperature, _positive(self.sampling_temperature), "a number > 0"),
             ("prompts_per_batch", self.prompts_per_batch, isinstance(self.prompts_per_batch, int)
              and self.prompts_per_batch >= 1, "an int >= 1"),
@@ -73,8 +80,10 @@ class PairConfig:
                 raise ValueError(f"{name}={value!r}; expected {expected}")
 
     def settings(self) -> dict[str, Any]:
-        """The settings that fix the file's content (JSON; everything but ``pairs``)."""
-        values = {key: value for key, value in asdict(self).items() if key != "pairs"}
+        """The settings that fix the file's content (JSON; everything but ``pairs``; ``min_gap`` only when it is set,
+        so files written before it existed resume as before)."""
+        values = {key: value for key, value in asdict(self).items()
+                  if key != "pairs" and not (key == "min_gap" and value == 0)}
         return json.loads(json.dumps(values, default=repr))
 
 
@@ -139,7 +148,7 @@ class PairGenerator:
         )
         self.engine = RolloutEngine(self.env, model, temperature=config.sampling_temperature)
         self.num_prompts = len(self.engine.task.prompts)
-        self.dropped = {"tie": 0, "identical": 0, "blank": 0}
+        self.dropped = {"tie": 0, "identical": 0, "blank": 0, "small_gap": 0}
 
     def prompt_indices(self, round_: int) -> np.ndarray:
         """The round's prompts: consecutive positions of a sequence that visits every prompt once per epoch, in
@@ -175,6 +184,9 @@ class PairGenerator:
             if text_a == text_b:
                 self.dropped["identical"] += 1
                 continue
+            if abs(gold[a] - gold[b]) < cfg.min_gap:
+                self.dropped["small_gap"] += 1
+                continue
             a_wins = label_pair(gold[a], gold[b], *draws[index], cfg)
             if a_wins is None:
                 self.dropped["tie"] += 1
@@ -209,8 +221,10 @@ def resume_point(out: Path, config: PairConfig) -> tuple[int, tuple[int, int] | 
             "choose another output file"
         )
     previous = json.loads(stored.read_text())
+    current = config.settings()
     changed = {
-        key: (previous.get(key), value) for key, value in config.settings().items() if previous.get(key) != value
+        key: (previous.get(key), current.get(key)) for key in {**previous, **current}
+        if previous.get(key) != current.get(key)
     }
     if changed:
         described = ", ".join(f"{key}: {old!r} in the file, {new!r} now" for key, (old, new) in changed.items())

@@ -50,6 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr3e-4": {"learning_rate": 3e-4},
     "lr3e-3": {"learning_rate": 3e-3},  # for a head alone (blocks0)
     "base16": {"base_blocks": 16},  # SmolLM2's first 16 of 30 blocks: where its mean-pooled states probe best
+    "base17": {"base_blocks": 17},  # the same and block 17 (with blocks1: block 17 trained on the cached block 16)
     "smoothing0.1": {"label_smoothing": 0.1},
     "center0.01": {"center_rewards_coefficient": 0.01},
     "mean_words": {"pooling": "mean", "head_init_positive": "good,great,love,wonderful,happy,beautiful,best,"
@@ -91,8 +92,10 @@ def variant_settings(variant: str) -> dict[str, Any]:
     return overrides
 
 
-def run(train: list[PreferencePair], test: list[PreferencePair], n: int, variant: str, args: argparse.Namespace,
-        caches: dict[Any, Any]) -> dict[str, Any]:
+def run(train: list[PreferencePair], tests: dict[str, list[PreferencePair]], n: int, variant: str,
+        args: argparse.Namespace, caches: dict[Any, Any]) -> dict[str, Any]:
+    """Train one reward model on the first ``n`` training pairs with ``variant``'s settings; score it on every test
+    file (the first one's figures are the row's ``test_*`` fields, every file's are under ``tests``)."""
     overrides = variant_settings(variant)
     margin_scale = overrides.pop("margin_from_gold", None)
     settings = dict(model=args.model, seed=args.seed, progress_bar=False)
@@ -108,7 +111,8 @@ def run(train: list[PreferencePair], test: list[PreferencePair], n: int, variant
         caches[key] = trainer.frozen_cache
     result = trainer.train()
     seconds = time.perf_counter() - started
-    test_metrics = trainer.evaluate_pairs(test)
+    per_file = {name: trainer.evaluate_pairs(pairs) for name, pairs in tests.items()}
+    test_metrics = next(iter(per_file.values()))
     train_metrics = trainer.evaluate(trainer.train_index)
     return {
         "n": len(pairs),
@@ -125,6 +129,8 @@ def run(train: list[PreferencePair], test: list[PreferencePair], n: int, variant
         "seconds": seconds,
         "frozen_cache_seconds": trainer.cache_seconds,
         "history": result.history,
+        "tests": {name: {"accuracy": m["eval_accuracy"], "accuracy_gold_gap_0.3": m.get("accuracy_gold_gap_0.3"),
+                         "pairs": int(m["pairs"])} for name, m in per_file.items()},
     }
 
 
@@ -144,7 +150,8 @@ def table(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train", help="training pairs (JSONL)")
-    parser.add_argument("--test", help="test pairs of prompts never trained on (JSONL)")
+    parser.add_argument("--test", help="test pairs of prompts never trained on (JSONL; several: comma-separated, "
+                        "the first one's accuracy is the table's)")
     parser.add_argument("--sizes", default="250,500,1000,2000", help="comma-separated numbers of training pairs")
     parser.add_argument("--variants", default="default",
                         help=f"comma-separated; each one of {sorted(VARIANTS)} or several joined by '+'")
@@ -166,21 +173,23 @@ def main(argv: list[str] | None = None) -> None:
             variant_settings(variant)
         except ValueError as err:
             parser.error(str(err))
-    train, test = load_preferences(args.train), load_preferences(args.test)
+    train = load_preferences(args.train)
+    tests = {name: load_preferences(name) for name in args.test.split(",")}
     caches: dict[Any, Any] = {}
     for variant in args.variants.split(","):
         for n in (int(x) for x in args.sizes.split(",")):
             if any(r["variant"] == variant and r["n"] == min(n, len(train)) for r in results):
                 continue
-            row = run(train, test, n, variant, args, caches)
+            row = run(train, tests, n, variant, args, caches)
             results.append(row)
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_suffix(".tmp")
             tmp.write_text(json.dumps({"train": args.train, "test": args.test, "model": args.model,
                                        "runs": results}, indent=1))
             os.replace(tmp, out)
-            print(f"{variant} n={row['n']}: test {row['test_accuracy']:.3f} (gap>=0.3 "
-                  f"{row['test_accuracy_gold_gap_0.3']}) validation {row['validation_accuracy']:.3f} "
+            scored = "; ".join(f"{Path(name).name} {m['accuracy']:.3f} (gap>=0.3 {m['accuracy_gold_gap_0.3']})"
+                               for name, m in row["tests"].items())
+            print(f"{variant} n={row['n']}: test {scored}; validation {row['validation_accuracy']:.3f} "
                   f"train {row['train_accuracy']:.3f} in {row['seconds']:.0f}s", flush=True)
     print(table(results))
 

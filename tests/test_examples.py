@@ -116,8 +116,20 @@ def test_reward_model_data_ceiling_counts_what_training_texts_cover(tmp_path):
     assert "model_features_bt_accuracy" not in rows[0]  # no --model: no model features
     # A frozen (random-init) model's mean-pooled embeddings carry the marker token too: the learners on them find it.
     rows = ceiling.main(["--train", str(tmp_path / "marked.jsonl"), "--test", str(tmp_path / "marked_test.jsonl"),
-                         "--counts", "4", "--model", "tiny-random-smollm2", "--layers", "0", "1"])
+                         "--counts", "4", "--model", "tiny-random-smollm2", "--layers", "0", "1", "--token-mlp"])
     assert rows[0]["model_features_bt_accuracy"] == 1.0 and rows[0]["model_features_and_words_bt_accuracy"] == 1.0
+    assert "token_mlp_accuracy" in rows[0]
+    # The per-token MLP learns the marker's side: the test pair is scored as the training labels say, either way
+    # round (untrained, it scores this pair the wrong way).
+    same_context = [PreferencePair("the zorp day", "the plain day", gold_chosen=0.2, gold_rejected=0.0)]
+    flipped = [PreferencePair(p.rejected, p.chosen, gold_chosen=0.2, gold_rejected=0.0) for p in marked]
+    states = ceiling.completion_states("tiny-random-smollm2", [0], marked + flipped + same_context)
+    assert ceiling.token_mlp_accuracy(marked, same_context, [], states, epochs=0)["accuracy"] == 0.0
+    assert ceiling.token_mlp_accuracy(marked, same_context, [], states)["accuracy"] == 1.0
+    assert ceiling.token_mlp_accuracy(flipped, same_context, [], states)["accuracy"] == 0.0
+    with pytest.raises(SystemExit, match="--token-mlp reads a model's states: give --model too"):
+        ceiling.main(["--train", str(tmp_path / "marked.jsonl"), "--test", str(tmp_path / "marked_test.jsonl"),
+                      "--counts", "4", "--token-mlp"])
     with pytest.raises(SystemExit, match=r"--layers \[9\]: tiny-random-smollm2 has 2 blocks; expected layers in 0..2"):
         ceiling.main(["--train", str(tmp_path / "marked.jsonl"), "--test", str(tmp_path / "marked_test.jsonl"),
                       "--counts", "4", "--model", "tiny-random-smollm2", "--layers", "9"])
@@ -142,3 +154,39 @@ def test_rlhf_seeds_runs_each_seed_and_summarises(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "examples" / "rlhf_seeds.py"), "--out", str(out), "--",
                            "--seed", "3"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "['--seed'] after '--'" in done.stderr
+
+
+def test_reward_model_accuracy_scores_every_test_file_and_skips_finished_runs(tmp_path, capsys):
+    """The accuracy sweep trains one model per (N, variant), scores it on each test file (the first file's figures
+    are the row's), keeps finished runs in --out, and skips them when rerun."""
+    import importlib.util
+
+    from textenv.preferences import PreferencePair, write_preferences
+
+    spec = importlib.util.spec_from_file_location("accuracy", REPO / "examples" / "reward_model_accuracy.py")
+    accuracy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(accuracy)
+
+    def pairs(count: int, start: int, gap: float) -> list[PreferencePair]:
+        return [PreferencePair(f" a fine day {i}", f" a dull day {i}", prompt=f"prompt {i // 2}", gold_chosen=gap,
+                               gold_rejected=0.0) for i in range(start, start + count)]
+
+    write_preferences(tmp_path / "train.jsonl", pairs(12, 0, 0.5))
+    write_preferences(tmp_path / "a.jsonl", pairs(4, 100, 0.5) + pairs(2, 200, 0.1))
+    write_preferences(tmp_path / "b.jsonl", pairs(3, 300, 0.5))
+    out = tmp_path / "runs.json"
+    argv = ["--train", str(tmp_path / "train.jsonl"), "--test", f"{tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}",
+            "--sizes", "8", "--variants", "mean+blocks0", "--model", "tiny-random-smollm2", "--out", str(out)]
+    accuracy.main(argv)
+    (row,) = json.loads(out.read_text())["runs"]
+    assert row["n"] == 8 and row["test_pairs"] == 6
+    tests = row["tests"]
+    assert list(tests) == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    assert [t["pairs"] for t in tests.values()] == [6, 3]
+    assert tests[str(tmp_path / "a.jsonl")]["accuracy"] == row["test_accuracy"]
+    assert tests[str(tmp_path / "a.jsonl")]["accuracy_gold_gap_0.3"] == row["test_accuracy_gold_gap_0.3"]
+    assert all(0.0 <= t["accuracy"] <= 1.0 for t in tests.values())
+    assert "a.jsonl" in capsys.readouterr().out
+    accuracy.main(argv)  # finished: nothing trains again
+    assert json.loads(out.read_text())["runs"] == [row]
+    assert "| 8 | mean+blocks0 |" in capsys.readouterr().out

@@ -94,6 +94,26 @@ def test_resume_after_a_kill_gives_the_uninterrupted_file(tmp_path, policy):
     assert generate_pairs(config, partial, model=policy, progress=False)["written"] == 0
 
 
+def test_min_gap_keeps_exactly_the_wider_pairs_of_the_same_rounds(tmp_path, policy):
+    everything = tmp_path / "all.jsonl"
+    generate_pairs(PairConfig(pairs=30, **SETTINGS), everything, model=policy, progress=False)
+    gaps = [abs(r["gold_chosen"] - r["gold_rejected"]) for r in records(everything)]
+    min_gap = float(np.median(gaps))
+    assert min(gaps) < min_gap  # some pairs of these rounds are narrower than the cut
+    wide = tmp_path / "wide.jsonl"
+    summary = generate_pairs(PairConfig(pairs=6, min_gap=min_gap, **SETTINGS), wide, model=policy, progress=False)
+    kept = records(wide)
+    assert len(kept) == 6 and summary["dropped"]["small_gap"] > 0
+    assert all(abs(r["gold_chosen"] - r["gold_rejected"]) >= min_gap for r in kept)
+    # the same rounds, the same samples: the filtered file is the unfiltered one's wider pairs, in order
+    assert kept == [r for r in records(everything) if abs(r["gold_chosen"] - r["gold_rejected"]) >= min_gap][:6]
+    # min_gap is recorded (a resume with another value is refused); a file written before it existed resumes
+    assert json.loads(settings_path(wide).read_text())["min_gap"] == min_gap
+    assert "min_gap" not in json.loads(settings_path(everything).read_text())
+    with pytest.raises(ValueError, match="other settings"):
+        generate_pairs(PairConfig(pairs=8, **SETTINGS), wide, model=policy, progress=False)
+
+
 def test_resume_with_other_settings_is_refused(tmp_path, policy):
     out = tmp_path / "p.jsonl"
     generate_pairs(PairConfig(pairs=2, **SETTINGS), out, model=policy, progress=False)
@@ -108,7 +128,8 @@ def test_resume_with_other_settings_is_refused(tmp_path, policy):
 @pytest.mark.parametrize(
     "field, value, expected",
     [("k", 1, "an int >= 2"), ("labels", "vote", "one of"), ("temperature", 0, "a number > 0"),
-     ("label_noise", 1.0, "in [0, 1)"), ("pairs", 0, "an int >= 1")],
+     ("label_noise", 1.0, "in [0, 1)"), ("pairs", 0, "an int >= 1"), ("min_gap", -0.1, "a number >= 0"),
+     ("min_gap", float("nan"), "a number >= 0")],
 )
 def test_config_errors_name_the_value(field, value, expected):
     with pytest.raises(ValueError, match=re.escape(f"{field}={value!r}; expected {expected}")):
@@ -136,6 +157,7 @@ def test_pairs_command_writes_pairs(tmp_path, capsys):
         (["--gold", "[1,"], "not valid JSON"),
         (["--k", "1"], "k=1; expected an int >= 2"),
         (["--label-noise", "1.5"], "label_noise=1.5; expected in [0, 1)"),
+        (["--min-gap", "-1"], "min_gap=-1.0; expected a number >= 0"),
         (["--env-kwargs", "max_new_tokens=x"], "env argument max_new_tokens='x': expected int"),
         (["--policy", "/no/such/model"], "/no/such/model"),
     ],
