@@ -17,7 +17,9 @@ learn from the pairs if it scored each word once and added the scores up).
 With ``--model``, two more learners are told nothing either, and read what a frozen causal LM knows: the same
 regression on the model's hidden states at ``--layers`` averaged over the completion's tokens (a linear probe, what
 a mean-pooling reward model with every block frozen can learn, fitted to its optimum), and on those features and
-the word counts together (the probe plus a free weight per word).
+the word counts together (the probe plus a free weight per word). With ``--token-mlp`` one more: a small MLP that
+scores each completion token from its state at the first of ``--layers``, averaged over the completion (a
+nonlinear head per token, trained with the Bradley-Terry loss).
 
 It prints, per N: distinct training texts, lexicon words seen, the share of the test texts' lexicon-word
 occurrences that were never seen, the ceiling and every learner's accuracy, on all test pairs and on those with
@@ -25,7 +27,7 @@ gold gap >= 0.3.
 
     python examples/reward_model_data_ceiling.py --train pairs.jsonl --test test_pairs.jsonl --counts 250 500 1000 2000
     python examples/reward_model_data_ceiling.py --train pairs.jsonl --test test_pairs.jsonl --counts 2000 \\
-        --model smollm2-135m-instruct --layers 16
+        --model smollm2-135m-instruct --layers 16 --token-mlp
 """
 
 from __future__ import annotations
