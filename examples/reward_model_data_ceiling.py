@@ -137,7 +137,8 @@ def model_features(states: dict[Any, Any]) -> dict[Any, Any]:
     concatenated: one float64 vector per distinct ``(prompt, text)``."""
     import torch
 
-    return {key: torch.cat([layer.mean(0) for layer in layers]).double() for key, layers in states.items()}
+    return {key: torch.cat([layer.sum(0) / max(len(layer), 1) for layer in layers]).double()  # 0 tokens: zeros
+            for key, layers in states.items()}
 
 
 def token_mlp_accuracy(
@@ -171,7 +172,7 @@ def token_mlp_accuracy(
     mlp = torch.nn.Sequential(torch.nn.Linear(x.shape[2], hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
 
     def score(texts: Any) -> Any:
-        return (mlp(x[texts]).squeeze(-1) * mask[texts]).sum(1) / mask[texts].sum(1)
+        return (mlp(x[texts]).squeeze(-1) * mask[texts]).sum(1) / mask[texts].sum(1).clamp(min=1.0)
 
     def accuracy(pairs: tuple[Any, Any]) -> float:
         if len(pairs[0]) == 0:
