@@ -66,6 +66,14 @@ def pair_accuracy(score: Any, pairs: list[Any]) -> float:
     return wins / len(pairs)
 
 
+def margin_accuracy(margin: Any) -> float:
+    """Share of pairs whose score margin (chosen minus rejected, a tensor) is positive; a margin of 0 counts one
+    half (NaN for no pairs)."""
+    if len(margin) == 0:
+        return float("nan")
+    return float(((margin > 0).double() + 0.5 * (margin == 0).double()).mean())
+
+
 def fit_bradley_terry(features: Any, l2: float, steps: int = 300) -> Any:
     """Weights ``w`` maximising ``sum log sigmoid(x_i . w) - l2 |w|^2`` (``x_i``: chosen minus rejected counts)."""
     import torch
@@ -175,11 +183,8 @@ def token_mlp_accuracy(
         return (mlp(x[texts]).squeeze(-1) * mask[texts]).sum(1) / mask[texts].sum(1).clamp(min=1.0)
 
     def accuracy(pairs: tuple[Any, Any]) -> float:
-        if len(pairs[0]) == 0:
-            return float("nan")
         with torch.no_grad():
-            chosen, rejected = score(pairs[0]), score(pairs[1])
-        return float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
+            return margin_accuracy(score(pairs[0]) - score(pairs[1]))
 
     cut = int(0.8 * len(train))
     fit, held = sides(train[:cut]), sides(train[cut:])
@@ -226,10 +231,7 @@ def bradley_terry_accuracy(
         return torch.stack([features(p, p.chosen) - features(p, p.rejected) for p in pairs])
 
     def accuracy(weights: Any, x: Any) -> float:
-        if len(x) == 0:
-            return float("nan")
-        margin = x @ weights
-        return float(((margin > 0).double() + 0.5 * (margin == 0).double()).mean())
+        return margin_accuracy(x @ weights)
 
     x_train = differences(train)
     cut = int(0.8 * len(train))
@@ -244,11 +246,12 @@ FEATURE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)  # the standardised model features
 
 
 def ceiling(
-    train: list[Any], test: list[Any], n: int, states: dict[Any, Any] | None = None, token_mlp: bool = False
+    train: list[Any], test: list[Any], n: int, features: dict[Any, Any] | None = None,
+    states: dict[Any, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every learner's accuracy for the first ``n`` training pairs; ``states``: :func:`completion_states` of every
-    training and test text, for the learners on a model's features (left out without them; the per-token MLP only
-    with ``token_mlp``)."""
+    """Every learner's accuracy for the first ``n`` training pairs. ``features``: :func:`model_features` of every
+    training and test text, for the two regressions on a model's features; ``states``: their
+    :func:`completion_states`, for the per-token MLP (each learner is left out without its input)."""
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     full = SentimentIntensityAnalyzer()
@@ -268,17 +271,17 @@ def ceiling(
     counts = word_counts(train[:n], all_words)
     words = bradley_terry_accuracy(train[:n], test, gap, counts)
     learned: dict[str, Any] = {}
-    if states is not None:
+    if features is not None:
         import torch
 
-        model = standardised(model_features(states), train[:n])
+        model = standardised(features, train[:n])
         learners = {"model_features": model,
                     "model_features_and_words": lambda p, t: torch.cat([model(p, t), counts(p, t)])}
         for name, learner in learners.items():
             result = bradley_terry_accuracy(train[:n], test, gap, learner, FEATURE_GRID)
             learned |= {f"{name}_bt_accuracy": result["accuracy"], f"{name}_bt_accuracy_gap_0.3":
                         result["accuracy_gap_0.3"], f"{name}_bt_l2": result["l2"]}
-    if states is not None and token_mlp:
+    if states is not None:
         result = token_mlp_accuracy(train[:n], test, gap, states)
         learned |= {"token_mlp_accuracy": result["accuracy"], "token_mlp_accuracy_gap_0.3": result["accuracy_gap_0.3"]}
     row = {
@@ -327,7 +330,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.token_mlp and not args.model:
         raise SystemExit("--token-mlp reads a model's states: give --model too")
     states = completion_states(args.model, args.layers, used) if args.model else None
-    rows = [ceiling(train, test, n, states, args.token_mlp) for n in args.counts]
+    features = model_features(states) if states is not None else None
+    rows = [ceiling(train, test, n, features, states if args.token_mlp else None) for n in args.counts]
     for row in rows:
         print(f"N={row['N']:5d}  texts {row['distinct_train_texts']:5d}"
               f"  lexicon words seen {row['lexicon_words_seen']:4d}"
