@@ -22,6 +22,7 @@ kept in ``--out`` and skipped on a rerun, so a killed sweep continues.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -59,6 +60,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "margin_gold": {"margin_from_gold": 1.0},
     "no_early_stop": {"early_stopping_patience": None},
     "epochs6": {"num_train_epochs": 6},
+    "tokens": {"token_scores": True},  # a learned score per token id beside the head (its lr: the config default)
 }
 
 
@@ -92,20 +94,21 @@ def variant_settings(variant: str) -> dict[str, Any]:
     return overrides
 
 
-def run(train: list[PreferencePair], tests: dict[str, list[PreferencePair]], n: int, variant: str,
+def run(train: list[PreferencePair], tests: dict[str, list[PreferencePair]], n: int, variant: str, seed: int,
         args: argparse.Namespace, caches: dict[Any, Any]) -> dict[str, Any]:
-    """Train one reward model on the first ``n`` training pairs with ``variant``'s settings; score it on every test
-    file (the first one's figures are the row's ``test_*`` fields, every file's are under ``tests``)."""
+    """Train one reward model on the first ``n`` training pairs (whole prompts in ``seed``'s order) with
+    ``variant``'s settings and ``seed``; score it on every test file (the first one's figures are the row's
+    ``test_*`` fields, every file's are under ``tests``)."""
     overrides = variant_settings(variant)
     margin_scale = overrides.pop("margin_from_gold", None)
-    settings = dict(model=args.model, seed=args.seed, progress_bar=False)
+    settings = dict(model=args.model, seed=seed, progress_bar=False)
     settings.update(overrides)
     config = RewardModelConfig(**settings)
-    pairs = first_pairs(train, n, args.seed)
+    pairs = first_pairs(train, n, seed)
     if margin_scale is not None:
         pairs = with_gold_margin(pairs, margin_scale)
     started = time.perf_counter()
-    key = (config.model, config.trainable_blocks)
+    key = (config.model, config.base_blocks, config.trainable_blocks)
     trainer = RewardModelTrainer(pairs, config, frozen_cache=caches.get(key))
     if trainer.frozen_cache is not None:
         caches[key] = trainer.frozen_cache
@@ -117,6 +120,7 @@ def run(train: list[PreferencePair], tests: dict[str, list[PreferencePair]], n: 
     return {
         "n": len(pairs),
         "variant": variant,
+        "seed": seed,
         "settings": overrides if margin_scale is None else {**overrides, "margin_from_gold": margin_scale},
         "test_accuracy": test_metrics["eval_accuracy"],
         "test_accuracy_gold_gap_0.3": test_metrics.get("accuracy_gold_gap_0.3"),
@@ -134,13 +138,19 @@ def run(train: list[PreferencePair], tests: dict[str, list[PreferencePair]], n: 
     }
 
 
+def seed_of(row: dict[str, Any]) -> int:
+    """The seed a results row ran with (rows written before ``--seeds`` existed ran with 42)."""
+    return int(row.get("seed", 42))
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| pairs | variant | test acc. | test acc. (gold gap >= 0.3) | validation acc. | train acc. | "
-             "best step / steps | seconds |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in sorted(results, key=lambda r: (r["variant"] != "default", r["variant"], r["n"])):
+    lines = ["| pairs | variant | seed | test acc. | test acc. (gold gap >= 0.3) | validation acc. | train acc. | "
+             "best step / steps | seconds |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(results, key=lambda r: (r["variant"] != "default", r["variant"], r["n"], seed_of(r))):
         wide = r["test_accuracy_gold_gap_0.3"]
         lines.append(
-            f"| {r['n']} | {r['variant']} | {r['test_accuracy']:.3f} | {'' if wide is None else f'{wide:.3f}'} | "
+            f"| {r['n']} | {r['variant']} | {seed_of(r)} | {r['test_accuracy']:.3f} | "
+            f"{'' if wide is None else f'{wide:.3f}'} | "
             f"{r['validation_accuracy']:.3f} | {r['train_accuracy']:.3f} | {r['best_step']} / {r['steps']} | "
             f"{r['seconds']:.0f} |"
         )
@@ -156,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", default="default",
                         help=f"comma-separated; each one of {sorted(VARIANTS)} or several joined by '+'")
     parser.add_argument("--model", default=RewardModelConfig.model, help="base model of the reward models")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", default="42",
+                        help="comma-separated seeds; each trains its own model (split, batch order, head init, "
+                        "which pairs)")
     parser.add_argument("--out", required=True, help="results JSON (finished runs in it are skipped)")
     parser.add_argument("--table-only", action="store_true", help="print the table of --out and exit")
     args = parser.parse_args(argv)
@@ -173,24 +185,28 @@ def main(argv: list[str] | None = None) -> None:
             variant_settings(variant)
         except ValueError as err:
             parser.error(str(err))
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: expected comma-separated integers")
     train = load_preferences(args.train)
     tests = {name: load_preferences(name) for name in args.test.split(",")}
     caches: dict[Any, Any] = {}
-    for variant in args.variants.split(","):
-        for n in (int(x) for x in args.sizes.split(",")):
-            if any(r["variant"] == variant and r["n"] == min(n, len(train)) for r in results):
-                continue
-            row = run(train, tests, n, variant, args, caches)
-            results.append(row)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"train": args.train, "test": args.test, "model": args.model,
-                                       "runs": results}, indent=1))
-            os.replace(tmp, out)
-            scored = "; ".join(f"{Path(name).name} {m['accuracy']:.3f} (gap>=0.3 {m['accuracy_gold_gap_0.3']})"
-                               for name, m in row["tests"].items())
-            print(f"{variant} n={row['n']}: test {scored}; validation {row['validation_accuracy']:.3f} "
-                  f"train {row['train_accuracy']:.3f} in {row['seconds']:.0f}s", flush=True)
+    for variant, n, seed in itertools.product(args.variants.split(","), (int(x) for x in args.sizes.split(",")),
+                                              seeds):
+        if any(r["variant"] == variant and r["n"] == min(n, len(train)) and seed_of(r) == seed for r in results):
+            continue
+        row = run(train, tests, n, variant, seed, args, caches)
+        results.append(row)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"train": args.train, "test": args.test, "model": args.model,
+                                   "runs": results}, indent=1))
+        os.replace(tmp, out)
+        scored = "; ".join(f"{Path(name).name} {m['accuracy']:.3f} (gap>=0.3 {m['accuracy_gold_gap_0.3']})"
+                           for name, m in row["tests"].items())
+        print(f"{variant} n={row['n']} seed {seed}: test {scored}; validation {row['validation_accuracy']:.3f} "
+              f"train {row['train_accuracy']:.3f} in {row['seconds']:.0f}s", flush=True)
     print(table(results))
 
 

@@ -157,7 +157,7 @@ def test_rlhf_seeds_runs_each_seed_and_summarises(tmp_path):
 
 
 def test_reward_model_accuracy_scores_every_test_file_and_skips_finished_runs(tmp_path, capsys):
-    """The accuracy sweep trains one model per (N, variant), scores it on each test file (the first file's figures
+    """The accuracy sweep trains one model per (N, variant, seed), scores it on each test file (the first file's figures
     are the row's), keeps finished runs in --out, and skips them when rerun."""
     import importlib.util
 
@@ -176,9 +176,11 @@ def test_reward_model_accuracy_scores_every_test_file_and_skips_finished_runs(tm
     write_preferences(tmp_path / "b.jsonl", pairs(3, 300, 0.5))
     out = tmp_path / "runs.json"
     argv = ["--train", str(tmp_path / "train.jsonl"), "--test", f"{tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}",
-            "--sizes", "8", "--variants", "mean+blocks0", "--model", "tiny-random-smollm2", "--out", str(out)]
+            "--sizes", "8", "--variants", "mean+blocks0", "--model", "tiny-random-smollm2", "--out", str(out),
+            "--seeds", "42,43"]
     accuracy.main(argv)
-    (row,) = json.loads(out.read_text())["runs"]
+    row, other_seed = json.loads(out.read_text())["runs"]
+    assert (row["seed"], other_seed["seed"]) == (42, 43) and row["history"] != other_seed["history"]
     assert row["n"] == 8 and row["test_pairs"] == 6
     tests = row["tests"]
     assert list(tests) == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
@@ -188,5 +190,6 @@ def test_reward_model_accuracy_scores_every_test_file_and_skips_finished_runs(tm
     assert all(0.0 <= t["accuracy"] <= 1.0 for t in tests.values())
     assert "a.jsonl" in capsys.readouterr().out
     accuracy.main(argv)  # finished: nothing trains again
-    assert json.loads(out.read_text())["runs"] == [row]
-    assert "| 8 | mean+blocks0 |" in capsys.readouterr().out
+    assert json.loads(out.read_text())["runs"] == [row, other_seed]
+    printed = capsys.readouterr().out
+    assert "| 8 | mean+blocks0 | 42 |" in printed and "| 8 | mean+blocks0 | 43 |" in printed

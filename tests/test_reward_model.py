@@ -488,3 +488,105 @@ def test_base_blocks_keeps_the_first_blocks_and_the_directory_round_trips(tmp_pa
         RewardModelTrainer(pairs, tiny_config(base_blocks=3))
     with pytest.raises(ValueError, match="base_blocks"):
         RewardModelConfig(base_blocks=0).validate()
+
+
+# -- the token-score table -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_token_scores_add_the_tables_sum_over_the_completion_in_every_path(pooling):
+    """Score = head + the sum of the table over the completion's tokens, through the shared-prefix forward, the full
+    forward and the frozen-block cache; the table's gradient reaches exactly the tokens the completions hold."""
+    from agents.model_blocks import transformer_blocks
+    from agents.reward_model.frozen_trunk import CachedPairScorer, FrozenTrunkCache, cache_is_exact
+    from agents.reward_model.scoring import TokenScores
+
+    model, tokenizer = load_reward_model(TINY_MODEL, seed=7)
+    model.eval()
+    vocab = model.get_input_embeddings().num_embeddings
+    table = TokenScores(vocab, torch.randn(vocab, generator=torch.Generator().manual_seed(0)))
+    raw = [(p.prompt, p.chosen, p.rejected) for p in marker_pairs(4, seed=4)]
+    pairs = [encode_pair(tokenizer, p, c, r, 64) for p, c, r in raw]
+    batch = collate_pairs(pairs, tokenizer.pad_token_id)
+    first = len(transformer_blocks(model)) - 1
+    cache = FrozenTrunkCache(model, first, tokenizer.pad_token_id)
+    head_only, _ = PairScorer(model, pooling=pooling)(batch)
+    expected = torch.stack([head_only[i] + table.weight[list(pair.chosen)].sum() for i, pair in enumerate(pairs)])
+    assert cache_is_exact(PairScorer(model, pooling=pooling, token_scores=table), cache, pairs)
+    for scorer, scored in (
+        (PairScorer(model, share_prompt_forward=True, pooling=pooling, token_scores=table), batch),
+        (PairScorer(model, share_prompt_forward=False, pooling=pooling, token_scores=table), batch),
+        (CachedPairScorer(model, first, pooling=pooling, token_scores=table), cache.collate(pairs)),
+    ):
+        table.zero_grad()
+        chosen, rejected = scorer(scored)
+        torch.testing.assert_close(chosen.detach(), expected.detach(), atol=1e-5, rtol=0)
+        (chosen.sum() - rejected.sum()).backward()
+        expected_grad = torch.zeros(vocab)
+        for pair in pairs:  # d(sum c - sum r)/d table[t] = occurrences in chosen - in rejected
+            for t in pair.chosen:
+                expected_grad[t] += 1
+            for t in pair.rejected:
+                expected_grad[t] -= 1
+        torch.testing.assert_close(table.weight.grad, expected_grad)
+    zero = TokenScores(vocab)
+    torch.testing.assert_close(PairScorer(model, pooling=pooling, token_scores=zero)(batch)[0], head_only)
+
+
+def test_token_scores_learn_the_marker_and_round_trip_through_the_plugin(tmp_path):
+    import rewards
+    from rewards import RewardPluginError
+    from safetensors.torch import load_file, save_file
+
+    pairs = marker_pairs(80)
+    out = tmp_path / "rm"
+    trainer = RewardModelTrainer(pairs, tiny_config(trainable_blocks=0, pooling="mean", token_scores=True,
+                                                    token_scores_learning_rate=0.05, output_dir=str(out)))
+    assert trainer.trainable_parameters > trainer.token_scores.weight.numel()  # the head and norm train too
+    result = trainer.train()
+    assert result.history[0]["eval_accuracy"] <= 0.75 and result.best_eval_accuracy >= 0.9 - 1e-6  # 18 of 20
+    table = trainer.token_scores.weight.detach()
+    marker = trainer.tokenizer(MARKER, add_special_tokens=False)["input_ids"]
+    seen = sorted({t for p in trainer.encoded for t in p.chosen + p.rejected})
+    assert len(marker) == 1 and int(table[seen].argmax()) == seen.index(marker[0])  # the marker scores highest
+    assert table[marker[0]] > 0 and not table[[t for t in range(len(table)) if t not in set(seen)]].any()
+
+    metadata = json.loads((out / "textenv_reward_model.json").read_text())
+    assert metadata["token_scores"] is True
+    saved = load_file(out / "token_scores.safetensors")["token_scores"]
+    torch.testing.assert_close(saved, table)
+    plugin = rewards.make("reward_model", path=str(out))
+    expected_c, expected_r = trainer.scores(list(range(6)))
+    got = plugin([p.prompt for p in pairs[:6]] * 2, [p.chosen for p in pairs[:6]] + [p.rejected for p in pairs[:6]])
+    np.testing.assert_allclose(got, torch.cat([expected_c, expected_r]).tolist(), atol=1e-4)
+    with pytest.raises(ValueError, match="token_scores=True; .* use the 'reward_model' reward"):
+        rewards.make("classifier", model=str(out))  # it would read the head alone, at the last token
+
+    # trained further: from the saved table, and only with token_scores on
+    again = RewardModelTrainer(pairs, tiny_config(model=str(out), trainable_blocks=0, pooling="mean",
+                                                  token_scores=True))
+    torch.testing.assert_close(again.token_scores.weight.detach(), table)
+    with pytest.raises(ValueError, match="token-score table; train it further with token_scores=True"):
+        RewardModelTrainer(pairs, tiny_config(model=str(out), trainable_blocks=0, pooling="mean"))
+
+    # a damaged table is refused with the file named, not read as zeros
+    broken = tmp_path / "broken"
+    for name, tensors, message in (
+        ("missing", None, "token_scores.safetensors is missing"),
+        ("shape", {"token_scores": torch.zeros(5)}, r"expected one tensor 'token_scores' of shape"),
+        ("nan", {"token_scores": torch.full_like(table, float("nan"))}, "NaN or infinite"),
+    ):
+        shutil.rmtree(broken, ignore_errors=True)
+        shutil.copytree(out, broken)
+        (broken / "token_scores.safetensors").unlink()
+        if tensors is not None:
+            save_file(tensors, broken / "token_scores.safetensors")
+        with pytest.raises(RewardPluginError, match=message):  # the plugin's wrapper around the loader's error
+            rewards.make("reward_model", path=str(broken))(["a"], [" b"])
+
+
+def test_token_scores_settings_are_checked():
+    with pytest.raises(ValueError, match="token_scores_learning_rate"):
+        RewardModelConfig(token_scores_learning_rate=0.0).validate()
+    with pytest.raises(ValueError, match="token_scores_weight_decay"):
+        RewardModelConfig(token_scores_weight_decay=-1.0).validate()
+    with pytest.raises(ValueError, match="token_scores"):
+        RewardModelConfig(token_scores="yes").validate()

@@ -28,6 +28,7 @@ from agents.model_blocks import blocks_cut_to, states_leaving_first_blocks, tran
 from agents.reward_model.scoring import (
     EncodedPair,
     PairScorer,
+    TokenScores,
     collate_pairs,
     pool_hidden,
 )
@@ -40,6 +41,7 @@ class CachedPairBatch:
     """A batch of pairs as cached entry states: ``S`` distinct sequences, right-padded, and ``B`` pairs."""
 
     states: torch.Tensor  # (S, L, H) the hidden states entering the first trainable block
+    ids: torch.Tensor  # (S, L) the token ids (the token-score table reads them)
     mask: torch.Tensor  # (S, L)
     continuation_mask: torch.Tensor  # (S, L) the continuation's positions (mean pooling)
     chosen_index: torch.Tensor  # (B,)
@@ -104,13 +106,16 @@ class FrozenTrunkCache:
         width = max(len(r) for r in rows)
         states = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
         mask = torch.zeros((len(rows), width), dtype=torch.long, device=rows[0].device)
+        ids = torch.full_like(mask, self.pad_token_id)
         continuation_mask = torch.zeros_like(mask)
-        for i, (row, (prefix, _)) in enumerate(zip(rows, index)):
+        for i, (row, (prefix, continuation)) in enumerate(zip(rows, index)):
             states[i, : len(row)] = row
+            ids[i, : len(row)] = torch.tensor(prefix + continuation, dtype=torch.long)
             mask[i, : len(row)] = 1
             continuation_mask[i, len(prefix) : len(row)] = 1
         return CachedPairBatch(
             states=states,
+            ids=ids,
             mask=mask,
             continuation_mask=continuation_mask,
             chosen_index=torch.tensor(chosen, device=mask.device),
@@ -153,6 +158,7 @@ def cache_is_exact(
             full = scorer.sequence_scores(full_batch)
             cached_batch = cache.collate(pairs)
             cached = top_block_scores(model, cache.first_trainable, cached_batch, scorer.pooling)
+            cached = scorer.with_token_scores(cached, cached_batch.ids, cached_batch.continuation_mask)
     finally:
         model.train(was_training)
     full = torch.cat([full[full_batch.chosen_index], full[full_batch.rejected_index]])
@@ -165,13 +171,19 @@ class CachedPairScorer(PairScorer):
     so that under DDP every forward goes through the wrapper and gradients are synced."""
 
     def __init__(
-        self, model: nn.Module, first_trainable: int, share_prompt_forward: bool = True, pooling: str = "last"
+        self,
+        model: nn.Module,
+        first_trainable: int,
+        share_prompt_forward: bool = True,
+        pooling: str = "last",
+        token_scores: TokenScores | None = None,
     ) -> None:
-        super().__init__(model, share_prompt_forward=share_prompt_forward, pooling=pooling)
+        super().__init__(model, share_prompt_forward=share_prompt_forward, pooling=pooling, token_scores=token_scores)
         self.first_trainable = first_trainable
 
     def forward(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(batch, CachedPairBatch):
             return super().forward(batch)
         scores = top_block_scores(self.model, self.first_trainable, batch, self.pooling)
+        scores = self.with_token_scores(scores, batch.ids, batch.continuation_mask)
         return scores[batch.chosen_index.to(scores.device)], scores[batch.rejected_index.to(scores.device)]

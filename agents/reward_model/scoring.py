@@ -26,7 +26,7 @@ from torch import nn
 
 from agents.decoding import lm_forward
 from agents.model_blocks import final_norm, transformer_blocks
-from rewards.builtin.reward_model import POOLINGS, encode_prompt_completion, pool_hidden
+from rewards.builtin.reward_model import POOLINGS, encode_prompt_completion, pool_hidden, token_score_sum
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,20 @@ def collate_pairs(pairs: list[EncodedPair], pad_token_id: int) -> PairBatch:
     )
 
 
+class TokenScores(nn.Module):
+    """One learned score per token id, summed over a text's completion tokens and added to the head's score
+    (``RewardModelConfig.token_scores``): a bag-of-tokens Bradley-Terry term beside the score head. Starts at 0,
+    so an untrained table leaves every score as the head gives it."""
+
+    def __init__(self, vocab_size: int, table: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(vocab_size) if table is None else table.detach().clone().float())
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(S,)``: the sum of the scores of the ``ids`` ``(S, L)`` that ``mask`` marks."""
+        return token_score_sum(self.weight, ids.to(self.weight.device), mask.to(self.weight.device))
+
+
 class PairScorer(nn.Module):
     """Scores the sequences of a :class:`PairBatch` with a sequence-classification reward model.
 
@@ -150,15 +164,28 @@ class PairScorer(nn.Module):
         share_prompt_forward: forward each distinct prefix once and share its KV cache; ``False`` forwards every
             distinct full sequence (as TRL's ``RewardTrainer`` does, less its duplicate sequences).
         pooling: ``"last"`` (the last token's hidden state) or ``"mean"`` (the mean over the continuation's tokens).
+        token_scores: a :class:`TokenScores` table whose sum over each continuation's tokens is added to its score
+            (trained with the head when its weight requires grad).
     """
 
-    def __init__(self, model: nn.Module, share_prompt_forward: bool = True, pooling: str = "last") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        share_prompt_forward: bool = True,
+        pooling: str = "last",
+        token_scores: TokenScores | None = None,
+    ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r}; expected one of {POOLINGS}")
         self.model = model
         self.share_prompt_forward = share_prompt_forward
         self.pooling = pooling
+        self.token_scores = token_scores
+
+    def with_token_scores(self, scores: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``scores`` plus the token-score term of the sequences ``ids`` over ``mask`` (unchanged without a table)."""
+        return scores if self.token_scores is None else scores + self.token_scores(ids, mask)
 
     def forward(self, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         scores = self.sequence_scores(batch)
@@ -169,11 +196,12 @@ class PairScorer(nn.Module):
         backbone = self.model.base_model
         if self.share_prompt_forward and batch.prefix_ids.shape[1] > 0 and bool(batch.prefix_mask.any(1).all()):
             hidden = self._shared_hidden(backbone, batch)
-            mask = pool_mask = batch.continuation_mask
+            ids, mask, pool_mask = batch.continuation_ids, batch.continuation_mask, batch.continuation_mask
         else:
             ids, mask, pool_mask = (t.to(batch.prefix_ids.device) for t in batch.full_sequences_and_continuation_mask())
             hidden = lm_forward(backbone, ids, mask, use_cache=False, logits_to_keep=0).last_hidden_state
-        return self.model.score(pool_hidden(hidden, mask, pool_mask, self.pooling)).squeeze(-1).float()
+        scores = self.model.score(pool_hidden(hidden, mask, pool_mask, self.pooling)).squeeze(-1).float()
+        return self.with_token_scores(scores, ids, pool_mask)
 
     @staticmethod
     def _shared_hidden(backbone: nn.Module, batch: PairBatch) -> torch.Tensor:

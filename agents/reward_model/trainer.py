@@ -5,6 +5,8 @@ Read top to bottom: load and encode the pairs, split off held-out prompts, then 
 held-out loss and pairwise accuracy are logged, the best weights are kept, and training stops early when the
 held-out accuracy stops improving. The result is a directory that ``AutoModelForSequenceClassification``, the
 ``reward_model`` reward plugin, LM-PPO's ``value_model_init`` and TRL's ``GRPOTrainer(reward_funcs=DIR)`` load.
+With ``pooling="mean"`` or ``token_scores=True`` only the ``reward_model`` plugin reads the score as it was trained
+(the others read the head at the last token and know nothing of ``token_scores.safetensors``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from agents.reward_model.scoring import (
     EncodedPair,
     PairBatch,
     PairScorer,
+    TokenScores,
     collate_pairs,
     encode_pair,
     freeze_lower_blocks,
@@ -40,7 +43,13 @@ from agents.reward_model.scoring import (
     load_reward_model,
     transformer_blocks,
 )
-from rewards.builtin.reward_model import METADATA_FILE
+from rewards.builtin.reward_model import (
+    METADATA_FILE,
+    TOKEN_SCORES_FILE,
+    TOKEN_SCORES_KEY,
+    load_token_scores,
+    read_metadata,
+)
 
 LOGS_DIR = "logs"
 
@@ -164,13 +173,22 @@ class RewardModelTrainer:
                     f"pooling='mean' averages over the completion's tokens, so every pair needs a prompt; "
                     f"{unprompted.source or 'a pair'} has none (use pooling='last')"
                 )
-        self.scorer = PairScorer(model, share_prompt_forward=config.share_prompt_forward, pooling=config.pooling)
+        self.token_scores = self._token_scores(model) if config.token_scores else None
+        if self.token_scores is None and read_metadata_if_dir(config.model).get("token_scores"):
+            raise ValueError(f"{config.model} is a reward model with a token-score table; train it further with "
+                             "token_scores=True (without it the table would be dropped)")
+        self.scorer = PairScorer(model, share_prompt_forward=config.share_prompt_forward, pooling=config.pooling,
+                                 token_scores=self.token_scores)
         self.frozen_cache: FrozenTrunkCache | None = None
         self.cache_seconds = 0.0
         if config.cache_frozen_blocks and config.trainable_blocks is not None:
             self._use_frozen_cache(len(transformer_blocks(model)) - config.trainable_blocks, frozen_cache)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        if self.token_scores is not None:
+            self.trainable_parameters += self.token_scores.weight.numel()
+            groups.append({"params": [self.token_scores.weight], "lr": config.token_scores_learning_rate,
+                           "weight_decay": config.token_scores_weight_decay})
+        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
         steps_per_epoch = math.ceil(len(self.train_index) / config.per_device_train_batch_size)
         self.total_steps = steps_per_epoch * config.num_train_epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -179,6 +197,13 @@ class RewardModelTrainer:
         self.scorer, self.optimizer = self.accelerator.prepare(self.scorer, self.optimizer)
         self.device = self.accelerator.device
         self.step = 0
+
+    def _token_scores(self, model: Any) -> TokenScores:
+        """The token-score table: a reward-model directory's own (trained further), or zeros."""
+        vocab_size = model.get_input_embeddings().num_embeddings
+        if read_metadata_if_dir(self.config.model).get("token_scores"):
+            return TokenScores(vocab_size, load_token_scores(self.config.model, vocab_size))
+        return TokenScores(vocab_size)
 
     def _use_frozen_cache(self, first_trainable: int, cache: FrozenTrunkCache | None) -> None:
         """Score through :class:`FrozenTrunkCache` (all pairs' frozen-block outputs computed now) if it is exact for
@@ -202,7 +227,7 @@ class RewardModelTrainer:
         self.frozen_cache = cache
         self.scorer = CachedPairScorer(
             self.model, first_trainable, share_prompt_forward=self.config.share_prompt_forward,
-            pooling=self.config.pooling,
+            pooling=self.config.pooling, token_scores=self.token_scores,
         )
         self.cache_seconds = time.perf_counter() - started
 
@@ -399,11 +424,12 @@ class RewardModelTrainer:
         return loss.item(), pairwise_accuracy(chosen.detach(), rejected.detach())
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
-        model = self.unwrapped_model
-        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        """The trained weights (the model's and the token-score table's), cloned."""
+        scorer = self.accelerator.unwrap_model(self.scorer)
+        return {n: p.detach().clone() for n, p in scorer.named_parameters() if p.requires_grad}
 
     def _load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        parameters = dict(self.unwrapped_model.named_parameters())
+        parameters = dict(self.accelerator.unwrap_model(self.scorer).named_parameters())
         with torch.no_grad():
             for name, value in state.items():
                 parameters[name].copy_(value)
@@ -441,6 +467,7 @@ class RewardModelTrainer:
             "trainable_parameters": self.trainable_parameters,
             "frozen_block_cache_seconds": self.cache_seconds if self.frozen_cache is not None else None,
             "pooling": self.config.pooling,
+            "token_scores": self.token_scores is not None,
             "settings": self.config.to_dict(),
             "score_stats": stats,
         }
@@ -462,7 +489,17 @@ class RewardModelTrainer:
         model.config.architectures = [type(model).__name__]
         model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
+        if self.token_scores is not None:
+            from safetensors.torch import save_file
+
+            table = self.token_scores.weight.detach().float().cpu().contiguous()
+            save_file({TOKEN_SCORES_KEY: table}, str(directory / TOKEN_SCORES_FILE))
         (directory / METADATA_FILE).write_text(json.dumps(json_safe(metadata), indent=2))
+
+
+def read_metadata_if_dir(name_or_path: str) -> dict[str, Any]:
+    """The reward-model metadata of ``name_or_path`` when it is a directory, else ``{}`` (a built-in name)."""
+    return read_metadata(name_or_path) if Path(name_or_path).is_dir() else {}
 
 
 def _gold_gap(pair: Any) -> float | None:

@@ -12,7 +12,9 @@ def value_model_from_reward_model(
     path: str | os.PathLike, tokenizer: Any = None, dtype: Any = None, device: Any = None
 ) -> ValueModel:
     """A :class:`ValueModel` with the reward model's backbone and score head: its value at a sequence's last token
-    is the reward model's score of that sequence.
+    is the reward model's score of that sequence (for a last-token model without a token-score table: a model
+    trained with ``pooling="mean"`` or ``token_scores=True`` lends its backbone and head, and the critic reads the
+    head per position as it always does; the table is not part of the critic).
 
     ``LMPPOConfig(value_model_init=path)`` does the same inside the trainer; this builds it on its own (to inspect
     it, or to pass ``value_model=`` to :class:`agents.lm.LMPPOTrainer`).

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rewards.builtin._models import check_model_path
 from rewards.builtin._util import check_bool, check_choice, check_int, joined
+from rewards.builtin.reward_model import read_metadata
 from rewards.registry import register
 
 OUTPUTS = ("logit", "probability")
+
+
+def _refuse_other_readings(model: str) -> None:
+    """A reward model that ``textenv train-rm`` trained to be read otherwise than at the last token (mean pooling,
+    a token-score table) would be scored wrongly here: refuse it, naming the plugin that reads it."""
+    if not Path(model).is_dir():
+        return
+    metadata = read_metadata(model)
+    pooling, table = metadata.get("pooling", "last"), bool(metadata.get("token_scores"))
+    if pooling not in ("last", "last_token") or table:
+        raise ValueError(
+            f"classifier reward: {model} is a textenv reward model trained with pooling={pooling!r}, "
+            f"token_scores={table}; this plugin reads only the score head at the last token, so use the "
+            "'reward_model' reward, which reads it as trained"
+        )
 
 
 @register("classifier")
@@ -52,6 +69,7 @@ class ClassifierReward:
         trust_remote_code: bool = False,
     ) -> None:
         self.model = check_model_path(model, "classifier reward")
+        _refuse_other_readings(self.model)
         self.output = check_choice("output", output, OUTPUTS)
         self.include_prompt = check_bool("include_prompt", include_prompt)
         self.batch_size = check_int("batch_size", batch_size, 1)

@@ -15,6 +15,8 @@ from rewards.registry import register
 
 AGGREGATES = ("mean", "min", "mean_minus_std")
 METADATA_FILE = "textenv_reward_model.json"  # written beside the weights by ``textenv train-rm``
+TOKEN_SCORES_FILE = "token_scores.safetensors"  # a model trained with token_scores=True: one score per token id
+TOKEN_SCORES_KEY = "token_scores"  # the tensor's name in that file
 
 
 def encode_prompt_completion(
@@ -78,6 +80,33 @@ def pool_hidden(hidden: Any, mask: Any, pool_mask: Any, pooling: str) -> Any:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
+def token_score_sum(table: Any, ids: Any, mask: Any) -> Any:
+    """The token-score term of a reward model trained with ``token_scores=True``: the sum of ``table[id]``
+    (``(vocab,)``) over the positions of ``ids`` ``(S, L)`` that ``mask`` marks (the completion's tokens), ``(S,)``."""
+    return (table[ids] * mask.to(table.dtype)).sum(1)
+
+
+def load_token_scores(path: str | os.PathLike, vocab_size: int) -> Any:
+    """The token-score table of a reward-model directory whose metadata says ``token_scores: true``: a float32
+    ``(vocab_size,)`` tensor read from ``token_scores.safetensors`` (safetensors only: data, never code), checked for
+    its shape and for finite values."""
+    import torch
+    from safetensors.torch import load_file
+
+    file = Path(path) / TOKEN_SCORES_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}/{METADATA_FILE} says token_scores=true, but {file} is missing")
+    tensors = load_file(str(file))
+    table = tensors.get(TOKEN_SCORES_KEY)
+    if table is None or tuple(table.shape) != (vocab_size,):
+        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        raise ValueError(f"{file}: expected one tensor {TOKEN_SCORES_KEY!r} of shape ({vocab_size},) (the model's "
+                         f"vocabulary), found {found}")
+    if not bool(torch.isfinite(table).all()):
+        raise ValueError(f"{file}: the token scores hold NaN or infinite values")
+    return table.float()
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """``textenv_reward_model.json`` of a reward-model directory, or ``{}`` for a directory without one."""
     file = Path(path) / METADATA_FILE
@@ -93,7 +122,8 @@ class RewardModelReward:
     (:func:`encode_prompt_completion`), right-padded, scored in batches under ``torch.no_grad()`` in eval mode; the
     score is the model's logit at the last token (or, for a model trained with ``pooling="mean"`` -- its
     ``textenv_reward_model.json`` says so -- the score head applied to the mean hidden state over the completion's
-    tokens). With several ``paths`` each model scores every text and the
+    tokens); a model trained with ``token_scores=True`` adds the sum of its per-token scores
+    (``token_scores.safetensors``) over the completion's tokens. With several ``paths`` each model scores every text and the
     scores are combined per text (Coste et al. 2024, "Reward Model Ensembles Help Mitigate Overoptimization"):
     ``"mean"``, ``"min"`` (worst case), or ``"mean_minus_std"`` (``mean - lam * std`` over the members, the
     uncertainty-weighted optimisation). With ``normalize`` each member's score is first standardised with the mean
@@ -145,7 +175,7 @@ class RewardModelReward:
         self.max_length = check_int("max_length", max_length, 1)
         self.device = str(device)
         self.stats = [self._score_stats(p) for p in self.paths] if normalize else None
-        self._members: list[tuple[Any, Any]] | None = None
+        self._members: list[tuple[Any, Any, str, Any]] | None = None
 
     @staticmethod
     def _check_dir(path: Any) -> str:
@@ -173,7 +203,7 @@ class RewardModelReward:
             )
         return float(stats["mean"]), max(float(stats["std"]), 1e-8)
 
-    def _load(self) -> list[tuple[Any, Any]]:
+    def _load(self) -> list[tuple[Any, Any, str, Any]]:
         if self._members is None:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -185,7 +215,10 @@ class RewardModelReward:
                     tokenizer.pad_token = tokenizer.eos_token
                 if model.config.pad_token_id is None:
                     model.config.pad_token_id = tokenizer.pad_token_id
-                members.append((tokenizer, model.to(self.device).eval(), self._pooling(path)))
+                table = None
+                if read_metadata(path).get("token_scores"):
+                    table = load_token_scores(path, model.get_input_embeddings().num_embeddings).to(self.device)
+                members.append((tokenizer, model.to(self.device).eval(), self._pooling(path), table))
             self._members = members
         return self._members
 
@@ -206,7 +239,7 @@ class RewardModelReward:
         import torch
 
         rows = []
-        for tokenizer, model, pooling in self._load():
+        for tokenizer, model, pooling, table in self._load():
             encoded = [
                 encode_prompt_completion(tokenizer, p if self.include_prompt else "", c, self.max_length)
                 for p, c in zip(prompts, completions)
@@ -223,6 +256,8 @@ class RewardModelReward:
                         hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
                         pooled = pool_hidden(hidden, mask, completion_mask.to(self.device), pooling)
                         values = model.score(pooled)[:, 0]
+                    if table is not None:
+                        values = values + token_score_sum(table, ids, completion_mask.to(self.device))
                     scores.extend(values.double().cpu().tolist())
             rows.append(scores)
         values = np.asarray(rows, dtype=np.float64).reshape(len(self.paths), len(completions))
