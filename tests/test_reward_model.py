@@ -336,11 +336,13 @@ def test_train_rm_cli(tmp_path, capsys):
     write_preferences(data, marker_pairs(24, seed=1))
     out = tmp_path / "rm"
     code = main(["train-rm", "--data", str(data), "--out", str(out), "--model", TINY_MODEL, "--num-train-epochs", "1",
-                 "--trainable-blocks", "1", "--progress-bar", "false"])
+                 "--trainable-blocks", "1", "--progress-bar", "false", "--token-scores", "true"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["output_dir"] == str(out) and (out / "config.json").is_file()
-    assert json.loads((out / "textenv_reward_model.json").read_text())["settings"]["trainable_blocks"] == 1
+    metadata = json.loads((out / "textenv_reward_model.json").read_text())
+    assert metadata["settings"]["trainable_blocks"] == 1
+    assert metadata["token_scores"] is True and (out / "token_scores.safetensors").is_file()
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"chosen": "a", "rejected": "b"}\n{"chosen": "x"}\n')
