@@ -586,6 +586,9 @@ def test_token_scores_learn_the_marker_and_round_trip_through_the_plugin(tmp_pat
 
 
 def test_token_scores_settings_are_checked():
+    with pytest.raises(ValueError, match="token_scores=True sums over the completion's tokens, so every pair needs"):
+        RewardModelTrainer([PreferencePair(chosen="a good day", rejected="a bad day")] * 2,
+                           tiny_config(token_scores=True))
     with pytest.raises(ValueError, match="token_scores_learning_rate"):
         RewardModelConfig(token_scores_learning_rate=0.0).validate()
     with pytest.raises(ValueError, match="token_scores_weight_decay"):

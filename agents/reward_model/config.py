@@ -211,7 +211,9 @@ class RewardModelConfig:
             _check_int(self, "eval_steps", minimum=1)
         if self.early_stopping_patience is not None:
             _check_int(self, "early_stopping_patience", minimum=1)
-        for name in ("token_scores", "use_margin", "share_prompt_forward", "cache_frozen_blocks", "group_by_prompt", "progress_bar"):
+        flags = ("token_scores", "use_margin", "share_prompt_forward", "cache_frozen_blocks", "group_by_prompt",
+                 "progress_bar")
+        for name in flags:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"RewardModelConfig.{name}={getattr(self, name)!r}; expected True or False")
 

@@ -166,12 +166,14 @@ class RewardModelTrainer:
         else:
             self.train_index, self.eval_index = list(range(len(self.pairs))), []
 
-        if config.pooling == "mean":
+        if config.pooling == "mean" or config.token_scores:
             unprompted = next((p for p in self.pairs if not p.prompt), None)
             if unprompted is not None:
+                what, instead = (("pooling='mean' averages", "pooling='last'") if config.pooling == "mean"
+                                 else ("token_scores=True sums", "token_scores=False"))
                 raise ValueError(
-                    f"pooling='mean' averages over the completion's tokens, so every pair needs a prompt; "
-                    f"{unprompted.source or 'a pair'} has none (use pooling='last')"
+                    f"{what} over the completion's tokens, so every pair needs a prompt; "
+                    f"{unprompted.source or 'a pair'} has none (use {instead})"
                 )
         self.token_scores = self._token_scores(model) if config.token_scores else None
         if self.token_scores is None and read_metadata_if_dir(config.model).get("token_scores"):

@@ -12,9 +12,8 @@ def value_model_from_reward_model(
     path: str | os.PathLike, tokenizer: Any = None, dtype: Any = None, device: Any = None
 ) -> ValueModel:
     """A :class:`ValueModel` with the reward model's backbone and score head: its value at a sequence's last token
-    is the reward model's score of that sequence (for a last-token model without a token-score table: a model
-    trained with ``pooling="mean"`` or ``token_scores=True`` lends its backbone and head, and the critic reads the
-    head per position as it always does; the table is not part of the critic).
+    is the reward model's score of that sequence. A model trained with ``pooling="mean"`` or ``token_scores=True``
+    lends its backbone and head only: the critic reads the head at each position, and the table is not part of it.
 
     ``LMPPOConfig(value_model_init=path)`` does the same inside the trainer; this builds it on its own (to inspect
     it, or to pass ``value_model=`` to :class:`agents.lm.LMPPOTrainer`).

@@ -123,8 +123,8 @@ class RewardModelReward:
     score is the model's logit at the last token (or, for a model trained with ``pooling="mean"`` -- its
     ``textenv_reward_model.json`` says so -- the score head applied to the mean hidden state over the completion's
     tokens); a model trained with ``token_scores=True`` adds the sum of its per-token scores
-    (``token_scores.safetensors``) over the completion's tokens. With several ``paths`` each model scores every text and the
-    scores are combined per text (Coste et al. 2024, "Reward Model Ensembles Help Mitigate Overoptimization"):
+    (``token_scores.safetensors``) over the completion's tokens. With several ``paths`` each model scores every text
+    and the scores are combined per text (Coste et al. 2024, "Reward Model Ensembles Help Mitigate Overoptimization"):
     ``"mean"``, ``"min"`` (worst case), or ``"mean_minus_std"`` (``mean - lam * std`` over the members, the
     uncertainty-weighted optimisation). With ``normalize`` each member's score is first standardised with the mean
     and standard deviation of its scores on its training texts (recorded by the trainer), so members of different
