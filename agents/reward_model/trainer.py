@@ -175,10 +175,11 @@ class RewardModelTrainer:
                     f"{what} over the completion's tokens, so every pair needs a prompt; "
                     f"{unprompted.source or 'a pair'} has none (use {instead})"
                 )
-        self.token_scores = self._token_scores(model) if config.token_scores else None
-        if self.token_scores is None and read_metadata_if_dir(config.model).get("token_scores"):
+        saved_table = bool(read_metadata(config.model).get("token_scores"))  # {} for a built-in name
+        if saved_table and not config.token_scores:
             raise ValueError(f"{config.model} is a reward model with a token-score table; train it further with "
                              "token_scores=True (without it the table would be dropped)")
+        self.token_scores = self._token_scores(model, saved_table) if config.token_scores else None
         self.scorer = PairScorer(model, share_prompt_forward=config.share_prompt_forward, pooling=config.pooling,
                                  token_scores=self.token_scores)
         self.frozen_cache: FrozenTrunkCache | None = None
@@ -200,10 +201,10 @@ class RewardModelTrainer:
         self.device = self.accelerator.device
         self.step = 0
 
-    def _token_scores(self, model: Any) -> TokenScores:
-        """The token-score table: a reward-model directory's own (trained further), or zeros."""
+    def _token_scores(self, model: Any, saved_table: bool) -> TokenScores:
+        """The token-score table: the reward-model directory's own when it has one (trained further), or zeros."""
         vocab_size = model.get_input_embeddings().num_embeddings
-        if read_metadata_if_dir(self.config.model).get("token_scores"):
+        if saved_table:
             return TokenScores(vocab_size, load_token_scores(self.config.model, vocab_size))
         return TokenScores(vocab_size)
 
@@ -497,11 +498,6 @@ class RewardModelTrainer:
             table = self.token_scores.weight.detach().float().cpu().contiguous()
             save_file({TOKEN_SCORES_KEY: table}, str(directory / TOKEN_SCORES_FILE))
         (directory / METADATA_FILE).write_text(json.dumps(json_safe(metadata), indent=2))
-
-
-def read_metadata_if_dir(name_or_path: str) -> dict[str, Any]:
-    """The reward-model metadata of ``name_or_path`` when it is a directory, else ``{}`` (a built-in name)."""
-    return read_metadata(name_or_path) if Path(name_or_path).is_dir() else {}
 
 
 def _gold_gap(pair: Any) -> float | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from rewards.builtin._models import check_model_path
@@ -17,9 +16,7 @@ OUTPUTS = ("logit", "probability")
 def _refuse_other_readings(model: str) -> None:
     """A reward model that ``textenv train-rm`` trained to be read otherwise than at the last token (mean pooling,
     a token-score table) would be scored wrongly here: refuse it, naming the plugin that reads it."""
-    if not Path(model).is_dir():
-        return
-    metadata = read_metadata(model)
+    metadata = read_metadata(model)  # {} for a hub id or any directory without textenv's metadata
     pooling, table = metadata.get("pooling", "last"), bool(metadata.get("token_scores"))
     if pooling not in ("last", "last_token") or table:
         raise ValueError(

@@ -215,18 +215,18 @@ class RewardModelReward:
                     tokenizer.pad_token = tokenizer.eos_token
                 if model.config.pad_token_id is None:
                     model.config.pad_token_id = tokenizer.pad_token_id
-                table = None
-                if read_metadata(path).get("token_scores"):
+                metadata, table = read_metadata(path), None
+                if metadata.get("token_scores"):
                     table = load_token_scores(path, model.get_input_embeddings().num_embeddings).to(self.device)
-                members.append((tokenizer, model.to(self.device).eval(), self._pooling(path), table))
+                members.append((tokenizer, model.to(self.device).eval(), self._pooling(path, metadata), table))
             self._members = members
         return self._members
 
     @staticmethod
-    def _pooling(path: str) -> str:
+    def _pooling(path: str, metadata: dict[str, Any]) -> str:
         """How the directory's model was trained to read its score (``pooling`` in its metadata; ``last`` for a
         directory without one, as transformers' sequence classifiers read it)."""
-        pooling = read_metadata(path).get("pooling", "last")
+        pooling = metadata.get("pooling", "last")
         pooling = "last" if pooling == "last_token" else pooling
         if pooling not in POOLINGS:
             raise ValueError(f"reward_model reward: {path}/{METADATA_FILE} has pooling={pooling!r}; expected one of "
