@@ -72,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 import textenv  # noqa: E402
-from agents.machine import cpu_info  # noqa: E402
+from agents.runs.machine import cpu_info  # noqa: E402
 from benchmarks.rlhf_time_to_target import RUN_SETTINGS, add_run_arguments, example_args  # noqa: E402
 from examples.rlhf_sentiment import build_parser, evaluate, make_trainer  # noqa: E402
 

@@ -56,7 +56,7 @@ import torch  # noqa: E402
 import rewards  # noqa: E402
 import textenv  # noqa: E402
 from agents.lm.callbacks import Callback  # noqa: E402
-from agents.machine import cpu_info  # noqa: E402
+from agents.runs.machine import cpu_info  # noqa: E402
 from examples.rlhf_sentiment import (  # noqa: E402
     build_parser,
     evaluate,

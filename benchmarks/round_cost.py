@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 import textenv  # noqa: E402
 from agents.lm.callbacks import Callback  # noqa: E402
-from agents.machine import cpu_info  # noqa: E402
+from agents.runs.machine import cpu_info  # noqa: E402
 from benchmarks.rlhf_time_to_target import add_run_arguments, example_args, write_results  # noqa: E402
 from examples.rlhf_sentiment import build_parser, make_trainer  # noqa: E402
 

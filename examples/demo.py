@@ -12,7 +12,7 @@ import time
 import gymnasium as gym
 
 import textenv
-from agents.lm_policy import CausalLMPolicy, run_episode
+from agents.modeling.lm_policy import CausalLMPolicy, run_episode
 
 
 def main() -> None:

@@ -40,9 +40,9 @@ import torch
 import rewards
 import textenv
 from agents import lm
-from agents.diversity import diversity_metrics
+from agents.runs.diversity import diversity_metrics
 from agents.lm.callbacks import Callback
-from agents.machine import cpu_info
+from agents.runs.machine import cpu_info
 
 AGENTS = {
     "rloo": (lm.RLOOTrainer, lm.RLOOConfig),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import agents.compare as compare_module
+import agents.runs.compare as compare_module
 from cli_util import assert_one_line_error, run_main, textenv
 
 
@@ -145,7 +145,7 @@ def test_iqm_and_bootstrap():
 def test_help_agent_lists_every_lm_config_field_with_type_default_and_help(agent, capsys):
     import dataclasses
 
-    from agents.agent_args import RUNNER_ARGUMENTS, lm_config_class
+    from agents.runs.agent_args import RUNNER_ARGUMENTS, lm_config_class
 
     code, out, err = run_main(capsys, "train", "--agent", agent, "--help-agent")
     assert code == 0, err

@@ -261,7 +261,7 @@ def test_lm_run_names_a_damaged_policy_and_resumes_from_the_previous_checkpoint(
 
 
 def test_save_schedule_by_steps_and_by_minutes(monkeypatch):
-    import agents.runner as runner
+    import agents.runs.runner as runner
 
     clock = [0.0]
     monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])

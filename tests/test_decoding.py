@@ -1,4 +1,4 @@
-"""The one decoding path (agents.decoding): cached logits equal an uncached forward over each row's real tokens,
+"""The one decoding path (agents.modeling.decoding): cached logits equal an uncached forward over each row's real tokens,
 whatever the padding; sampling filters on hand-made logits."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from agents.decoding import (
+from agents.modeling.decoding import (
     KVDecoder,
     entropy_from_logprobs,
     filter_logits,
     nucleus_keep,
     position_ids,
 )
-from agents.lm_policy import CausalLMPolicy
+from agents.modeling.lm_policy import CausalLMPolicy
 from textenv.models import TINY_MODEL, load_causal_lm
 
 

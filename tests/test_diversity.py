@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.diversity import distinct_n_all, diversity_metrics, top_ngram_share
+from agents.runs.diversity import distinct_n_all, diversity_metrics, top_ngram_share
 
 
 def test_distinct_n_over_all_completions():

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agents.diversity import diversity_metrics
-from agents.evaluate import evaluate
-from agents.runner import RunSpec, train
+from agents.runs.diversity import diversity_metrics
+from agents.runs.evaluate import evaluate
+from agents.runs.runner import RunSpec, train
 from textenv.models import TINY_MODEL
 
 
@@ -20,7 +20,7 @@ def test_lm_evaluation_reports_diversity_of_its_completions(tmp_path, monkeypatc
         seen.append(list(texts))
         return diversity_metrics(texts)
 
-    monkeypatch.setattr("agents.evaluate.diversity_metrics", recording)
+    monkeypatch.setattr("agents.runs.evaluate.diversity_metrics", recording)
     result = evaluate(tmp_path / "run", ["The movie was", "My friend said", "I think"], samples_per_prompt=2)
     assert len(seen) == 1 and len(seen[0]) == result["episodes"] == 6
     assert result["diversity"] == diversity_metrics(seen[0])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.labelling import a_is_chosen, pair_key, read_key, read_labels
+from agents.preferences.labelling import a_is_chosen, pair_key, read_key, read_labels
 from agents.cli import main
 from textenv.preferences import PreferencePair, load_preferences, write_preferences
 

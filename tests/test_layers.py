@@ -117,9 +117,9 @@ def test_no_core_module_imports_a_higher_layer(package):
 def test_the_static_check_sees_lazy_imports_and_module_attr_strings(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text(
-        "def f():\n    from agents.runner import train\n"
+        "def f():\n    from agents.runs.runner import train\n"
         "def g():\n    import importlib\n    importlib.import_module('stable_baselines3')\n"
         "REWARD = 'agents.sb3.word_task:topic_word_reward'\n"
     )
     modules = sorted(module for _, module in _imported_modules(sample))
-    assert modules == ["agents.runner", "agents.sb3.word_task", "importlib", "stable_baselines3"]
+    assert modules == ["agents.runs.runner", "agents.sb3.word_task", "importlib", "stable_baselines3"]

@@ -29,7 +29,7 @@ from agents.lm.core import (
     whiten,
 )
 from agents.lm.group import aggregate_token_loss
-from agents.decoding import sample_categorical
+from agents.modeling.decoding import sample_categorical
 
 
 def t(values) -> torch.Tensor:

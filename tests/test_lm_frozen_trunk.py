@@ -14,7 +14,7 @@ from agents.lm import GRPOConfig, GRPOTrainer, LMPPOConfig, LMPPOTrainer
 from agents.lm.core import masked_logprobs
 from agents.lm.frozen_trunk import frozen_leading_blocks, same_frozen_blocks, trunk_states
 from agents.lm.rollout import RolloutEngine, completion_logits
-from agents.model_blocks import transformer_blocks
+from agents.modeling.model_blocks import transformer_blocks
 from textenv.models import make_tiny_causal_lm
 
 FROZEN = 2  # of 4 blocks

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import agents.decoding as decoding
+import agents.modeling.decoding as decoding
 import agents.lm.base as lm_base
 from agents.lm import (
     GRPOConfig,

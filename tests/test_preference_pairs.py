@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from agents.preference_pairs import PairConfig, generate_pairs, label_pair, settings_path
+from agents.preferences.pairs import PairConfig, generate_pairs, label_pair, settings_path
 from agents.cli import main
 from textenv.preferences import load_preferences
 

@@ -131,7 +131,7 @@ def test_shared_prompt_scores_and_gradients_equal_separate_full_forwards():
 
 def test_frozen_block_cache_gives_the_full_forwards_scores_and_gradients():
     from agents.reward_model.frozen_trunk import CachedPairScorer, FrozenTrunkCache, cache_is_exact
-    from agents.model_blocks import transformer_blocks
+    from agents.modeling.model_blocks import transformer_blocks
     from agents.reward_model.scoring import freeze_lower_blocks
 
     model, tokenizer = load_reward_model(TINY_MODEL, seed=5)
@@ -163,7 +163,7 @@ def test_mean_pooling_scores_the_mean_completion_state_in_every_path(shared):
     """Mean pooling: the score head on the mean final hidden state of the completion's tokens, the same through the
     shared-prefix forward, the full forward, the frozen-block cache, and the reward plugin's reading."""
     from agents.reward_model.frozen_trunk import CachedPairScorer, FrozenTrunkCache
-    from agents.model_blocks import transformer_blocks
+    from agents.modeling.model_blocks import transformer_blocks
 
     model, tokenizer = load_reward_model(TINY_MODEL, seed=7)
     model.eval()
@@ -463,7 +463,7 @@ def test_score_head_initialised_from_words_is_the_lm_head_row_difference():
 
 def test_base_blocks_keeps_the_first_blocks_and_the_directory_round_trips(tmp_path):
     import rewards
-    from agents.model_blocks import transformer_blocks
+    from agents.modeling.model_blocks import transformer_blocks
     from textenv.models import load_causal_lm
 
     pairs = marker_pairs(16)
@@ -497,7 +497,7 @@ def test_base_blocks_keeps_the_first_blocks_and_the_directory_round_trips(tmp_pa
 def test_token_scores_add_the_tables_sum_over_the_completion_in_every_path(pooling):
     """Score = head + the sum of the table over the completion's tokens, through the shared-prefix forward, the full
     forward and the frozen-block cache; the table's gradient reaches exactly the tokens the completions hold."""
-    from agents.model_blocks import transformer_blocks
+    from agents.modeling.model_blocks import transformer_blocks
     from agents.reward_model.frozen_trunk import CachedPairScorer, FrozenTrunkCache, cache_is_exact
     from agents.reward_model.scoring import TokenScores
 

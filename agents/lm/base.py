@@ -42,7 +42,7 @@ from agents.lm.frozen_trunk import (
     trunk_states,
 )
 from agents.lm.logger import MetricsLogger
-from agents.decoding import filter_logits, masked_logits
+from agents.modeling.decoding import filter_logits, masked_logits
 from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, text_vector_env
 from agents.lm.schedule import LearningRateSchedule
 from agents.lm.seeding import IterationSeeds

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agents.decoding import entropy_from_logprobs
+from agents.modeling.decoding import entropy_from_logprobs
 
 
 # -- masked statistics ---------------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from agents.decoding import KVDecoder, distinct_prompts, leading_padding, lm_forward
-from agents.model_blocks import blocks_cut_to, final_norm, states_leaving_first_blocks, transformer_blocks
+from agents.modeling.decoding import KVDecoder, distinct_prompts, leading_padding, lm_forward
+from agents.modeling.model_blocks import blocks_cut_to, final_norm, states_leaving_first_blocks, transformer_blocks
 
 
 @dataclass

@@ -45,7 +45,7 @@ from agents.lm.core import (
     shape_scores,
 )
 from agents.lm.ptx import PretrainCorpus
-from agents.decoding import position_ids
+from agents.modeling.decoding import position_ids
 from agents.lm.frozen_trunk import frozen_leading_blocks
 from agents.lm.rollout import Rollout
 from agents.lm.turns import agent_token_gae, place_scores

@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.decoding import (
+from agents.modeling.decoding import (
     KVDecoder,
     distinct_prompts,
     entropy_from_logprobs,

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from agents.model_blocks import blocks_cut_to, transformer_blocks
+from agents.modeling.model_blocks import blocks_cut_to, transformer_blocks
 
 HEAD_FILE = "value_head.safetensors"
 

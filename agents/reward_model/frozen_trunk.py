@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from agents.decoding import position_ids
-from agents.model_blocks import blocks_cut_to, states_leaving_first_blocks, transformer_blocks
+from agents.modeling.decoding import position_ids
+from agents.modeling.model_blocks import blocks_cut_to, states_leaving_first_blocks, transformer_blocks
 from agents.reward_model.scoring import (
     EncodedPair,
     PairScorer,

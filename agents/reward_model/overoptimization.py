@@ -1,7 +1,7 @@
 """Reward-model overoptimization, gold vs proxy (Gao, Schulman, Hilton 2022), on a CPU.
 
 1. **Pairs**: the policy samples ``k`` completions per ``builtin:train`` prompt; a gold reward plugin (default VADER
-   ``sentiment``) labels every pair of them (``agents.preference_pairs``).
+   ``sentiment``) labels every pair of them (``agents.preferences.pairs``).
 2. **Proxies**: one reward model per ``N`` in ``pair_counts``, trained on the first ``N`` pairs; an ensemble of
    ``ensemble_members`` (default 3; 0 turns it off) on the largest ``N`` (other seeds), combined as
    ``mean - lam * std``.
@@ -226,7 +226,7 @@ class Experiment:
 
     # -- parts -------------------------------------------------------------------------------------------------
     def make_pairs(self) -> list[Any]:
-        from agents.preference_pairs import PairConfig, generate_pairs
+        from agents.preferences.pairs import PairConfig, generate_pairs
         from textenv.preferences import load_preferences
 
         cfg = self.config

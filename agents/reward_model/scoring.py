@@ -12,7 +12,7 @@ without a prompt the tokens the two texts share at the start). A batch of pairs 
   (``pooling="mean"``: the completion's tokens when the pair has a prompt).
 
 That is the same function as one full forward of every sequence (the prefix's positions never attend to what
-follows), with fewer positions. Both forwards go through :func:`agents.decoding.lm_forward`, the one place that
+follows), with fewer positions. Both forwards go through :func:`agents.modeling.decoding.lm_forward`, the one place that
 computes position ids and passes a KV cache to a model (here the backbone, which returns hidden states).
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from agents.decoding import lm_forward
-from agents.model_blocks import final_norm, transformer_blocks
+from agents.modeling.decoding import lm_forward
+from agents.modeling.model_blocks import final_norm, transformer_blocks
 from rewards.builtin.reward_model import POOLINGS, encode_prompt_completion, pool_hidden, token_score_sum
 
 

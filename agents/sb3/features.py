@@ -38,7 +38,7 @@ import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from agents.decoding import position_ids
+from agents.modeling.decoding import position_ids
 
 POOLINGS = ("mean", "gru", "transformer")
 TOKEN_KEYS = ("input_ids", "attention_mask", "candidate_ids")

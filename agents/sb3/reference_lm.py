@@ -2,7 +2,7 @@
 
 The top-k action wrapper and the nucleus action mask (:mod:`agents.sb3.wrappers`) both need, at every step,
 the reference LM's next-token logits for each row of a batch. :class:`ReferenceLM` gets them from the agents' one
-decoding path, :class:`agents.decoding.KVDecoder`: :meth:`ReferenceLM.prefill` packs the rows' current contexts
+decoding path, :class:`agents.modeling.decoding.KVDecoder`: :meth:`ReferenceLM.prefill` packs the rows' current contexts
 (left-padded) and runs them once, keeping the KV cache; :meth:`ReferenceLM.advance` then feeds one token per row,
 so no step re-encodes the sequence. When some rows of a batch start new episodes, :meth:`ReferenceLM.replace_rows`
 prefills only those rows' contexts and splices them into the batch's cache, so the other rows keep theirs.
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.decoding import KVDecoder, nucleus_keep
+from agents.modeling.decoding import KVDecoder, nucleus_keep
 
 _SHARED: dict[str, Any] = {}
 _SHARED_LOCK = threading.Lock()
@@ -135,7 +135,7 @@ def top_k_candidates(logits: torch.Tensor, k: int) -> np.ndarray:
 
 
 def nucleus_mask(logits: torch.Tensor, top_p: float, among: np.ndarray | None = None) -> np.ndarray:
-    """Boolean mask of each row's top-p nucleus (:func:`agents.decoding.nucleus_keep`).
+    """Boolean mask of each row's top-p nucleus (:func:`agents.modeling.decoding.nucleus_keep`).
 
     Without ``among`` the mask is over the vocabulary, ``(B, V)``. With ``among`` (``(B, k)`` candidate ids)
     it says which candidates are in the nucleus, ``(B, k)``. The most likely token is always in it.

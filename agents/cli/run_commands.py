@@ -1,14 +1,8 @@
-"""The ``textenv`` command line (also ``python -m agents``).
-
-Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval``; ``pairs``, ``label``
-(:mod:`agents.preference_commands`); ``train-rm``, ``overoptimization`` (:mod:`agents.reward_model_commands`); all
-listed in :data:`SUBCOMMANDS`. Errors a user can act on (unknown names, bad values, a damaged checkpoint, a run
-directory made for another run or asking to run code) print one line and exit with code 2; Ctrl-C keeps partial
-results, marks them, and exits with 130.
+"""The run sub-commands of ``textenv``: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval``.
 
 Trusted: the code installed here and the flags on the command line. Untrusted: everything read from disk or a hub
 (run directories, checkpoints, model and tokenizer directories, prompt files), which is read as data only
-(:mod:`agents.untrusted`).
+(:mod:`agents.runs.untrusted`).
 """
 
 from __future__ import annotations
@@ -16,79 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
-
-class CLIError(Exception):
-    """A user error: printed as ``textenv: error: ...`` with exit code 2, no traceback."""
-
-
-def parse_kwargs(pairs: Sequence[str] | None, what: str = "--env-kwargs") -> dict[str, Any]:
-    """``["max_new_tokens=8", "prompts=builtin:test"]`` -> dict; values are JSON when they parse, else str."""
-    kwargs: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise CLIError(f"{what} takes KEY=VALUE pairs, got {pair!r}")
-        try:
-            kwargs[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            kwargs[key] = raw
-    return kwargs
-
-
-def env_ids() -> list[str]:
-    from textenv.registration import ENV_IDS
-
-    return list(ENV_IDS)
-
-
-def check_env_id(env_id: str) -> None:
-    import textenv  # noqa: F401  (registers the ids)
-
-    if env_id not in gym.registry:
-        raise CLIError(f"unknown env {env_id!r}; registered textenv envs: {', '.join(env_ids())}")
-
-
-def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
-    """Unknown env arguments and values of the wrong type are named, with what was expected."""
-    import inspect
-
-    from textenv.task import TextTask
-
-    params = inspect.signature(TextTask.__init__).parameters
-    valid = [name for name in params if name != "self"] + ["render_mode"]
-    for key, value in env_kwargs.items():
-        if key not in valid:
-            raise CLIError(f"unknown env argument {key!r}; valid: {', '.join(valid)}")
-        default = params[key].default if key in params else None
-        expected = type(default) if isinstance(default, (bool, int, float)) else None
-        if expected is not None and not (
-            isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-            or expected is float and isinstance(value, int) and not isinstance(value, bool)
-        ):
-            raise CLIError(f"env argument {key}={value!r}: expected {expected.__name__}")
-
-
-def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
-    """``gym.make`` with errors a user can act on (bad kwarg names the argument and the expected type)."""
-    check_env_id(env_id)
-    check_env_kwargs(env_kwargs)
-    try:
-        return gym.make(env_id, **env_kwargs)
-    except TypeError as err:
-        raise CLIError(f"bad env argument for {env_id}: {err}") from err
-    except (ValueError, OSError, MemoryError, OverflowError) as err:  # FileNotFoundError is an OSError
-        raise CLIError(f"{env_id}: {err}") from err
-
-
-def check_positive(flag: str, value: float) -> None:
-    if not value > 0:
-        raise CLIError(f"{flag} must be > 0, got {value}")
+from agents.cli.common import CLIError, check_positive, make_env, parse_kwargs
 
 
 # -- envs / rewards -----------------------------------------------------------------------------------------
@@ -149,7 +76,7 @@ def _policy(args: argparse.Namespace, env: gym.Env) -> Any:
 
         return play_random
 
-    from agents.lm_policy import CausalLMPolicy, run_episode
+    from agents.modeling.lm_policy import CausalLMPolicy, run_episode
     from textenv.models import load_causal_lm
 
     try:
@@ -168,8 +95,8 @@ def _policy(args: argparse.Namespace, env: gym.Env) -> Any:
 # -- train / compare / eval ---------------------------------------------------------------------------------
 def _run_spec(args: argparse.Namespace, agent: str, seed: int) -> Any:
     """The run the flags ask for, every value checked (the env is built once) before anything is written."""
-    from agents.agent_args import check_agent_kwargs
-    from agents.runner import RunSpec, UnknownAgentError
+    from agents.runs.agent_args import check_agent_kwargs
+    from agents.runs.runner import RunSpec, UnknownAgentError
 
     env_kwargs = parse_kwargs(args.env_kwargs)
     agent_kwargs = parse_kwargs(args.agent_kwargs, "--agent-kwargs")
@@ -199,7 +126,7 @@ def _run_spec(args: argparse.Namespace, agent: str, seed: int) -> Any:
 
 
 def _save_schedule(args: argparse.Namespace) -> Any:
-    from agents.runner import SaveSchedule
+    from agents.runs.runner import SaveSchedule
 
     try:
         return SaveSchedule(every_steps=args.save_every_steps, every_minutes=args.save_every_minutes)
@@ -209,7 +136,7 @@ def _save_schedule(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from agents.checkpoint import DamagedCheckpointError
-    from agents.runner import RunArgumentError, RunMismatchError, train
+    from agents.runs.runner import RunArgumentError, RunMismatchError, train
 
     if args.help_agent:
         return _help_agent(args.agent)
@@ -233,8 +160,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _help_agent(agent: str) -> int:
-    from agents.agent_args import describe_agent
-    from agents.runner import AGENTS
+    from agents.runs.agent_args import describe_agent
+    from agents.runs.runner import AGENTS
 
     if agent not in AGENTS:
         raise CLIError(f"unknown agent {agent!r}; expected one of: {', '.join(AGENTS)}")
@@ -243,7 +170,7 @@ def _help_agent(agent: str) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from agents.compare import SUMMARY_MD, compare
+    from agents.runs.compare import SUMMARY_MD, compare
 
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
     if not agents:
@@ -276,7 +203,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from agents.evaluate import evaluate
+    from agents.runs.evaluate import evaluate
 
     check_positive("--samples", args.samples)
     try:
@@ -353,44 +280,8 @@ def add_eval_parser(sub: Any) -> None:
     evaluate.set_defaults(func=cmd_eval)
 
 
-def add_preference_parsers(sub: Any) -> None:
-    """``pairs`` and ``label`` (:mod:`agents.preference_commands`, imported when the parser is built)."""
-    from agents.preference_commands import register
-
-    register(sub)
-
-
-def add_reward_model_parsers(sub: Any) -> None:
-    """``train-rm`` and ``overoptimization`` (:mod:`agents.reward_model_commands`, imported when the parser is
-    built)."""
-    from agents.reward_model_commands import register
-
-    register(sub)
-
-
-#: every sub-command, in the order ``textenv --help`` lists them: a function adding its parser to the sub-parsers
-SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
-    add_envs_parser,
-    add_rewards_parser,
-    add_sample_parser,
-    add_train_parser,
-    add_compare_parser,
-    add_eval_parser,
-    add_preference_parsers,
-    add_reward_model_parsers,
-)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textenv", description="Text generation as a Gymnasium environment.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_parser in SUBCOMMANDS:
-        add_parser(sub)
-    return parser
-
-
 def _agents() -> tuple[str, ...]:
-    from agents.runner import AGENTS
+    from agents.runs.runner import AGENTS
 
     return AGENTS
 
@@ -416,20 +307,3 @@ def _add_run_arguments(parser: argparse.ArgumentParser, steps_flag: str = "--ste
         "--save-every-minutes", type=float, default=5.0, metavar="M",
         help="checkpoint every M minutes of training (default 5; 0: off); a kill loses at most one interval",
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except CLIError as err:
-        print(f"textenv: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("textenv: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

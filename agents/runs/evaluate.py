@@ -1,5 +1,5 @@
 """Held-out evaluation of a trained run: reward statistics, cross-sample diversity of the completions
-(:mod:`agents.diversity`: does the policy write one template for every prompt?), and for LM agents KL and
+(:mod:`agents.runs.diversity`: does the policy write one template for every prompt?), and for LM agents KL and
 perplexity.
 
 LM agents (``lm-ppo``, ``grpo``, ``rloo``): the checkpoint's policy samples one completion per prompt and
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.diversity import diversity_metrics
-from agents.runner import LM_AGENTS, load_spec
+from agents.runs.diversity import diversity_metrics
+from agents.runs.runner import LM_AGENTS, load_spec
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -40,11 +40,11 @@ def evaluate(
     """Evaluate the latest checkpoint of ``run_dir`` on ``prompts`` (any textenv prompt source).
 
     ``run_dir`` is data: ``reward`` replaces its reward and ``trust_remote_code`` allows remote code it asks for
-    (:func:`agents.untrusted.check_untrusted_spec`). A damaged latest checkpoint raises
+    (:func:`agents.runs.untrusted.check_untrusted_spec`). A damaged latest checkpoint raises
     :class:`agents.checkpoint.DamagedCheckpointError` naming the file.
     """
     from agents.checkpoint import check_checkpoint, latest_checkpoint
-    from agents.untrusted import check_untrusted_spec
+    from agents.runs.untrusted import check_untrusted_spec
     from textenv.prompts import load_prompts
 
     run_dir = Path(run_dir)
@@ -109,7 +109,7 @@ def _evaluate_lm(
 def _evaluate_sb3(spec: Any, checkpoint: Path, env_kwargs: dict[str, Any], episodes: int, seed: int) -> dict[str, Any]:
     from safetensors.torch import load_model
 
-    from agents.runner import _SB3Run
+    from agents.runs.runner import _SB3Run
     from agents.sb3 import make_sb3
 
     model = make_sb3(spec.agent, spec.env, seed=seed, env_kwargs=env_kwargs, **spec.agent_kwargs)

@@ -22,8 +22,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from agents.agent_args import check_agent_kwargs
-from agents.runner import RunSpec
+from agents.runs.agent_args import check_agent_kwargs
+from agents.runs.runner import RunSpec
 from textenv.registration import ENV_IDS
 
 

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from agents.runner import read_curve, read_summary
+from agents.runs.runner import read_curve, read_summary
 
 SUMMARY_MD = "summary.md"
 SUMMARY_CSV = "summary.csv"

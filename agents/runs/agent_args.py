@@ -34,8 +34,8 @@ class AgentArgument:
 
 
 def agent_arguments(agent: str) -> list[AgentArgument]:
-    """The arguments ``--agent-kwargs`` accepts for ``agent`` (a name of :data:`agents.runner.AGENTS`)."""
-    from agents.runner import LM_AGENTS
+    """The arguments ``--agent-kwargs`` accepts for ``agent`` (a name of :data:`agents.runs.runner.AGENTS`)."""
+    from agents.runs.runner import LM_AGENTS
 
     return _lm_arguments(agent) if agent in LM_AGENTS else _sb3_arguments(agent)
 
@@ -100,7 +100,7 @@ def _google_args(doc: str) -> dict[str, str]:
 
 def describe_agent(agent: str, width: int = 100) -> str:
     """Every argument of ``agent`` with its type, default and help, as ``--help-agent`` prints it."""
-    from agents.runner import LM_AGENTS
+    from agents.runs.runner import LM_AGENTS
 
     arguments = agent_arguments(agent)
     if agent in LM_AGENTS:

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from agents.cli import CLIError, check_env_id, check_env_kwargs, parse_kwargs
+from agents.cli.common import CLIError, check_env_id, check_env_kwargs, parse_kwargs
 
 
 def parse_reward_spec(text: str) -> Any:
@@ -29,7 +29,7 @@ def parse_reward_spec(text: str) -> Any:
 
 def cmd_pairs(args: argparse.Namespace) -> int:
     import rewards
-    from agents.preference_pairs import PairConfig, generate_pairs
+    from agents.preferences.pairs import PairConfig, generate_pairs
 
     check_env_id(args.env)
     env_kwargs = parse_kwargs(args.env_kwargs)
@@ -70,7 +70,7 @@ def warnings_as_lines() -> Iterator[None]:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from agents.labelling import LabelFileError, export_labels, label_session
+    from agents.preferences.labelling import LabelFileError, export_labels, label_session
 
     data = {"tokenizer": args.tokenizer, "skip_invalid": args.skip_invalid}
     try:

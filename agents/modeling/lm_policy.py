@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.decoding import KVDecoder, filter_logits, sample_categorical
+from agents.modeling.decoding import KVDecoder, filter_logits, sample_categorical
 
 
 class CausalLMPolicy:

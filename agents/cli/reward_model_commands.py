@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any
 
-from agents.cli import CLIError
+from agents.cli.common import CLIError
 
 
 def register(subparsers: Any) -> None:

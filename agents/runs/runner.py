@@ -310,7 +310,7 @@ def _spec_dict(spec: RunSpec) -> dict[str, Any]:
 
 
 def load_spec(out_dir: str | os.PathLike) -> RunSpec:
-    """The run spec of ``out_dir``'s ``run.json``, as data: see :mod:`agents.untrusted` before using it."""
+    """The run spec of ``out_dir``'s ``run.json``, as data: see :mod:`agents.runs.untrusted` before using it."""
     path = Path(out_dir) / RUN_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(out_dir)!r} is not a textenv run directory (no {RUN_FILE})")

@@ -2,7 +2,7 @@
 tokens (sampled, or given by an env) to the KV cache, and turn next-token logits into samples.
 
 Who uses it: the LM agents' rollouts and loss forwards (:mod:`agents.lm.rollout`), the env-stepping policy
-(:mod:`agents.lm_policy`) and the SB3 wrappers' reference LM (:mod:`agents.sb3.reference_lm`).
+(:mod:`agents.modeling.lm_policy`) and the SB3 wrappers' reference LM (:mod:`agents.sb3.reference_lm`).
 
 Layout: a batch is left-padded (``attention_mask`` 0 on padding). A token's position id is the number of real
 tokens before it in its row (:func:`position_ids`), so padding, wherever it sits, never shifts a row's positions;

@@ -1,0 +1,78 @@
+"""What every ``textenv`` sub-command shares: the one-line user error, ``KEY=VALUE`` arguments, env-id and env-argument
+checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+
+
+class CLIError(Exception):
+    """A user error: printed as ``textenv: error: ...`` with exit code 2, no traceback."""
+
+
+def parse_kwargs(pairs: Sequence[str] | None, what: str = "--env-kwargs") -> dict[str, Any]:
+    """``["max_new_tokens=8", "prompts=builtin:test"]`` -> dict; values are JSON when they parse, else str."""
+    kwargs: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"{what} takes KEY=VALUE pairs, got {pair!r}")
+        try:
+            kwargs[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            kwargs[key] = raw
+    return kwargs
+
+
+def env_ids() -> list[str]:
+    from textenv.registration import ENV_IDS
+
+    return list(ENV_IDS)
+
+
+def check_env_id(env_id: str) -> None:
+    import textenv  # noqa: F401  (registers the ids)
+
+    if env_id not in gym.registry:
+        raise CLIError(f"unknown env {env_id!r}; registered textenv envs: {', '.join(env_ids())}")
+
+
+def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
+    """Unknown env arguments and values of the wrong type are named, with what was expected."""
+    import inspect
+
+    from textenv.task import TextTask
+
+    params = inspect.signature(TextTask.__init__).parameters
+    valid = [name for name in params if name != "self"] + ["render_mode"]
+    for key, value in env_kwargs.items():
+        if key not in valid:
+            raise CLIError(f"unknown env argument {key!r}; valid: {', '.join(valid)}")
+        default = params[key].default if key in params else None
+        expected = type(default) if isinstance(default, (bool, int, float)) else None
+        if expected is not None and not (
+            isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+            or expected is float and isinstance(value, int) and not isinstance(value, bool)
+        ):
+            raise CLIError(f"env argument {key}={value!r}: expected {expected.__name__}")
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+    """``gym.make`` with errors a user can act on (bad kwarg names the argument and the expected type)."""
+    check_env_id(env_id)
+    check_env_kwargs(env_kwargs)
+    try:
+        return gym.make(env_id, **env_kwargs)
+    except TypeError as err:
+        raise CLIError(f"bad env argument for {env_id}: {err}") from err
+    except (ValueError, OSError, MemoryError, OverflowError) as err:  # FileNotFoundError is an OSError
+        raise CLIError(f"{env_id}: {err}") from err
+
+
+def check_positive(flag: str, value: float) -> None:
+    if not value > 0:
+        raise CLIError(f"{flag} must be > 0, got {value}")
