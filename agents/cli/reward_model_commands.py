@@ -1,7 +1,10 @@
 """The reward-model sub-commands of ``textenv``: ``train-rm`` and ``overoptimization``.
 
 ``register(subparsers)`` adds them to the ``textenv`` parser. Every :class:`RewardModelConfig` field is an option
-(``--learning-rate``, ``--trainable-blocks`` ...), with the field's help text and default.
+(``--learning-rate``, ``--trainable-blocks`` ...), with the field's help text and default, but for ``experimental``
+(study switches, not part of the command line: the trainer decides its speed paths itself). The switches that were
+options before they moved there (``--share-prompt-forward``, ``--cache-frozen-blocks``) are still accepted for one
+release, hidden, with a deprecation line.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ def register(subparsers: Any) -> None:
     train.add_argument("--data", required=True, help="preference JSONL: chosen, rejected, optional prompt and margin")
     train.add_argument("--out", required=True, help="the reward-model directory to write (atomically)")
     train.add_argument("--skip-invalid", action="store_true", help="skip (and report) invalid lines instead of failing")
-    _add_config_options(train, RewardModelConfig, skip={"output_dir"})
+    _add_config_options(train, RewardModelConfig, skip={"output_dir", "experimental"})
+    _add_moved_options(train)
     train.set_defaults(func=cmd_train_rm)
 
     from agents.reward_model.overoptimization import add_arguments
@@ -58,6 +62,26 @@ def _add_config_options(parser: argparse.ArgumentParser, config_class: type, ski
             group.add_argument(flag, type=_parse_bool, default=f.default, metavar="{true,false}", help=help_text)
         else:
             group.add_argument(flag, type=_optional(kind), default=f.default, help=help_text)
+
+
+def _add_moved_options(parser: argparse.ArgumentParser) -> None:
+    """The study switches that were ``train-rm`` options, hidden (``experimental.*`` now)."""
+    from agents.reward_model.experimental import ExperimentalSettings
+
+    for f in dataclasses.fields(ExperimentalSettings):
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f"moved_{f.name}", type=_parse_bool, default=None,
+                            help=argparse.SUPPRESS)
+
+
+def _moved_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The hidden study-switch options given, as ``experimental``'s fields (one deprecation line on stderr)."""
+    given = {name[len("moved_"):]: value for name, value in vars(args).items()
+             if name.startswith("moved_") and value is not None}
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        print(f"textenv: {flags} is deprecated: the trainer takes its exact speed paths itself (its execution plan "
+              "says which); the option will go in a later release", file=sys.stderr)
+    return given
 
 
 def _base_type(hint: Any) -> type:
@@ -94,7 +118,7 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RewardModelConfig) if hasattr(args, f.name)}
     try:
-        config = RewardModelConfig(**values, output_dir=args.out)
+        config = RewardModelConfig(**values, output_dir=args.out, experimental=_moved_values(args))
         config.validate()
     except ValueError as err:
         raise CLIError(str(err)) from err

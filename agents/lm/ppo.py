@@ -44,8 +44,10 @@ from agents.lm.core import (
     process_advantages,
     shape_scores,
 )
+from agents.lm.execution_plan import ExecutionPlan, PlanPart, block_range
 from agents.lm.ptx import PretrainCorpus
 from agents.modeling.decoding import position_ids
+from agents.modeling.model_blocks import freeze_lower_blocks, transformer_blocks
 from agents.lm.frozen_trunk import frozen_leading_blocks
 from agents.lm.rollout import Rollout
 from agents.lm.turns import agent_token_gae, place_scores
@@ -92,6 +94,8 @@ class LMPPOTrainer(LMTrainer):
     def _build_models(self) -> None:
         cfg = self.config
         self.value_model = self._make_value_model(self._value_model_source).to(self.device).eval()
+        if cfg.trainable_blocks is not None:  # the critic trains the policy's top blocks (and its value head)
+            freeze_lower_blocks(self.value_model.backbone, cfg.trainable_blocks)
         self.pretrain = None
         if self._pretrain_source is not None:
             self.pretrain = PretrainCorpus(self._pretrain_source, self.task.tokenizer, cfg.ptx_block_size)
@@ -106,8 +110,9 @@ class LMPPOTrainer(LMTrainer):
         }
         return [*super().parameter_groups(), critic]
 
-    def uses_reference(self) -> bool:
-        return self.config.kl_coef > 0 or super().uses_reference()
+    def reference_needs(self) -> list[str]:
+        kl = [f"the KL penalty kl_coef={self.config.kl_coef:g}"] if self.config.kl_coef > 0 else []
+        return kl + super().reference_needs()
 
     def _make_value_model(self, value_model: Any) -> ValueModel:
         if isinstance(value_model, ValueModel):
@@ -118,6 +123,33 @@ class LMPPOTrainer(LMTrainer):
         if isinstance(source, (str, Path)):
             return ValueModel.from_classifier(source, tokenizer=self.task.tokenizer)
         raise TypeError(f"value_model must be None, 'policy', a classifier directory or a ValueModel, got {source!r}")
+
+    def execution_plan(self) -> ExecutionPlan:
+        plan = super().execution_plan()
+        return ExecutionPlan((*plan.parts, self._value_model_plan()))
+
+    def _value_model_plan(self) -> PlanPart:
+        """Where the value model comes from, what of it trains, and whether it starts from the policy's trunk."""
+        critic = self.accelerator.unwrap_model(self.value_model)
+        source = self.config.value_model_init if self._value_model_source is None else self._value_model_source
+        if isinstance(source, ValueModel):
+            made = "passed in"
+        else:
+            made = "a copy of the policy's backbone" if source == "policy" else f"from {source}"
+        trained = sum(p.numel() for p in critic.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in critic.parameters())
+        blocks, count = self.shareable_trunk_blocks(), len(transformer_blocks(critic.backbone))
+        if not blocks:
+            runs, why = f"runs {block_range(0, count)}", "the policy's forwards have no frozen trunk"
+        elif frozen_leading_blocks(critic.backbone) < blocks:
+            runs, why = f"runs {block_range(0, count)}", "it trains some of the policy's frozen blocks"
+        elif not self.frozen_blocks_match("value", critic.backbone, blocks):
+            runs, why = f"runs {block_range(0, count)}", "its embeddings or lower blocks are not the policy's"
+        else:
+            runs = f"runs {block_range(blocks, count)} on the policy's frozen trunk"
+            why = "its embeddings and lower blocks are the policy's frozen ones"
+        return PlanPart("value model", f"{made}, {trained / 1e6:.3g}M of {total / 1e6:.3g}M parameters trained, "
+                        f"{runs}", why)
 
     # -- one iteration -------------------------------------------------------------------------------------------
     def iteration_step(self) -> dict[str, float]:

@@ -336,14 +336,12 @@ class Experiment:
 
     def rl(self, algorithm: str, label: str) -> dict[str, Any]:
         from agents import lm
-        from agents.reward_model.scoring import freeze_lower_blocks
 
         cfg = self.config
         policy = copy.deepcopy(self.reference).requires_grad_(True)
-        freeze_lower_blocks(policy, cfg.rl_trainable_blocks)
         common = dict(
             seed=cfg.seed, num_envs=cfg.rl_num_envs, learning_rate=cfg.rl_learning_rate, progress_bar=False,
-            num_minibatches=2, reference_metrics=False,
+            num_minibatches=2, reference_metrics=False, trainable_blocks=cfg.rl_trainable_blocks,
         )
         if algorithm == "grpo":
             config: Any = lm.GRPOConfig(num_generations=4 if cfg.rl_num_envs % 4 == 0 else 2, **common)
@@ -355,10 +353,7 @@ class Experiment:
             "prompts": "builtin:train", "max_new_tokens": cfg.max_new_tokens,
             "reward": self.proxy_spec(label),
         }
-        trainer = trainer_class(cfg.env, policy, config, env_kwargs=env_kwargs)
-        if algorithm == "lm-ppo":
-            critic = trainer.accelerator.unwrap_model(trainer.value_model)
-            freeze_lower_blocks(critic.backbone, cfg.rl_trainable_blocks, head=critic.head)
+        trainer = trainer_class(cfg.env, policy, config, env_kwargs=env_kwargs)  # the critic trains the same blocks
         points = []
         try:
             for iteration in range(0, cfg.rl_iterations + 1):

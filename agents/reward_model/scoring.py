@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from agents.modeling.decoding import lm_forward
-from agents.modeling.model_blocks import final_norm, transformer_blocks
+from agents.modeling.model_blocks import transformer_blocks
 from rewards.builtin.reward_model import POOLINGS, encode_prompt_completion, pool_hidden, token_score_sum
 
 
@@ -297,25 +297,5 @@ def init_head_from_words(model: nn.Module, tokenizer: Any, lm_head: torch.Tensor
             model.score.bias.zero_()
 
 
-def freeze_lower_blocks(model: nn.Module, trainable_blocks: int | None, head: nn.Module | None = None) -> int:
-    """Train only the top ``trainable_blocks`` transformer blocks of ``model`` (a transformers model: its
-    ``base_model`` holds the blocks), the final norm and ``head`` (default: the ``score`` head of a sequence
-    classifier, if any). ``None`` trains everything. Returns the number of trainable parameters of ``model``."""
-    if trainable_blocks is None:
-        model.requires_grad_(True)
-    else:
-        blocks = transformer_blocks(model)
-        if trainable_blocks > len(blocks):
-            raise ValueError(f"trainable_blocks={trainable_blocks}, but the model has {len(blocks)} blocks")
-        model.requires_grad_(False)
-        for block in blocks[len(blocks) - trainable_blocks :]:
-            block.requires_grad_(True)
-        norm = final_norm(model.base_model)
-        if norm is not None:
-            norm.requires_grad_(True)
-        head = head if head is not None else getattr(model, "score", None)
-        if head is not None:
-            head.requires_grad_(True)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

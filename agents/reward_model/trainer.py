@@ -15,7 +15,9 @@ import hashlib
 import json
 import math
 import os
+import logging
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -27,7 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.lm.execution_plan import ExecutionPlan, PlanPart, block_range, trained_part
 from agents.lm.logger import MetricsLogger
+from agents.modeling.model_blocks import freeze_lower_blocks
 from agents.reward_model.config import RewardModelConfig
 from agents.reward_model.frozen_trunk import CachedPairBatch, CachedPairScorer, FrozenTrunkCache, cache_is_exact
 from agents.reward_model.loss import bradley_terry_loss, pairwise_accuracy
@@ -38,7 +42,6 @@ from agents.reward_model.scoring import (
     TokenScores,
     collate_pairs,
     encode_pair,
-    freeze_lower_blocks,
     init_head_from_words,
     load_reward_model,
     transformer_blocks,
@@ -52,6 +55,7 @@ from rewards.builtin.reward_model import (
 )
 
 LOGS_DIR = "logs"
+PLAN_LOG = logging.getLogger("agents.reward_model")  # the execution plan, at INFO
 
 
 @dataclass
@@ -180,12 +184,11 @@ class RewardModelTrainer:
             raise ValueError(f"{config.model} is a reward model with a token-score table; train it further with "
                              "token_scores=True (without it the table would be dropped)")
         self.token_scores = self._token_scores(model, saved_table) if config.token_scores else None
-        self.scorer = PairScorer(model, share_prompt_forward=config.share_prompt_forward, pooling=config.pooling,
-                                 token_scores=self.token_scores)
+        self.scorer = PairScorer(model, share_prompt_forward=config.experimental.share_prompt_forward,
+                                 pooling=config.pooling, token_scores=self.token_scores)
         self.frozen_cache: FrozenTrunkCache | None = None
         self.cache_seconds = 0.0
-        if config.cache_frozen_blocks and config.trainable_blocks is not None:
-            self._use_frozen_cache(len(transformer_blocks(model)) - config.trainable_blocks, frozen_cache)
+        self.cache_skipped = self._use_frozen_cache(frozen_cache)  # why the frozen blocks are not cached, or None
         groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
         if self.token_scores is not None:
             self.trainable_parameters += self.token_scores.weight.numel()
@@ -208,11 +211,18 @@ class RewardModelTrainer:
             return TokenScores(vocab_size, load_token_scores(self.config.model, vocab_size))
         return TokenScores(vocab_size)
 
-    def _use_frozen_cache(self, first_trainable: int, cache: FrozenTrunkCache | None) -> None:
-        """Score through :class:`FrozenTrunkCache` (all pairs' frozen-block outputs computed now) if it is exact for
-        this model; otherwise warn and keep full forwards."""
+    def _use_frozen_cache(self, cache: FrozenTrunkCache | None) -> str | None:
+        """Score through :class:`FrozenTrunkCache` (all pairs' frozen-block outputs computed now) where lower blocks
+        are frozen and it is exact for this model (otherwise warn and keep full forwards); return why it is not
+        used, or ``None``."""
+        cfg = self.config
+        if cfg.trainable_blocks is None:
+            return "every block trains; trainable_blocks=N freezes all but the top N"
+        first_trainable = len(transformer_blocks(self.model)) - cfg.trainable_blocks
         if first_trainable <= 0:
-            return
+            return f"trainable_blocks={cfg.trainable_blocks} trains every block"
+        if not cfg.experimental.cache_frozen_blocks:
+            return "turned off by experimental.cache_frozen_blocks=False"
         started = time.perf_counter()
         if cache is None or cache.first_trainable != first_trainable:
             cache = FrozenTrunkCache(self.model, first_trainable, self.tokenizer.pad_token_id,
@@ -221,18 +231,48 @@ class RewardModelTrainer:
         probe = [self.encoded[i] for i in (self.train_index + self.eval_index)[:8]]
         if not cache_is_exact(self.scorer, cache, probe):
             warnings.warn(
-                f"cache_frozen_blocks: {type(self.model).__name__} does not give the same scores from cached block "
+                f"frozen-block cache: {type(self.model).__name__} does not give the same scores from cached block "
                 "outputs (its forward adds to inputs_embeds); training with full forwards",
                 stacklevel=3,
             )
-            return
+            return "the cached outputs do not give the full forward's scores: the model's forward changes inputs_embeds"
         cache.fill(self.encoded)
         self.frozen_cache = cache
         self.scorer = CachedPairScorer(
-            self.model, first_trainable, share_prompt_forward=self.config.share_prompt_forward,
-            pooling=self.config.pooling, token_scores=self.token_scores,
+            self.model, first_trainable, share_prompt_forward=cfg.experimental.share_prompt_forward,
+            pooling=cfg.pooling, token_scores=self.token_scores,
         )
         self.cache_seconds = time.perf_counter() - started
+        return None
+
+    def execution_plan(self) -> ExecutionPlan:
+        """What the trainer trains, caches and shares, and why a faster path does not apply; logged as one line when
+        training starts and kept in the saved model's metadata."""
+        cfg, model = self.config, self.unwrapped_model
+        also = () if cfg.trainable_blocks is None else ("the score head",)  # "every parameter" holds the head
+        table = ("the token-score table",) if self.token_scores is not None else ()
+        trained = trained_part(model, cfg.trainable_blocks, also + table)
+        count = len(transformer_blocks(model))
+        if self.frozen_cache is None:
+            cache = PlanPart("frozen-block cache", "off", self.cache_skipped or "")
+        else:
+            first = self.frozen_cache.first_trainable
+            megabytes = sum(t.numel() * t.element_size() for t in self.frozen_cache.states.values()) / 2**20
+            cache = PlanPart(
+                "frozen-block cache",
+                f"the output of {block_range(0, first)} is cached after one forward per text "
+                f"({len(self.frozen_cache.states)} texts, {megabytes:.3g} MiB); each step runs "
+                f"{block_range(first, count)}",
+                "they are frozen; checked against full forwards on real pairs",
+            )
+        if not cfg.experimental.share_prompt_forward:
+            prompts = PlanPart("prompt forward", "every text forwarded whole",
+                               "turned off by experimental.share_prompt_forward=False")
+        else:
+            why = ("group_by_prompt=True batches the pairs of a prompt together" if cfg.group_by_prompt
+                   else "group_by_prompt=False: mostly a pair's two completions")
+            prompts = PlanPart("prompt forward", "each distinct prompt of a batch once, shared by its completions", why)
+        return ExecutionPlan((trained, cache, prompts))
 
     # -- batches -----------------------------------------------------------------------------------------------
     def train_batches(self, epoch: int) -> Iterator[PairBatch | CachedPairBatch]:
@@ -334,6 +374,12 @@ class RewardModelTrainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.total_steps, unit="step", desc="reward model", dynamic_ncols=True)
+        if self.accelerator.is_main_process:
+            plan = self.execution_plan().line()
+            PLAN_LOG.info(plan)
+            logger.log_plan(plan)
+            if bar is not None:
+                bar.write(plan, file=sys.stderr)
         started = time.perf_counter()
         best = {"eval_accuracy": -1.0, "eval_loss": math.inf, "step": 0}
         best_state = self._trainable_state() if self.eval_index else {}
@@ -471,6 +517,7 @@ class RewardModelTrainer:
             "frozen_block_cache_seconds": self.cache_seconds if self.frozen_cache is not None else None,
             "pooling": self.config.pooling,
             "token_scores": self.token_scores is not None,
+            "execution_plan": self.execution_plan().line(),
             "settings": self.config.to_dict(),
             "score_stats": stats,
         }

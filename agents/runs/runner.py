@@ -33,6 +33,7 @@ import math
 import os
 import pickle
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -480,8 +481,10 @@ class _LMRun:
             "grpo": (lm.GRPOTrainer, lm.GRPOConfig),
             "rloo": (lm.RLOOTrainer, lm.RLOOConfig),
         }[spec.agent]
-        try:
-            config = config_class(seed=spec.seed, output_dir=str(out), progress_bar=False, **spec.agent_kwargs)
+        try:  # from_dict: a run directory written before the study switches moved into `experimental` still loads
+            config = config_class.from_dict(
+                {**spec.agent_kwargs, "seed": spec.seed, "output_dir": str(out), "progress_bar": False}
+            )
         except (TypeError, ValueError) as err:
             raise RunArgumentError(f"bad {spec.agent} argument: {err}") from err
         model = spec.model or spec.env_kwargs.get("tokenizer") or ENV_IDS.get(spec.env, ({}, ""))[0].get("tokenizer")
@@ -509,7 +512,12 @@ class _LMRun:
         run = self
 
         class RunProgress(Callback):
-            """Per iteration (a batch of ``num_envs`` episodes): a curve row, the progress bar, the save schedule."""
+            """Per iteration (a batch of ``num_envs`` episodes): a curve row, the progress bar, the save schedule;
+            the trainer's execution plan above the bar when training starts."""
+
+            def on_train_begin(self, trainer: Any) -> None:
+                if run.progress_bar:
+                    bar.write(trainer.execution_plan().line(), file=sys.stderr)
 
             def on_iteration_end(self, trainer: Any, metrics: dict[str, float]) -> None:
                 run.curve.add_mean(run.num_timesteps, metrics["reward_mean"], trainer.num_envs)
