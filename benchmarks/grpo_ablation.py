@@ -76,14 +76,17 @@ from agents.runs.machine import cpu_info  # noqa: E402
 from benchmarks.rlhf_time_to_target import RUN_SETTINGS, add_run_arguments, example_args  # noqa: E402
 from examples.rlhf_sentiment import build_parser, evaluate, make_trainer  # noqa: E402
 
-# variant -> (GRPOConfig fields it changes, where the setting comes from)
+# variant -> (GRPOConfig fields it changes, where the setting comes from); the loss variants no default adopted are
+# study switches, in the config's `experimental`
 VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "baseline": ({}, "textenv GRPOConfig defaults"),
     "linear_lr": ({"lr_schedule": "linear"}, "TRL: TrainingArguments.lr_scheduler_type='linear', no warm-up"),
-    "kl_is_weight": ({"kl_importance_weight": True}, "TRL 1.16: use_bias_correction_kl=True"),
-    "dapo_rollout": ({"dapo_normalizer": "rollout"}, "TRL 1.16: dapo divides by generation-batch tokens / steps"),
+    "kl_is_weight": ({"experimental": {"kl_importance_weight": True}}, "TRL 1.16: use_bias_correction_kl=True"),
+    "dapo_rollout": (
+        {"experimental": {"dapo_normalizer": "rollout"}}, "TRL 1.16: dapo divides by generation-batch tokens / steps"
+    ),
     "trl_all": (
-        {"lr_schedule": "linear", "kl_importance_weight": True, "dapo_normalizer": "rollout"},
+        {"lr_schedule": "linear", "experimental": {"kl_importance_weight": True, "dapo_normalizer": "rollout"}},
         "all three TRL settings",
     ),
     # candidates where textenv already matches TRL: moved away from both
@@ -91,8 +94,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "scale_batch": ({"scale_rewards": "batch"}, "batch std scaling (TRL/textenv: group)"),
     "loss_grpo": ({"loss_type": "grpo"}, "per-sequence mean (TRL/textenv: dapo)"),
     "loss_dr_grpo": ({"loss_type": "dr_grpo"}, "Dr. GRPO constant normaliser (TRL/textenv: dapo)"),
-    "kl_k1": ({"kl_estimator": "k1"}, "k1 KL estimator (TRL/textenv: k3)"),
-    "kl_k2": ({"kl_estimator": "k2"}, "k2 KL estimator (TRL/textenv: k3)"),
+    "kl_k1": ({"experimental": {"kl_estimator": "k1"}}, "k1 KL estimator (TRL/textenv: k3)"),
+    "kl_k2": ({"experimental": {"kl_estimator": "k2"}}, "k2 KL estimator (TRL/textenv: k3)"),
     "adam_moss": ({"adam_betas": (0.9, 0.95), "adam_eps": 1e-6}, "MOSS-RLHF AdamW (TRL/textenv: 0.9/0.999, 1e-8)"),
     "no_grad_clip": ({"max_grad_norm": None}, "no gradient clipping (TRL/textenv: 1.0)"),
 }
@@ -123,13 +126,19 @@ def run_variant(name: str, seed: int, settings: argparse.Namespace, reference: A
     last = history[-10:]
     return {
         "variant": name, "seed": seed,
-        "changes": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
+        "changes": {k: list(v) if isinstance(v, tuple) else v for k, v in flat(overrides).items()},
         "source": source, "rounds": len(history), "train_seconds": wall, "cpu_seconds": cpu,
         "held_out": result,
         "train_reward_last10": statistics.fmean(h["reward_mean"] for h in last),
         "train_kl_last10": statistics.fmean(h["kl"] for h in last),
         "final_learning_rate": history[-1]["learning_rate"],
     }
+
+
+def flat(changes: dict[str, Any]) -> dict[str, Any]:
+    """A variant's changes with the study switches (``experimental``) at the top level, as ``results.json`` records
+    them (results written before the switches moved hold them so too)."""
+    return {**{k: v for k, v in changes.items() if k != "experimental"}, **changes.get("experimental", {})}
 
 
 @contextlib.contextmanager

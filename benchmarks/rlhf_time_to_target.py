@@ -56,14 +56,9 @@ import torch  # noqa: E402
 import rewards  # noqa: E402
 import textenv  # noqa: E402
 from agents.lm.callbacks import Callback  # noqa: E402
+from agents.modeling.model_blocks import freeze_lower_blocks, transformer_blocks  # noqa: E402
 from agents.runs.machine import cpu_info  # noqa: E402
-from examples.rlhf_sentiment import (  # noqa: E402
-    build_parser,
-    evaluate,
-    freeze_lower_layers,
-    make_trainer,
-    training_reward,
-)
+from examples.rlhf_sentiment import build_parser, evaluate, make_trainer, training_reward  # noqa: E402
 
 TEXTENV_AGENTS = ("grpo", "lm-ppo")
 SMOKE = ["--model", "tiny-random-smollm2", "--rounds", "2", "--eval-every", "1", "--num-envs", "4",
@@ -175,7 +170,8 @@ def run_trl(settings: argparse.Namespace, reference: Any, output_dir: str) -> li
     untuned = Path(output_dir) / "untuned"  # TRL builds its reference model from the policy's directory
     textenv.load_causal_lm(settings.model).save_pretrained(untuned)
     policy = AutoModelForCausalLM.from_pretrained(untuned)
-    freeze_lower_layers(policy, policy.model, settings.train_layers)
+    # the blocks textenv's side trains (its config's trainable_blocks; all of a smaller model's)
+    freeze_lower_blocks(policy, min(settings.train_layers, len(transformer_blocks(policy))) or None)
     steps_per_round = settings.minibatches
     args = GRPOConfig(
         output_dir=output_dir,

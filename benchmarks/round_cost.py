@@ -3,9 +3,10 @@
 Two trainers of ``examples/rlhf_sentiment.py``'s setup (the time-to-target run's: SmolLM2, top 8 blocks trained,
 16 completions, k = 4, 4 optimiser steps per round, beta 0.04), the same seed, differing only in ``--switch``:
 
-* ``share_frozen_trunk`` (default): ``share_frozen_trunk=True`` (the default: the 22 frozen blocks' output is kept
-  while sampling, and the reference forward, each loss forward and LM-PPO's value forwards run only the top 8)
-  against ``False`` (every forward runs all 30 blocks). Sides ``shared`` and ``full``.
+* ``share_frozen_trunk`` (default): the trainer's frozen-trunk path (what it picks by itself: the 22 frozen blocks'
+  output is kept while sampling, and the reference forward, each loss forward and LM-PPO's value forwards run only
+  the top 8) against the full forwards, forced with the study switch ``experimental={"share_frozen_trunk": False}``
+  (every forward runs all 30 blocks). Sides ``shared`` and ``full``.
 * ``fluency_source``: the fluency term read from the trainer's reference forward (``--fluency-source reference``,
   the example's default: ``reference_fluency_weight``) against the env's ``fluency`` plugin, which runs its own copy
   of the untuned model over the re-tokenised text (``--fluency-source plugin``). Sides ``reference`` and ``plugin``.
@@ -64,9 +65,10 @@ def one_round(trainer: Any) -> dict[str, float]:
     return {**keep.metrics, "cpu_seconds": time.process_time() - started}
 
 
-# switch -> (side A, side B): each side's name, its example flags and its config overrides
+# switch -> (side A, side B): each side's name, its example flags and its config overrides (the full-forward side
+# turns the trainer's frozen-trunk path off through the config's study switches)
 SWITCHES: dict[str, tuple[tuple[str, list[str], dict[str, Any]], tuple[str, list[str], dict[str, Any]]]] = {
-    "share_frozen_trunk": (("shared", [], {"share_frozen_trunk": True}), ("full", [], {"share_frozen_trunk": False})),
+    "share_frozen_trunk": (("shared", [], {}), ("full", [], {"experimental": {"share_frozen_trunk": False}})),
     "fluency_source": (("reference", ["--fluency-source", "reference"], {}),
                        ("plugin", ["--fluency-source", "plugin"], {})),
 }

@@ -20,8 +20,10 @@ reference is the untuned model); ``--fluency-source plugin`` scores it with the 
 The measured 20-minute runs (GRPO x3, LM-PPO) are in the README and ``examples/results/``. Held-out scores are
 always pure VADER.
 
-``--train-layers N`` trains only the top N transformer blocks (and the final norm): the backward pass then
-stops there, which is what makes a 135M-parameter policy affordable on two CPU cores.
+``--train-layers N`` trains only the top N transformer blocks (and the final norm; the config's
+``trainable_blocks``): the backward pass then stops there, and the trainer runs the frozen blocks below once per
+rollout, which is what makes a 135M-parameter policy affordable on two CPU cores. The trainer prints its execution
+plan (what it trains, shares and runs) when training starts.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import textenv
 from agents import lm
 from agents.runs.diversity import diversity_metrics
 from agents.lm.callbacks import Callback
+from agents.modeling.model_blocks import transformer_blocks
 from agents.runs.machine import cpu_info
 
 AGENTS = {
@@ -49,19 +52,6 @@ AGENTS = {
     "grpo": (lm.GRPOTrainer, lm.GRPOConfig),
     "lm-ppo": (lm.LMPPOTrainer, lm.LMPPOConfig),
 }
-
-
-def freeze_lower_layers(model: Any, decoder: Any, train_layers: int) -> int:
-    """Freeze ``model`` except the top ``train_layers`` blocks of its ``decoder`` (the transformer stack inside it,
-    with ``layers`` and a final ``norm``) and that norm; return the trainable parameter count. 0 keeps all."""
-    if train_layers <= 0:
-        return sum(p.numel() for p in model.parameters())
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    for block in decoder.layers[-train_layers:]:
-        block.requires_grad_(True)
-    decoder.norm.requires_grad_(True)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 @torch.no_grad()
@@ -219,26 +209,26 @@ def proxy_reward(args: argparse.Namespace) -> dict[str, Any] | None:
 def make_trainer(
     args: argparse.Namespace, output_dir: str | None, config_overrides: dict[str, Any] | None = None
 ) -> tuple[Any, int]:
-    """The trainer the settings ask for, on the training prompts, its policy's lower blocks frozen; and the
-    policy's trainable parameter count. ``config_overrides`` sets further fields of the agent's config."""
+    """The trainer the settings ask for, on the training prompts, its policy's lower blocks frozen
+    (``trainable_blocks``); and the policy's trainable parameter count. ``config_overrides`` sets further fields of
+    the agent's config."""
     trainer_class, config_class = AGENTS[args.agent]
     if args.agent == "lm-ppo":  # the KL penalty is MOSS-RLHF's per-token one in the reward (kl_coef 0.05)
         extra = {"critic_learning_rate": args.critic_lr}
     else:
         extra = {"num_generations": args.generations, "beta": args.beta}
     extra["reference_fluency_weight"] = args.fluency_weight if args.fluency_source == "reference" else 0.0
+    policy = textenv.load_causal_lm(args.model)
+    blocks = min(args.train_layers, len(transformer_blocks(policy)))  # all of a smaller model's (the tiny test model)
     config = config_class(
         seed=args.seed, num_envs=args.num_envs, learning_rate=args.lr, num_minibatches=args.minibatches,
         output_dir=output_dir, progress_bar=False, save_every_minutes=args.save_every_minutes,
+        trainable_blocks=blocks or None,  # LM-PPO's critic trains the same blocks
         **{**extra, **(config_overrides or {})},
     )
-    policy = textenv.load_causal_lm(args.model)
-    trainable = freeze_lower_layers(policy, policy.model, args.train_layers)
     env_kwargs = {"prompts": "builtin:train", "reward": training_reward(args)}
     trainer = trainer_class("MossText-v0", policy, config, env_kwargs=env_kwargs)
-    if args.agent == "lm-ppo":  # the critic (a copy of the policy's backbone + a value head) trains the same blocks
-        backbone = trainer.accelerator.unwrap_model(trainer.value_model).backbone
-        freeze_lower_layers(backbone, backbone, args.train_layers)
+    trainable = sum(p.numel() for p in trainer.unwrapped_policy.parameters() if p.requires_grad)
     return trainer, trainable
 
 
@@ -252,6 +242,7 @@ def main() -> None:
     reference = trainer.reference if trainer.reference is not None else textenv.load_causal_lm(args.model)
     print(f"{args.agent} on MossText-v0 with {args.model}: {trainable / 1e6:.1f}M trainable parameters, "
           f"{args.num_envs} episodes per iteration, budget {args.minutes} min")
+    print(trainer.execution_plan().line())
 
     proxy_spec = proxy_reward(args)
     proxy = rewards.make(proxy_spec) if proxy_spec else None
