@@ -46,23 +46,27 @@ class ExperimentalSettings:
         default="k3",
         metadata={"only": "GRPOConfig", "help": "GRPO's per-token estimator of KL(pi || pi_ref) in the loss, from "
         "the sampled tokens' log-ratio ``r = log pi_ref - log pi`` (Schulman, \"Approximating KL Divergence\", "
-        "2020): ``\"k3\"`` = ``exp(r) - r - 1`` (DeepSeekMath and TRL, which has no other), ``\"k1\"`` = ``-r``, "
-        "``\"k2\"`` = ``r^2 / 2``. A variant of ``experiments/grpo_ablation/``."},
+        "2020): ``\"k3\"`` = ``exp(r) - r - 1`` (unbiased, >= 0; DeepSeekMath and TRL ``GRPOTrainer``, which has "
+        "no other), ``\"k1\"`` = ``-r`` (unbiased, can be negative; its gradient is the score function, 0 in "
+        "expectation on-policy), ``\"k2\"`` = ``r^2 / 2`` (biased, >= 0; its gradient is the reverse KL's "
+        "on-policy). A variant of ``experiments/grpo_ablation/``."},
     )
     kl_importance_weight: bool = field(
         default=False,
         metadata={"only": "GRPOConfig", "help": "Multiply GRPO's per-token KL estimate by the (differentiable) "
-        "ratio ``pi / pi_old`` to the sampling policy, so that its expected gradient is the reverse KL's (TRL's "
-        "``use_bias_correction_kl``). ``False``: the plain estimate, as DeepSeekMath's GRPO. Studied in "
+        "ratio ``pi / pi_old`` to the sampling policy, so that its expected gradient is the reverse KL's "
+        "(DeepSeek-V3.2; TRL's ``use_bias_correction_kl``, on by default there). ``False``: the plain estimate "
+        "(DeepSeekMath's GRPO), whose k3 gradient is in expectation the forward KL(pi_ref || pi)'s. Studied in "
         "``experiments/grpo_ablation/`` and ``experiments/grpo_vs_trl/``; the default did not change."},
     )
     dapo_normalizer: str = field(
         default="minibatch",
         metadata={"only": "GRPOConfig", "help": "The token count dividing each optimiser step's summed loss under "
         "GRPO's ``loss_type=\"dapo\"``: ``\"minibatch\"`` = the step's own completion tokens (the DAPO paper's "
-        "token mean; TRL's ``\"bnpo\"``), ``\"rollout\"`` = the iteration's completion tokens / "
-        "``num_minibatches`` (TRL's ``\"dapo\"``). Both over all processes. Studied in "
-        "``experiments/grpo_ablation/``; the default did not change."},
+        "token mean per batch; TRL calls it ``\"bnpo\"``), ``\"rollout\"`` = the iteration's completion tokens / "
+        "``num_minibatches`` (TRL's ``\"dapo\"``: ``num_items_in_batch`` of the generation batch over "
+        "``steps_per_generation``), so a minibatch of long completions weighs more. Both over all processes. "
+        "Studied in ``experiments/grpo_ablation/``; the default did not change."},
     )
 
     def validate(self, owner: str = "experimental", config_classes: tuple[str, ...] = ("GRPOConfig",)) -> None:

@@ -138,18 +138,23 @@ class LMPPOTrainer(LMTrainer):
             made = "a copy of the policy's backbone" if source == "policy" else f"from {source}"
         trained = sum(p.numel() for p in critic.parameters() if p.requires_grad)
         total = sum(p.numel() for p in critic.parameters())
-        blocks, count = self.shareable_trunk_blocks(), len(transformer_blocks(critic.backbone))
-        if not blocks:
-            runs, why = f"runs {block_range(0, count)}", "the policy's forwards have no frozen trunk"
-        elif frozen_leading_blocks(critic.backbone) < blocks:
-            runs, why = f"runs {block_range(0, count)}", "it trains some of the policy's frozen blocks"
-        elif not self.frozen_blocks_match("value", critic.backbone, blocks):
-            runs, why = f"runs {block_range(0, count)}", "its embeddings or lower blocks are not the policy's"
-        else:
-            runs = f"runs {block_range(blocks, count)} on the policy's frozen trunk"
-            why = "its embeddings and lower blocks are the policy's frozen ones"
+        blocks, why = self.value_model_trunk(self.shareable_trunk_blocks())
+        count = len(transformer_blocks(critic.backbone))
+        runs = f"runs {block_range(blocks, count)}" + (" on the policy's frozen trunk" if blocks else "")
         return PlanPart("value model", f"{made}, {trained / 1e6:.3g}M of {total / 1e6:.3g}M parameters trained, "
                         f"{runs}", why)
+
+    def value_model_trunk(self, blocks: int) -> tuple[int, str]:
+        """How many of the policy's ``blocks`` frozen-trunk blocks the value model starts from (0: it runs all its
+        own), and why: it does when its embeddings and lower blocks are the policy's frozen ones."""
+        backbone = self.accelerator.unwrap_model(self.value_model).backbone
+        if not blocks:
+            return 0, "the policy's forwards have no frozen trunk"
+        if frozen_leading_blocks(backbone) < blocks:
+            return 0, "it trains some of the policy's frozen blocks"
+        if not self.frozen_blocks_match("value", backbone, blocks):
+            return 0, "its embeddings or lower blocks are not the policy's"
+        return blocks, "its embeddings and lower blocks are the policy's frozen ones"
 
     # -- one iteration -------------------------------------------------------------------------------------------
     def iteration_step(self) -> dict[str, float]:
@@ -293,11 +298,8 @@ class LMPPOTrainer(LMTrainer):
         p, t = rollout.prompt_slots, rollout.mask.shape[1]
         width = p + t - 1
         trunk = rollout.trunk
-        if trunk is not None:
-            backbone = self.accelerator.unwrap_model(self.value_model).backbone
-            if frozen_leading_blocks(backbone) < trunk.blocks or not self.frozen_blocks_match("value", backbone,
-                                                                                              trunk.blocks):
-                trunk = None
+        if trunk is not None and not self.value_model_trunk(trunk.blocks)[0]:
+            trunk = None
         if trunk is None:
             attention = rollout.attention_mask[:, :width]
             values = value_model(rollout.input_ids[:, :width], attention, position_ids(attention))
