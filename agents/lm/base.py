@@ -16,7 +16,6 @@ import contextlib
 import copy
 import json
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +46,7 @@ from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, text_ve
 from agents.lm.schedule import LearningRateSchedule
 from agents.lm.seeding import IterationSeeds
 from agents.lm.turns import last_token_index
+from textenv.user_warnings import warn_caller
 
 POLICY_DIR = "policy"
 
@@ -255,11 +255,10 @@ class LMTrainer:
         float32 = next(policy.parameters()).dtype == torch.float32 and self.accelerator.mixed_precision == "no"
         difference = matches_full_forward(full, top, mask, 1e-4 if float32 else 2e-2)
         if difference is not None:
-            warnings.warn(
+            warn_caller(
                 f"share_frozen_trunk: {type(policy).__name__}'s log-probs from its frozen blocks' output differ from "
                 f"the full forward's by up to {difference:.3g} (its forward changes inputs_embeds, e.g. by adding "
-                "position embeddings); every forward runs the whole model instead",
-                stacklevel=3,
+                "position embeddings); every forward runs the whole model instead"
             )
         return difference is None
 
@@ -539,7 +538,7 @@ class LMTrainer:
         ignored = {"output_dir", "save_every", "save_every_minutes", "save_at_end", "progress_bar"}
         changed = sorted(k for k in current if k not in ignored and json.dumps(saved.get(k)) != json.dumps(current[k]))
         if changed:
-            warnings.warn(f"resuming with a config that differs from the checkpoint's in {changed}", stacklevel=3)
+            warn_caller(f"resuming with a config that differs from the checkpoint's in {changed}")
 
     def close(self) -> None:
         """Close the environments and, under ``accelerate launch``, leave the process group cleanly.
