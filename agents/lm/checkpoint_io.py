@@ -34,7 +34,7 @@ class SavesPretrained(Protocol):
     def save_pretrained(self, save_directory: Any, safe_serialization: bool = True) -> None: ...
 
     @classmethod
-    def from_pretrained(cls, path: Any, dtype: Any = None) -> Any: ...
+    def from_pretrained(cls, path: Any, dtype: Any = None, trust_remote_code: bool = False) -> Any: ...
 
 
 def write_trainer_checkpoint(
@@ -90,7 +90,7 @@ def read_trainer_checkpoint(
 
 def load_weights(model: SavesPretrained, directory: Path) -> None:
     """Copy the weights ``model.save_pretrained(directory)`` wrote into ``model``, in place."""
-    saved = type(model).from_pretrained(directory, dtype=next(model.parameters()).dtype)
+    saved = type(model).from_pretrained(directory, dtype=next(model.parameters()).dtype, trust_remote_code=False)
     model.load_state_dict(saved.state_dict())
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.builtin._models import check_model_path
-from rewards.builtin._util import check_choice, check_int
+from rewards.builtin._util import check_bool, check_choice, check_int
 from rewards.registry import register
 
 AGGREGATES = ("mean", "min", "mean_minus_std")
@@ -89,14 +88,18 @@ def token_score_sum(table: Any, ids: Any, mask: Any) -> Any:
 def load_token_scores(path: str | os.PathLike, vocab_size: int) -> Any:
     """The token-score table of a reward-model directory whose metadata says ``token_scores: true``: a float32
     ``(vocab_size,)`` tensor read from ``token_scores.safetensors`` (safetensors only: data, never code), checked for
-    its shape and for finite values."""
+    its shape and for finite values. A damaged file raises ``ValueError`` naming it."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     file = Path(path) / TOKEN_SCORES_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{path}/{METADATA_FILE} says token_scores=true, but {file} is missing")
-    tensors = load_file(str(file))
+    try:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{file}: not a readable safetensors file ({' '.join(str(err).split())})") from None
     table = tensors.get(TOKEN_SCORES_KEY)
     if table is None or tuple(table.shape) != (vocab_size,):
         found = {k: tuple(v.shape) for k, v in tensors.items()}
@@ -108,9 +111,36 @@ def load_token_scores(path: str | os.PathLike, vocab_size: int) -> Any:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """``textenv_reward_model.json`` of a reward-model directory, or ``{}`` for a directory without one."""
+    """``textenv_reward_model.json`` of a reward-model directory, or ``{}`` for a directory without one.
+
+    The fields that change how the model is read are checked (a damaged or edited file raises ``ValueError``
+    naming it): ``pooling`` one of :data:`POOLINGS` (or the older ``"last_token"``), ``token_scores`` true or false
+    (a JSON boolean), ``score_stats`` an object with a finite ``mean`` and a finite ``std`` > 0.
+    """
+    from textenv.files import parse_json
+
     file = Path(path) / METADATA_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
+    if not file.is_file():
+        return {}
+    metadata = parse_json(file.read_bytes(), str(file))
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{file}: expected a JSON object, got {type(metadata).__name__}")
+    pooling = metadata.get("pooling", "last")
+    if pooling not in (*POOLINGS, "last_token"):
+        raise ValueError(f"{file}: pooling={pooling!r}; expected one of {POOLINGS}")
+    if not isinstance(metadata.get("token_scores", False), bool):
+        raise ValueError(f"{file}: token_scores={metadata['token_scores']!r}; expected true or false")
+    stats = metadata.get("score_stats")
+    if stats is not None:
+        ok = isinstance(stats, dict) and all(_finite(stats.get(key)) for key in ("mean", "std"))
+        if not ok or not stats["std"] > 0:
+            raise ValueError(f"{file}: score_stats={stats!r:.120}; expected {{\"mean\": a finite number, "
+                             "\"std\": a finite number > 0}")
+    return metadata
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @register("reward_model")
@@ -143,6 +173,11 @@ class RewardModelReward:
         batch_size: texts per forward pass (default 32).
         max_length: maximum tokens per text (default 512).
         device: torch device (default ``"cpu"``).
+        trust_remote_code: let transformers run Python shipped in a directory (default False: a directory whose
+            config asks for it is refused when the plugin is made, without asking).
+
+    A damaged directory (unreadable ``config.json``, ``textenv_reward_model.json`` or token-score table) raises a
+    ``ValueError`` naming the file.
     """
 
     def __init__(
@@ -156,7 +191,9 @@ class RewardModelReward:
         batch_size: int = 32,
         max_length: int = 512,
         device: str = "cpu",
+        trust_remote_code: bool = False,
     ) -> None:
+        self.trust_remote_code = check_bool("trust_remote_code", trust_remote_code)
         if (path is None) == (paths is None):
             raise ValueError("reward_model reward: give exactly one of path (one directory) or paths (an ensemble)")
         if paths is not None and (isinstance(paths, (str, bytes)) or not list(paths)):
@@ -177,15 +214,17 @@ class RewardModelReward:
         self.stats = [self._score_stats(p) for p in self.paths] if normalize else None
         self._members: list[tuple[Any, Any, str, Any]] | None = None
 
-    @staticmethod
-    def _check_dir(path: Any) -> str:
+    def _check_dir(self, path: Any) -> str:
         directory = check_model_path(path, "reward_model reward")
         config = Path(directory) / "config.json"
         if not config.is_file():
             raise FileNotFoundError(f"reward_model reward: {directory!r} is not a model directory (no config.json)")
         from transformers import AutoConfig
 
-        num_labels = AutoConfig.from_pretrained(directory).num_labels
+        from textenv.models import from_pretrained
+
+        read_metadata(directory)  # a damaged metadata file is named now, not at the first call
+        num_labels = from_pretrained(AutoConfig, directory, trust_remote_code=self.trust_remote_code).num_labels
         if num_labels != 1:
             raise ValueError(
                 f"reward_model reward: {directory!r} has num_labels={num_labels}; expected a reward model with one "
@@ -201,16 +240,19 @@ class RewardModelReward:
                 f"reward_model reward: normalize=True needs the score statistics in {path}/{METADATA_FILE}, "
                 "written by textenv train-rm"
             )
-        return float(stats["mean"]), max(float(stats["std"]), 1e-8)
+        return float(stats["mean"]), float(stats["std"])  # read_metadata checked: finite, std > 0
 
     def _load(self) -> list[tuple[Any, Any, str, Any]]:
         if self._members is None:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+            from textenv.models import from_pretrained
+
             members = []
             for path in self.paths:
-                tokenizer = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForSequenceClassification.from_pretrained(path)
+                trust = self.trust_remote_code
+                tokenizer = from_pretrained(AutoTokenizer, path, trust_remote_code=trust)
+                model = from_pretrained(AutoModelForSequenceClassification, path, trust_remote_code=trust)
                 if tokenizer.pad_token_id is None:
                     tokenizer.pad_token = tokenizer.eos_token
                 if model.config.pad_token_id is None:
@@ -227,11 +269,7 @@ class RewardModelReward:
         """How the directory's model was trained to read its score (``pooling`` in its metadata; ``last`` for a
         directory without one, as transformers' sequence classifiers read it)."""
         pooling = metadata.get("pooling", "last")
-        pooling = "last" if pooling == "last_token" else pooling
-        if pooling not in POOLINGS:
-            raise ValueError(f"reward_model reward: {path}/{METADATA_FILE} has pooling={pooling!r}; expected one of "
-                             f"{POOLINGS}")
-        return pooling
+        return "last" if pooling == "last_token" else pooling  # read_metadata checked it
 
     def member_scores(self, prompts: Sequence[str], completions: Sequence[str]) -> Any:
         """Every member's score of every text: a float64 array ``(members, texts)``."""
