@@ -103,7 +103,7 @@ def code_dir(request, tmp_path):
         "from transformers import PretrainedConfig\n"
         "class EvilConfig(PretrainedConfig):\n    model_type = 'evil-net'\n"
     )
-    return directory, ran
+    return directory, ran, request.param
 
 
 @pytest.fixture
@@ -150,7 +150,11 @@ LOADER_NAMES = [
 def test_a_directory_shipping_code_is_refused_without_running_or_asking(loader, code_dir, no_prompt):
     import rewards
 
-    directory, ran = code_dir
+    directory, ran, variant = code_dir
+    if loader == "load_tokenizer" and variant == "config only":  # the tokenizer itself ships no code: it loads
+        loaders(str(directory))[loader]()
+        assert not ran.exists(), "the directory's Python file ran"
+        return
     with pytest.raises((ValueError, OSError, rewards.RewardPluginError)) as raised:
         loaders(str(directory))[loader]()
     assert not ran.exists(), "the directory's Python file ran"
@@ -160,15 +164,24 @@ def test_a_directory_shipping_code_is_refused_without_running_or_asking(loader, 
 
 @pytest.fixture
 def stdin_says_yes(monkeypatch):
-    """stdin answers "y" to any question (a prompt would then run the shipped code, which the test sees)."""
+    """stdin answers "y" to any question (a prompt would then run the shipped code, which the test sees).
+
+    transformers' warnings are silenced meanwhile: its log handler may hold an earlier test's captured stderr,
+    and a warning written there prints a logging traceback into this test's stderr."""
     import io
     import sys
 
+    from transformers.utils import logging as hf_logging
+
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 8))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    yield
+    hf_logging.set_verbosity(verbosity)
 
 
 def test_the_cli_refuses_it_in_one_line_even_when_stdin_says_yes(code_dir, tmp_path, capsys, stdin_says_yes):
-    directory, ran = code_dir
+    directory, ran, _ = code_dir
     data = tmp_path / "pairs.jsonl"
     data.write_text('{"chosen": "good", "rejected": "bad"}\n{"chosen": "yes", "rejected": "no"}\n')
     code, out, err = run_main(capsys, "train-rm", "--data", str(data), "--out", str(tmp_path / "rm"), "--model",
@@ -179,7 +192,7 @@ def test_the_cli_refuses_it_in_one_line_even_when_stdin_says_yes(code_dir, tmp_p
 
 
 def test_the_reward_flag_of_sample_refuses_it_too(code_dir, capsys, stdin_says_yes):
-    directory, ran = code_dir
+    directory, ran, _ = code_dir
     spec = json.dumps({"name": "reward_model", "kwargs": {"path": str(directory)}})
     code, out, err = run_main(capsys, "sample", "--env", "MossWords-v0", "-n", "1", "--reward", spec)
     assert_one_line_error(code, err, str(directory))
