@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import posixpath
 import re
 from pathlib import Path
@@ -148,11 +149,19 @@ def cli_reference() -> str:
 
     parser = build_parser()
     out = []
-    for name, sub in subcommands(parser).items():
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "110"  # argparse wraps usage lines at the terminal width it reads from here
+    try:
+        sections = [(name, sub, sub.format_usage().strip()) for name, sub in subcommands(parser).items()]
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+    for name, sub, usage in sections:
         out.append(f"## `textenv {name}`\n")
         if sub.description:
             out.append(plain_roles(sub.description).strip() + "\n")
-        usage = " ".join(sub.format_usage().split())
         out.append(f"```text\n{usage}\n```\n")
         rows = [row for row in map(argument_row, sub._actions) if row]
         if rows:
