@@ -5,7 +5,8 @@ Blocks run as written, with the tiny random-init model in place of SmolLM2 and s
 take minutes: the SUBSTITUTIONS below. Each substitution must still match some block (a test checks it), so a
 changed snippet fails here rather than silently running with its full budget. A Python block whose first line is
 ``# continues ...`` runs after the Python block before it, in the same namespace. In a ``bash`` block of the README,
-the ``make`` lines must name targets of the Makefile and every ``textenv`` line runs through the CLI's ``main``.
+the ``make`` lines must name targets of the Makefile and every ``textenv`` line runs through the CLI's ``main``; the
+docs pages' ``textenv`` lines must parse.
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ def python_cases() -> list[pytest.param]:
     return cases
 
 
-def cli_lines() -> list[str]:
-    """The ``textenv`` command lines of the README's bash blocks, continuation lines joined, comments dropped."""
+def cli_lines(path: Path = README) -> list[str]:
+    """The ``textenv`` command lines of a page's bash blocks, continuation lines joined, comments dropped."""
     lines = []
-    for language, code in code_blocks(README):
+    for language, code in code_blocks(path):
         if language != "bash":
             continue
         for line in code.replace("\\\n", " ").splitlines():
@@ -95,6 +96,19 @@ def test_readme_command_line_runs(command, in_tmp, capsys):
 
     argv = shlex.split(shrink(command))
     assert main(argv[1:]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command", [pytest.param(c, id=f"{p.name}:{c[:60]}") for p in DOC_PAGES for c in cli_lines(p)]
+)
+def test_docs_command_line_parses(command):
+    """The docs pages' ``textenv`` lines are not run (some take minutes), but each must parse: every flag exists."""
+    from agents.cli import build_parser
+
+    try:
+        build_parser().parse_args(shlex.split(command)[1:])
+    except SystemExit as exit_:
+        pytest.fail(f"{command!r} does not parse (exit {exit_.code})")
 
 
 def test_readme_setup_commands_are_makefile_targets():
