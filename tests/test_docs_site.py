@@ -1,6 +1,6 @@
 """The built documentation site renders in a real browser: headless Chromium opens the home page, a topic page and an
-API page from a local HTTP server, and each must show its own heading and generated content in the DOM, and a
-screenshot that is not blank. Also: no page of the site loads anything from another host (fonts, scripts, styles).
+API page from a local HTTP server (every other host unreachable), and each must show its own heading and generated
+content in the DOM, and a screenshot that is not blank. Also: no page of the site loads anything from another host (fonts, scripts, styles).
 
 Outside the default suite (marker ``docs``): ``make docs-check`` builds the site, installs Debian's ``chromium`` if
 it is missing, and runs this. Screenshots are kept in ``out/docs-screenshots/``.
@@ -55,7 +55,9 @@ def site_url() -> Iterator[str]:
 
 
 def run_chromium(*args: str) -> subprocess.CompletedProcess:
+    # every host but the local server unreachable: the pages must render offline
     command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                "--window-size=1280,1000", "--virtual-time-budget=5000", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
