@@ -92,6 +92,9 @@ def test_resume_is_exact_and_the_checkpoint_holds_adapters_only(tmp_path, capsys
     straight = trainer_of(LMPPOTrainer, LMPPOConfig, critic_learning_rate=2e-2)
     assert {p.data_ptr() for p in straight.value_model.backbone.parameters() if not p.requires_grad} <= {
         p.data_ptr() for p in straight.unwrapped_policy.parameters()}  # the critic copies no base weight
+    optimised = {id(p) for group in straight.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for model in (straight.unwrapped_policy, straight.value_model)
+                         for p in model.parameters() if p.requires_grad}
     expected = straight.train(2)
     straight.close()
 

@@ -103,9 +103,10 @@ class LMPPOTrainer(LMTrainer):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """One AdamW, two parameter groups (MOSS-RLHF): the policy's and the critic's learning rate and epsilon."""
         cfg = self.config
-        critic = {
-            "params": list(self.value_model.parameters()), "lr": cfg.critic_learning_rate, "eps": cfg.critic_adam_eps
-        }
+        params = list(self.value_model.parameters())
+        if self.value_adapter_only:  # never the base weights it shares with the policy
+            params = [p for p in params if p.requires_grad]
+        critic = {"params": params, "lr": cfg.critic_learning_rate, "eps": cfg.critic_adam_eps}
         return [*super().parameter_groups(), critic]
 
     def uses_reference(self) -> bool:
