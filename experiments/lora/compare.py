@@ -52,10 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, default=32.0)
     parser.add_argument("--lora-blocks", type=int, default=None, help="adapters in the top N blocks only")
     parser.add_argument("--parallel", type=int, default=2, help="children at a time (one thread each)")
+    parser.add_argument("--no-initial-eval", action="store_true",
+                        help="skip the round-0 evaluation (the untuned model's: the same for every side and seed)")
     parser.add_argument("--out", default="runs/lora_study")
     parser.add_argument("--one", choices=SIDES, default=None, help=argparse.SUPPRESS)  # the child's side
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--summarise", default=None, metavar="DIR", help="print the table of DIR's results")
+    parser.add_argument("--summarise", nargs="+", default=None, metavar="DIR",
+                        help="print the table of the results in these directories (summary.json goes to the first)")
     return parser
 
 
@@ -113,13 +116,16 @@ def run_textenv(settings: argparse.Namespace, side: str, out: Path) -> dict[str,
 
     class EvaluateEvery(Callback):
         def on_iteration_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+            print(f"round {trainer.iteration}  reward {metrics['reward_mean']:+.3f}  "
+                  f"{time.process_time() - curve.started:.0f} CPU s", flush=True)
             if curve.due(trainer.iteration):
                 curve(trainer.unwrapped_policy, trainer.reference, trainer.iteration)
 
-    curve(trainer.unwrapped_policy, trainer.reference, 0)
+    if not settings.no_initial_eval:
+        curve(trainer.unwrapped_policy, trainer.reference, 0)
     history = trainer.train(settings.rounds, callbacks=[EvaluateEvery()])
     checkpoint = trainer.save_checkpoint(out / "checkpoint_out")
-    trainable = sum(p.numel() for group in trainer.optimizer.param_groups for p in group["params"])
+    trainable = sum(p.numel() for p in trainer.unwrapped_policy.parameters() if p.requires_grad)
     trainer.close()
     return {"curve": curve.points, "checkpoint_bytes": directory_bytes(checkpoint), "trainable_parameters": trainable,
             "train_reward_mean": [h["reward_mean"] for h in history]}
@@ -151,8 +157,9 @@ def run_trl(settings: argparse.Namespace, out: Path) -> dict[str, Any]:
                              layers_to_transform=None if blocks is None else list(range(30 - blocks, 30)))
     steps_per_round = example.minibatches
     args = GRPOConfig(
-        output_dir=str(out / "trl"), seed=settings.seed, per_device_train_batch_size=example.num_envs // steps_per_round,
-        gradient_accumulation_steps=1, steps_per_generation=steps_per_round, num_generations=example.generations,
+        output_dir=str(out / "trl"), seed=settings.seed,
+        per_device_train_batch_size=example.num_envs // steps_per_round, gradient_accumulation_steps=1,
+        steps_per_generation=steps_per_round, num_generations=example.generations,
         num_iterations=1, max_completion_length=24, temperature=1.0, learning_rate=settings.lora_lr,
         beta=example.beta, max_steps=settings.rounds * steps_per_round, logging_strategy="no", save_strategy="no",
         report_to=[], use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
@@ -183,11 +190,16 @@ def run_trl(settings: argparse.Namespace, out: Path) -> dict[str, Any]:
 
     class EvaluateEvery(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step % steps_per_round == 0 and curve.due(state.global_step // steps_per_round):
-                evaluate_now(state.global_step // steps_per_round)
+            if state.global_step % steps_per_round:
+                return
+            round_ = state.global_step // steps_per_round
+            print(f"round {round_}  {time.process_time() - curve.started:.0f} CPU s", flush=True)
+            if curve.due(round_):
+                evaluate_now(round_)
 
     trainer.add_callback(EvaluateEvery())
-    evaluate_now(0)
+    if not settings.no_initial_eval:
+        evaluate_now(0)
     trainer.train()
     checkpoint = out / "checkpoint_out"
     trainer.save_model(str(checkpoint))  # the adapter (TRL's save of a PEFT model)
@@ -222,7 +234,7 @@ def run_all(settings: argparse.Namespace) -> None:
         raise SystemExit(f"unknown sides {unknown}; expected some of {SIDES}")
     common = ["--rounds", str(settings.rounds), "--eval-every", str(settings.eval_every), "--model", settings.model,
               "--lr", str(settings.lr), "--lora-lr", str(settings.lora_lr), "--rank", str(settings.rank),
-              "--alpha", str(settings.alpha)]
+              "--alpha", str(settings.alpha)] + (["--no-initial-eval"] if settings.no_initial_eval else [])
     if settings.lora_blocks is not None:
         common += ["--lora-blocks", str(settings.lora_blocks)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -257,21 +269,23 @@ def mean_sd(values: list[float]) -> str:
     if not values:
         return "n/a"
     if len(values) == 1:
-        return f"{values[0]:.3g}"
-    return f"{statistics.mean(values):.3g} ± {statistics.stdev(values):.2g}"
+        return f"{values[0]:.4g}"
+    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
 
 
-def summarise(out: Path) -> str:
-    """A Markdown table (mean ± sd over seeds) of every side in ``out``, and ``summary.json`` beside it."""
+def summarise(out: Path, *more: Path) -> str:
+    """A Markdown table (mean ± sd over seeds) of every side in ``out`` (and ``more``), and ``summary.json`` in
+    ``out``. CPU seconds per round are counted over the rounds before the last evaluation every side reached."""
     results: dict[str, list[dict[str, Any]]] = {}
-    for directory in sorted(out.glob("*_seed*")):
+    for directory in sorted(d for base in (out, *more) for d in base.glob("*_seed*")):
         if (directory / "result.json").is_file() and (directory / "process.json").is_file():
             result = json.loads((directory / "result.json").read_text())
             result.update(json.loads((directory / "process.json").read_text()))
             results.setdefault(result["side"], []).append(result)
     rounds = sorted({p["round"] for runs in results.values() for r in runs for p in r["curve"]})
-    head = ["side", "seeds", "trainable params", "peak RSS (MB)", "checkpoint (MB)", "CPU s / round",
-            *[f"VADER @ {r}" for r in rounds if r], *[f"KL @ {r}" for r in rounds if r][-1:]]
+    common = min(max(p["round"] for p in run["curve"]) for runs in results.values() for run in runs)
+    head = ["side", "seeds", "peak RSS (MB)", "checkpoint (MB)", f"CPU s / round (rounds 1-{common})",
+            *[f"VADER @ {r}" for r in rounds if r], *[f"KL @ {r}" for r in rounds if r]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     summary: dict[str, Any] = {}
     for side in [s for s in SIDES if s in results]:
@@ -282,15 +296,15 @@ def summarise(out: Path) -> str:
             "trainable_parameters": runs[0]["trainable_parameters"],
             "peak_rss_mb": [run["peak_rss_bytes"] / 1e6 for run in runs],
             "checkpoint_mb": [run["checkpoint_bytes"]["total"] / 1e6 for run in runs],
-            "cpu_seconds_per_round": [run["cpu_seconds_per_round"] for run in runs],
+            "cpu_seconds_per_round": [p["train_cpu_seconds"] / common for p in at[common]],
             "held_out_vader": {r: [p["held_out_vader"] for p in at[r]] for r in rounds},
             "kl_to_reference": {r: [p["kl_to_reference"] for p in at[r]] for r in rounds},
         }
         summary[side] = row
-        cells = [side, str(len(runs)), f"{row['trainable_parameters'] / 1e6:.2f}M", mean_sd(row["peak_rss_mb"]),
+        cells = [side, str(len(runs)), mean_sd(row["peak_rss_mb"]),
                  mean_sd(row["checkpoint_mb"]), mean_sd(row["cpu_seconds_per_round"]),
                  *[mean_sd(row["held_out_vader"][r]) for r in rounds if r],
-                 *[mean_sd(row["kl_to_reference"][r]) for r in rounds if r][-1:]]
+                 *[mean_sd(row["kl_to_reference"][r]) for r in rounds if r]]
         lines.append("| " + " | ".join(cells) + " |")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return "\n".join(lines)
@@ -299,7 +313,7 @@ def summarise(out: Path) -> str:
 def main() -> None:
     settings = build_parser().parse_args()
     if settings.summarise:
-        print(summarise(Path(settings.summarise)))
+        print(summarise(*[Path(d) for d in settings.summarise]))
     elif settings.one:
         run_child(settings)
     else:
