@@ -25,22 +25,21 @@ It prints, per N: distinct training texts, lexicon words seen, the share of the 
 occurrences that were never seen, the ceiling and every learner's accuracy, on all test pairs and on those with
 gold gap >= 0.3.
 
-    python examples/reward_model_data_ceiling.py --train pairs.jsonl --test test_pairs.jsonl --counts 250 500 1000 2000
-    python examples/reward_model_data_ceiling.py --train pairs.jsonl --test test_pairs.jsonl --counts 2000 \\
-        --model smollm2-135m-instruct --layers 16 --token-mlp
+    python -m experiments.rm_data_ceiling.reward_model_data_ceiling --train pairs.jsonl --test test_pairs.jsonl \\
+        --counts 250 500 1000 2000
+    python -m experiments.rm_data_ceiling.reward_model_data_ceiling --train pairs.jsonl --test test_pairs.jsonl \\
+        --counts 2000 --model smollm2-135m-instruct --layers 16 --token-mlp
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from textenv.preferences import load_preferences  # noqa: E402
+from textenv.preferences import load_preferences
 
 
 def all_words(text: str) -> list[str]:

@@ -3,9 +3,9 @@
 Prints a table (algorithm, steps, seeds, random-policy mean, final mean per seed, wall time per run) and writes
 a learning-curve PNG and the raw numbers (JSON, rewritten after each algorithm) to ``--out``.
 
-    python examples/compare_sb3.py                                   # all seven on MossWords-v0, 20k steps, 3 seeds
-    python examples/compare_sb3.py --algos ppo dqn --seeds 0 1 --steps 10000
-    python examples/compare_sb3.py --budget-to-learn --seeds 0 1 2 3 4   # each its MOSS_WORDS_STEPS budget
+    python -m experiments.sb3_comparison.compare_sb3            # all seven on MossWords-v0, 20k steps, 3 seeds
+    python -m experiments.sb3_comparison.compare_sb3 --algos ppo dqn --seeds 0 1 --steps 10000
+    python -m experiments.sb3_comparison.compare_sb3 --budget-to-learn --seeds 0 1 2 3 4   # MOSS_WORDS_STEPS each
 
 Every algorithm gets the same ``--steps`` (default 20,000), so the curves and final means compare at one
 budget. ``--budget-to-learn`` instead gives each the budget in which all of seeds 0-4 learn
@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import gymnasium as gym
+import numpy as np
+import torch
 
-import textenv  # noqa: E402,F401  (registers the ids)
-from agents.sb3.evaluation import MOSS_WORDS_STEPS, random_policy_rewards, train_and_record  # noqa: E402
-from agents.sb3.factory import ALGORITHMS, VEC_ENVS  # noqa: E402
+import textenv  # noqa: F401  (registers the ids)
+from agents.sb3.evaluation import MOSS_WORDS_STEPS, random_policy_rewards, train_and_record
+from agents.sb3.factory import ALGORITHMS, VEC_ENVS
 
 MATCHED_STEPS = 20_000
 

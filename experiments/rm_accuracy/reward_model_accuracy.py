@@ -7,11 +7,11 @@ selection (early stopping) uses only the trainer's own held-out split of the tra
 read once per model, after training. Reported per run: test accuracy on all pairs and on pairs whose gold gap is at
 least 0.3, the held-out (validation) accuracy, training accuracy, seconds (frozen-block cache included).
 
-    .venv/bin/python -m agents pairs --env MossText-v0 --gold sentiment --k 6 --prompts builtin:train \\
+    textenv pairs --env MossText-v0 --gold sentiment --k 6 --prompts builtin:train \\
         --pairs 2800 --out runs/rm/train_pairs.jsonl
-    .venv/bin/python -m agents pairs --env MossText-v0 --gold sentiment --k 6 --prompts builtin:test \\
+    textenv pairs --env MossText-v0 --gold sentiment --k 6 --prompts builtin:test \\
         --pairs 560 --seed 1 --out runs/rm/test_pairs.jsonl
-    .venv/bin/python examples/reward_model_accuracy.py --train runs/rm/train_pairs.jsonl \\
+    python -m experiments.rm_accuracy.reward_model_accuracy --train runs/rm/train_pairs.jsonl \\
         --test runs/rm/test_pairs.jsonl --sizes 250,500,1000,2000 --variants default --out runs/rm/accuracy.json
 
 Variants are named setting changes (``--variants`` lists them; ``--list-variants`` prints them): the number of
@@ -26,18 +26,14 @@ import itertools
 import json
 import os
 import random
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from agents.reward_model import RewardModelConfig, RewardModelTrainer  # noqa: E402
-from textenv.preferences import PreferencePair, load_preferences  # noqa: E402
+from agents.reward_model import RewardModelConfig, RewardModelTrainer
+from textenv.preferences import PreferencePair, load_preferences
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},

@@ -1,7 +1,7 @@
 """RLHF time to target: held-out reward against CPU seconds, textenv's GRPO and LM-PPO beside TRL's GRPOTrainer.
 
 Every side trains SmolLM2-135M-Instruct (its top ``--train-layers`` blocks) on the same reward, ``sentiment +
-1.0 * repetition + 0.5 * fluency`` (``examples/rlhf_sentiment.py``'s default; textenv's sides read the fluency
+1.0 * repetition + 0.5 * fluency`` (:mod:`experiments.rlhf_common`'s default; textenv's sides read the fluency
 term from their reference forward, as the example does by default, TRL's from the env's ``fluency`` plugin), from
 the training prompts (``builtin:train``), with matched settings: ``--num-envs`` completions per round
 (``--generations`` per prompt for the group methods), ``--minibatches`` optimiser steps per round, learning rate,
@@ -20,12 +20,12 @@ setup: two sides, one thread each, on 2 cores), so that machine load hits every 
 default: TRL's final held-out reward) divided by TRL's. The issue's target is a ratio <= 0.5.
 
     # the real run (~50 min on 2 cores): textenv's GRPO, the same with TRL's KL weighting, and TRL, side by side
-    .venv/bin/python benchmarks/rlhf_time_to_target.py --agents grpo,grpo@kl_is_weight,trl --side-by-side \\
+    python -m experiments.grpo_vs_trl.rlhf_time_to_target --agents grpo,grpo@kl_is_weight,trl --side-by-side \\
         --out runs/time_to_target
-    .venv/bin/python benchmarks/rlhf_time_to_target.py --smoke --out /tmp/ttt          # tiny model, seconds
+    python -m experiments.grpo_vs_trl.rlhf_time_to_target --smoke --out /tmp/ttt          # tiny model, seconds
     # runs of several seeds (each made with --seed S): mean and spread of every figure per side, reward against KL,
     # and the seed-mean curves with the target ratio read from them
-    .venv/bin/python benchmarks/rlhf_time_to_target.py --summarise runs/ttt_seed0 runs/ttt_seed1 --out runs/ttt
+    python -m experiments.grpo_vs_trl.rlhf_time_to_target --summarise runs/ttt_seed0 runs/ttt_seed1 --out runs/ttt
 
 TRL is needed for its side (``pip install -e ".[bench]"``); without it that side is reported as skipped and
 ratios need ``--target``.
@@ -46,25 +46,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import torch  # noqa: E402
+import torch
 
-import rewards  # noqa: E402
-import textenv  # noqa: E402
-from agents.lm.callbacks import Callback  # noqa: E402
-from agents.runs.machine import cpu_info  # noqa: E402
-from examples.rlhf_sentiment import (  # noqa: E402
+import rewards
+import textenv
+from agents.lm.callbacks import Callback
+from agents.runs.machine import cpu_info
+from experiments.rlhf_common import (
+    GRPO_VARIANTS,
+    RUN_SETTINGS,
+    add_run_arguments,
     build_parser,
     evaluate,
+    example_args,
     freeze_lower_layers,
     make_trainer,
+    start_module,
     training_reward,
 )
 
+MODULE = "experiments.grpo_vs_trl.rlhf_time_to_target"
 TEXTENV_AGENTS = ("grpo", "lm-ppo")
 SMOKE = ["--model", "tiny-random-smollm2", "--rounds", "2", "--eval-every", "1", "--num-envs", "4",
          "--generations", "2", "--minibatches", "2"]
@@ -123,18 +125,16 @@ class HeldOut:
 
 
 def textenv_overrides(name: str) -> tuple[str, dict[str, Any]]:
-    """``"grpo"`` -> ``("grpo", {})``; ``"grpo@kl_is_weight"`` -> GRPO with that ``benchmarks/grpo_ablation.py``
-    variant's config changes (a TRL setting moved onto textenv's GRPO)."""
+    """``"grpo"`` -> ``("grpo", {})``; ``"grpo@kl_is_weight"`` -> GRPO with that ``GRPO_VARIANTS`` entry's config
+    changes (a TRL setting moved onto textenv's GRPO)."""
     agent, _, variant = name.partition("@")
     if agent not in TEXTENV_AGENTS:
         raise SystemExit(f"unknown agent {name!r}; expected grpo, lm-ppo, trl or grpo@<variant>")
     if not variant:
         return agent, {}
-    from benchmarks.grpo_ablation import VARIANTS
-
-    if agent != "grpo" or variant not in VARIANTS:
-        raise SystemExit(f"unknown agent {name!r}; variants apply to grpo only: grpo@one of {sorted(VARIANTS)}")
-    return agent, VARIANTS[variant][0]
+    if agent != "grpo" or variant not in GRPO_VARIANTS:
+        raise SystemExit(f"unknown agent {name!r}; variants apply to grpo only: grpo@one of {sorted(GRPO_VARIANTS)}")
+    return agent, GRPO_VARIANTS[variant][0]
 
 
 def run_textenv(name: str, settings: argparse.Namespace, reference: Any) -> list[dict[str, float]]:
@@ -175,7 +175,7 @@ def run_trl(settings: argparse.Namespace, reference: Any, output_dir: str) -> li
     untuned = Path(output_dir) / "untuned"  # TRL builds its reference model from the policy's directory
     textenv.load_causal_lm(settings.model).save_pretrained(untuned)
     policy = AutoModelForCausalLM.from_pretrained(untuned)
-    freeze_lower_layers(policy, policy.model, settings.train_layers)
+    freeze_lower_layers(policy, settings.train_layers)
     steps_per_round = settings.minibatches
     args = GRPOConfig(
         output_dir=output_dir,
@@ -219,17 +219,6 @@ def run_trl(settings: argparse.Namespace, reference: Any, output_dir: str) -> li
     return held_out.curve
 
 
-def example_args(settings: argparse.Namespace, agent: str) -> list[str]:
-    """``examples/rlhf_sentiment.py``'s command line for these settings."""
-    return [
-        "--agent", agent, "--model", settings.model, "--num-envs", str(settings.num_envs),
-        "--generations", str(settings.generations), "--minibatches", str(settings.minibatches),
-        "--lr", str(settings.lr), "--critic-lr", str(settings.critic_lr), "--beta", str(settings.beta),
-        "--train-layers", str(settings.train_layers), "--eval-samples", str(settings.eval_samples),
-        "--seed", str(settings.seed),
-    ]
-
-
 def first_reach(curve: list[dict[str, float]], target: float, measure: str = "cpu_seconds") -> float | None:
     """The CPU seconds (or another ``measure`` of the point, such as ``"round"``) of the first evaluation whose
     held-out reward reaches ``target`` (None: never)."""
@@ -270,40 +259,11 @@ def plot(curves: dict[str, Any], target: float | None, path: Path) -> None:
             ax.axhline(target, color="red", ls=":", label=f"target {target:.3f}")
 
 
-def write_results(path: Path | None, results: dict[str, Any]) -> None:
-    """A benchmark's ``--json`` file: ``results`` as JSON at ``path``, its folder made (nothing when ``None``)."""
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1, default=str))
-
-
-# the settings that shape a run (what add_run_arguments defines and example_args passes on, less the critic's
-# learning rate, which only LM-PPO reads): runs compared or merged must agree on them
-RUN_SETTINGS = ("model", "rounds", "num_envs", "generations", "minibatches", "lr", "beta", "train_layers",
-                "eval_samples", "precision")
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The run settings the RLHF benchmarks share (what :func:`example_args` passes on, and the threads)."""
-    parser.add_argument("--model", default=textenv.DEFAULT_MODEL)
-    parser.add_argument("--rounds", type=int, default=86)
-    parser.add_argument("--eval-samples", type=int, default=1, help="completions per held-out prompt")
-    parser.add_argument("--num-envs", type=int, default=16, help="completions per round")
-    parser.add_argument("--generations", type=int, default=4, help="completions per prompt (grpo, trl)")
-    parser.add_argument("--minibatches", type=int, default=4, help="optimiser steps per round")
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--critic-lr", type=float, default=1e-4, help="value-model learning rate (lm-ppo)")
-    parser.add_argument("--beta", type=float, default=0.04)
-    parser.add_argument("--train-layers", type=int, default=8)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--threads", type=int, default=1)
-
-
 def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 rounds: checks the pipeline only")
     parser.add_argument("--agents", default="grpo,lm-ppo,trl",
-                        help="comma-separated: grpo, lm-ppo, trl, or grpo@<variant of benchmarks/grpo_ablation.py>")
+                        help="comma-separated: grpo, lm-ppo, trl, or grpo@<variant of GRPO_VARIANTS>")
     parser.add_argument("--side-by-side", action="store_true",
                         help="run the agents at once, one process each (--threads each), into OUT/<agent>/")
     add_run_arguments(parser)
@@ -330,9 +290,8 @@ def run_side_by_side(settings: argparse.Namespace, argv: list[str]) -> dict[str,
     processes = {}
     for name in names:
         log = open(Path(settings.out) / f"{name}.log", "w")  # noqa: SIM115 - closed when the process ends
-        command = [sys.executable, str(Path(__file__).resolve()), *base, "--agents", name,
-                   "--out", str(Path(settings.out) / name)]
-        processes[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
+        arguments = [*base, "--agents", name, "--out", str(Path(settings.out) / name)]
+        processes[name] = (start_module(MODULE, arguments, stdout=log, stderr=subprocess.STDOUT), log)
     curves: dict[str, Any] = {}
     for name, (process, log) in processes.items():
         code = process.wait()

@@ -2,7 +2,7 @@
 
 Measured side by side (SmolLM2, top 8 blocks, lr 2e-4, beta 0.04, k=4, 16 completions and 4 optimiser steps per
 round, 86 rounds), TRL 1.16's ``GRPOTrainer`` reached held-out VADER 0.872 at KL 23.0 and textenv's GRPO 0.850 at
-KL 26.3. This script trains textenv's GRPO on ``examples/rlhf_sentiment.py``'s setup (its reward, prompts, frozen
+KL 26.3. This script trains textenv's GRPO on :mod:`experiments.rlhf_common`'s setup (its reward, prompts, frozen
 blocks and evaluation) once with textenv's defaults and once per variant that moves ONE setting to TRL's, plus all
 of them together, each for ``--rounds`` rounds from the same seed(s).
 
@@ -43,10 +43,11 @@ One 86-round SmolLM2 run takes ~25-40 minutes on one thread (16-28 s per round o
 ~30 s of evaluation: the five default variants x 3 seeds are ~4 hours as two processes.
 
     # the real ablation (2 cores): two processes, one thread each, halves of the variants, 3 seeds
-    OMP_NUM_THREADS=1 python benchmarks/grpo_ablation.py --variants baseline,linear_lr,kl_is_weight --seeds 0,1,2 &
-    OMP_NUM_THREADS=1 python benchmarks/grpo_ablation.py --variants dapo_rollout,trl_all --seeds 0,1,2
-    python benchmarks/grpo_ablation.py --table-only
-    python benchmarks/grpo_ablation.py --smoke --out /tmp/ablation      # tiny model, seconds
+    OMP_NUM_THREADS=1 python -m experiments.grpo_ablation.grpo_ablation --variants baseline,linear_lr,kl_is_weight \\
+        --seeds 0,1,2 &
+    OMP_NUM_THREADS=1 python -m experiments.grpo_ablation.grpo_ablation --variants dapo_rollout,trl_all --seeds 0,1,2
+    python -m experiments.grpo_ablation.grpo_ablation --table-only
+    python -m experiments.grpo_ablation.grpo_ablation --smoke --out /tmp/ablation      # tiny model, seconds
 """
 
 from __future__ import annotations
@@ -64,45 +65,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import torch  # noqa: E402
+import torch
 
-import textenv  # noqa: E402
-from agents.runs.machine import cpu_info  # noqa: E402
-from benchmarks.rlhf_time_to_target import RUN_SETTINGS, add_run_arguments, example_args  # noqa: E402
-from examples.rlhf_sentiment import build_parser, evaluate, make_trainer  # noqa: E402
+import textenv
+from agents.runs.machine import cpu_info
+from experiments.rlhf_common import (
+    GRPO_VARIANTS,
+    RUN_SETTINGS,
+    add_run_arguments,
+    build_parser,
+    evaluate,
+    example_args,
+    make_trainer,
+)
 
-# variant -> (GRPOConfig fields it changes, where the setting comes from)
-VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
-    "baseline": ({}, "textenv GRPOConfig defaults"),
-    "linear_lr": ({"lr_schedule": "linear"}, "TRL: TrainingArguments.lr_scheduler_type='linear', no warm-up"),
-    "kl_is_weight": ({"kl_importance_weight": True}, "TRL 1.16: use_bias_correction_kl=True"),
-    "dapo_rollout": ({"dapo_normalizer": "rollout"}, "TRL 1.16: dapo divides by generation-batch tokens / steps"),
-    "trl_all": (
-        {"lr_schedule": "linear", "kl_importance_weight": True, "dapo_normalizer": "rollout"},
-        "all three TRL settings",
-    ),
-    # candidates where textenv already matches TRL: moved away from both
-    "scale_none": ({"scale_rewards": "none"}, "Dr. GRPO: no std scaling (TRL/textenv: group)"),
-    "scale_batch": ({"scale_rewards": "batch"}, "batch std scaling (TRL/textenv: group)"),
-    "loss_grpo": ({"loss_type": "grpo"}, "per-sequence mean (TRL/textenv: dapo)"),
-    "loss_dr_grpo": ({"loss_type": "dr_grpo"}, "Dr. GRPO constant normaliser (TRL/textenv: dapo)"),
-    "kl_k1": ({"kl_estimator": "k1"}, "k1 KL estimator (TRL/textenv: k3)"),
-    "kl_k2": ({"kl_estimator": "k2"}, "k2 KL estimator (TRL/textenv: k3)"),
-    "adam_moss": ({"adam_betas": (0.9, 0.95), "adam_eps": 1e-6}, "MOSS-RLHF AdamW (TRL/textenv: 0.9/0.999, 1e-8)"),
-    "no_grad_clip": ({"max_grad_norm": None}, "no gradient clipping (TRL/textenv: 1.0)"),
-}
 DEFAULT_VARIANTS = "baseline,linear_lr,kl_is_weight,dapo_rollout,trl_all"
 SMOKE = ["--model", "tiny-random-smollm2", "--rounds", "2", "--num-envs", "4", "--generations", "2",
          "--minibatches", "2", "--variants", "baseline,trl_all"]
 
 
 def held_out(policy: Any, reference: Any, settings: argparse.Namespace) -> dict[str, Any]:
-    """``examples/rlhf_sentiment.py``'s held-out evaluation, with the standard error of the mean VADER."""
+    """:func:`experiments.rlhf_common.evaluate`, with the standard error of the mean VADER."""
     result = evaluate(policy, reference, settings.eval_samples, seed=1234, temperature=1.0)
     completions = 40 * settings.eval_samples  # builtin:test holds 40 prompts
     result["sentiment_stderr"] = result["sentiment_std"] / math.sqrt(completions)
@@ -111,7 +95,7 @@ def held_out(policy: Any, reference: Any, settings: argparse.Namespace) -> dict[
 
 
 def run_variant(name: str, seed: int, settings: argparse.Namespace, reference: Any) -> dict[str, Any]:
-    overrides, source = VARIANTS[name]
+    overrides, source = GRPO_VARIANTS[name]
     args = build_parser().parse_args(example_args(argparse.Namespace(**{**vars(settings), "seed": seed}), "grpo"))
     torch.manual_seed(seed)
     trainer, _ = make_trainer(args, output_dir=None, config_overrides=overrides)
@@ -188,7 +172,7 @@ def table(results: dict[str, Any]) -> str:
         rows.append(f"| untuned | - | | {untuned['sentiment_mean']:.3f} ± {untuned['sentiment_stderr']:.3f} "
                     f"(s.e.) | 0 | {untuned['perplexity_under_reference']:.2f} | {untuned['distinct_2_all']:.3f} | "
                     f"{untuned['top_4gram_share']:.2f} | | |")
-    order = [name for name in VARIANTS if name in by_variant]
+    order = [name for name in GRPO_VARIANTS if name in by_variant]
     for name in order:
         runs = sorted(by_variant[name], key=lambda run: run["seed"])
         column = {key: [run["held_out"][key] for run in runs] for key in
@@ -218,7 +202,7 @@ def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 rounds: checks the pipeline only")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS,
-                        help=f"comma-separated, or 'all': {', '.join(VARIANTS)}")
+                        help=f"comma-separated, or 'all': {', '.join(GRPO_VARIANTS)}")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     add_run_arguments(parser)
     parser.add_argument("--out", default="runs/grpo_ablation")
@@ -226,10 +210,10 @@ def parse_settings(argv: list[str] | None = None) -> argparse.Namespace:
     argv = sys.argv[1:] if argv is None else argv
     settings = parser.parse_args(argv)
     settings = parser.parse_args(SMOKE + argv) if settings.smoke else settings
-    settings.variant_list = list(VARIANTS) if settings.variants == "all" else settings.variants.split(",")
-    unknown = [name for name in settings.variant_list if name not in VARIANTS]
+    settings.variant_list = list(GRPO_VARIANTS) if settings.variants == "all" else settings.variants.split(",")
+    unknown = [name for name in settings.variant_list if name not in GRPO_VARIANTS]
     if unknown:
-        parser.error(f"unknown variants {unknown}; expected some of {list(VARIANTS)} or 'all'")
+        parser.error(f"unknown variants {unknown}; expected some of {list(GRPO_VARIANTS)} or 'all'")
     try:
         settings.seed_list = [int(seed) for seed in settings.seeds.split(",")]
     except ValueError:

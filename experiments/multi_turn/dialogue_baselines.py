@@ -1,7 +1,7 @@
 """Baselines of the multi-turn tasks: a uniformly random policy on each, a scripted good policy on
 MossGuessWords-v0, and (``--sb3-steps N``) SB3 PPO trained on MossGuessWords-v0.
 
-    python examples/dialogue_baselines.py --episodes 200 --chat-episodes 32 --sb3-steps 30000
+    python -m experiments.multi_turn.dialogue_baselines --episodes 200 --chat-episodes 32 --sb3-steps 30000
 
 Prints one JSON object: mean episode reward (and its standard error) per task and policy.
 """

@@ -1,13 +1,14 @@
-"""``examples/rlhf_sentiment.py`` over several seeds: one process per seed, ``--parallel`` at a time, then the mean,
-standard deviation and range of every held-out figure, with the CPU each run saw.
+"""``rlhf_sentiment.py`` over several seeds: one process per seed, ``--parallel`` at a time, then the mean, standard
+deviation and range of every held-out figure, with the CPU each run saw.
 
 Every argument after ``--`` goes to ``rlhf_sentiment.py`` unchanged (each seed adds ``--seed S --out OUT/seedS``).
-The default run is one thread per process (``OMP_NUM_THREADS=1``, as the README runs it), so two seeds at once on
-2 cores give each the core a lone run would have; a third waits.
+The default run is one thread per process (``OMP_NUM_THREADS=1``), so two seeds at once on 2 cores give each the
+core a lone run would have; a third waits.
 
-    python examples/rlhf_seeds.py --seeds 0 1 2 --parallel 2 --out runs/rlhf_seeds -- --minutes 20
-    python examples/rlhf_seeds.py --seeds 0 1 --out /tmp/seeds -- --model tiny-random-smollm2 --max-iterations 2
-    python examples/rlhf_seeds.py --summarise-only --out runs/rlhf_seeds     # the summary of runs already made
+    python -m experiments.rlhf_seeds.rlhf_seeds --seeds 0 1 2 --parallel 2 --out runs/rlhf_seeds -- --minutes 20
+    python -m experiments.rlhf_seeds.rlhf_seeds --seeds 0 1 --out /tmp/seeds -- --model tiny-random-smollm2 \\
+        --max-iterations 2
+    python -m experiments.rlhf_seeds.rlhf_seeds --summarise-only --out runs/rlhf_seeds   # runs already made
 
 Writes ``OUT/summary.json`` and prints a markdown table.
 """
@@ -24,7 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-EXAMPLE = Path(__file__).resolve().parent / "rlhf_sentiment.py"
+from experiments.rlhf_common import start_module
+
+RUN = "experiments.rlhf_seeds.rlhf_sentiment"
 FIGURES = {  # summary name -> path in a run's results.json
     "held_out_vader_before": ("before", "sentiment_mean"),
     "held_out_vader": ("after", "sentiment_mean"),
@@ -39,17 +42,16 @@ FIGURES = {  # summary name -> path in a run's results.json
 }
 
 
-def run_seeds(seeds: list[int], parallel: int, out: Path, example_args: list[str]) -> None:
-    """Run the example once per seed, at most ``parallel`` processes at a time; stop at the first failure."""
+def run_seeds(seeds: list[int], parallel: int, out: Path, run_args: list[str]) -> None:
+    """Run ``rlhf_sentiment.py`` once per seed, at most ``parallel`` processes at a time; stop at the first failure."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     pending, running = list(seeds), {}
     while pending or running:
         while pending and len(running) < parallel:
             seed = pending.pop(0)
             log = open(out / f"seed{seed}.log", "w")  # noqa: SIM115 - closed when the process ends
-            command = [sys.executable, str(EXAMPLE), *example_args, "--seed", str(seed),
-                       "--out", str(out / f"seed{seed}")]
-            running[seed] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+            arguments = [*run_args, "--seed", str(seed), "--out", str(out / f"seed{seed}")]
+            running[seed] = (start_module(RUN, arguments, stdout=log, stderr=subprocess.STDOUT, env=env), log)
             print(f"seed {seed}: started", flush=True)
         for seed, (process, log) in list(running.items()):
             if process.poll() is not None:
@@ -102,7 +104,7 @@ def table(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
-    ours, example_args = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    ours, run_args = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=2, help="seeds run at once (one process each)")
@@ -111,13 +113,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(ours)
     if args.parallel < 1:
         parser.error(f"--parallel {args.parallel}: expected at least 1")
-    clashing = [a for a in example_args if a in ("--seed", "--out")]
+    clashing = [a for a in run_args if a in ("--seed", "--out")]
     if clashing:
         parser.error(f"{clashing} after '--': this script sets --seed and --out for each run")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.summarise_only:
-        run_seeds(args.seeds, args.parallel, out, example_args)
+        run_seeds(args.seeds, args.parallel, out, run_args)
     summary = summarise(out)
     print(table(summary))
     return summary

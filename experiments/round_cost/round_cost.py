@@ -1,47 +1,36 @@
 """What one switch saves per round of RLHF training, measured side by side.
 
-Two trainers of ``examples/rlhf_sentiment.py``'s setup (the time-to-target run's: SmolLM2, top 8 blocks trained,
+Two trainers of :mod:`experiments.rlhf_common`'s setup (the time-to-target run's: SmolLM2, top 8 blocks trained,
 16 completions, k = 4, 4 optimiser steps per round, beta 0.04), the same seed, differing only in ``--switch``:
 
 * ``share_frozen_trunk`` (default): ``share_frozen_trunk=True`` (the default: the 22 frozen blocks' output is kept
   while sampling, and the reference forward, each loss forward and LM-PPO's value forwards run only the top 8)
   against ``False`` (every forward runs all 30 blocks). Sides ``shared`` and ``full``.
 * ``fluency_source``: the fluency term read from the trainer's reference forward (``--fluency-source reference``,
-  the example's default: ``reference_fluency_weight``) against the env's ``fluency`` plugin, which runs its own copy
+  the studies' default: ``reference_fluency_weight``) against the env's ``fluency`` plugin, which runs its own copy
   of the untuned model over the re-tokenised text (``--fluency-source plugin``). Sides ``reference`` and ``plugin``.
 
 One untimed warm-up round each, then ``--rounds`` rounds of each, interleaved (A, B, A, B, ...), so both see the
 same machine load; ratios are of the medians. Reported per side: the round's wall seconds, its process CPU
 seconds, and the trainer's own time breakdown (generation, env and reward, reference and value forwards, update).
 
-    .venv/bin/python benchmarks/round_cost.py                             # the trunk, SmolLM2, ~6 min, one thread
-    .venv/bin/python benchmarks/round_cost.py --agent lm-ppo              # LM-PPO (policy, reference and critic)
-    .venv/bin/python benchmarks/round_cost.py --switch fluency_source     # where the fluency term comes from
-    .venv/bin/python benchmarks/round_cost.py --smoke                     # tiny model, seconds
+    python -m experiments.round_cost.round_cost                             # the trunk, SmolLM2, ~6 min, one thread
+    python -m experiments.round_cost.round_cost --fluency-source plugin     # the trunk, fluency from the env's plugin
+    python -m experiments.round_cost.round_cost --agent lm-ppo              # LM-PPO (policy, reference and critic)
+    python -m experiments.round_cost.round_cost --switch fluency_source     # where the fluency term comes from
+    python -m experiments.round_cost.round_cost --smoke                     # tiny model, seconds
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-import torch  # noqa: E402
-
-import textenv  # noqa: E402
-from agents.lm.callbacks import Callback  # noqa: E402
-from agents.runs.machine import cpu_info  # noqa: E402
-from benchmarks.rlhf_time_to_target import add_run_arguments, example_args, write_results  # noqa: E402
-from examples.rlhf_sentiment import build_parser, make_trainer  # noqa: E402
+from agents.lm.callbacks import Callback
+from agents.runs.machine import cpu_info
+from experiments.rlhf_common import build_parser, example_args, make_trainer, parse_round_settings, write_results
 
 PARTS = ("iteration_seconds", "cpu_seconds", "generation_seconds", "env_seconds", "forward_seconds", "update_seconds")
 
@@ -77,7 +66,8 @@ def compare(settings: argparse.Namespace) -> dict[str, Any]:
     sides = SWITCHES[settings.switch]
     trainers = {}
     for name, flags, overrides in sides:
-        args = build_parser().parse_args([*example_args(settings, settings.agent), *flags])
+        fluency = ["--fluency-source", settings.fluency_source]  # both sides alike; a side's own flags win
+        args = build_parser().parse_args([*example_args(settings, settings.agent), *fluency, *flags])
         trainers[name] = make_trainer(args, output_dir=None, config_overrides=overrides)[0]
     for trainer in trainers.values():
         one_round(trainer)  # warm-up; the shared side's first round also runs its exactness check
@@ -115,19 +105,13 @@ def print_report(results: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(parser)
     parser.add_argument("--agent", choices=("grpo", "lm-ppo"), default="grpo")
     parser.add_argument("--switch", choices=sorted(SWITCHES), default="share_frozen_trunk",
                         help="what differs between the two sides")
-    parser.set_defaults(rounds=8)  # timed rounds per side
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 rounds: checks the pipeline only")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    settings = parser.parse_args(argv)
-    if settings.smoke:
-        settings.model, settings.rounds, settings.train_layers = textenv.TINY_MODEL, 2, 1
+    parser.add_argument("--fluency-source", choices=("reference", "plugin"), default="reference",
+                        help="where both sides read the fluency term (the fluency_source switch sets it per side)")
+    settings = parse_round_settings(parser, argv, rounds=8, smoke_rounds=2)  # rounds: timed rounds per side
     settings.eval_samples = 1
-    torch.set_num_threads(settings.threads)
     results = compare(settings)
     print_report(results)
     write_results(settings.json, results)

@@ -1,34 +1,23 @@
 """How closely the trainer's reference fluency (``reference_fluency_weight``) matches the env's ``fluency`` plugin.
 
-``examples/rlhf_sentiment.py``'s GRPO trainer (SmolLM2 by default) is built with the plugin in its env reward and
+:mod:`experiments.rlhf_common`'s GRPO trainer (SmolLM2 by default) is built with the plugin in its env reward and
 the reference fluency switched on at a negligible weight, so every rollout carries both values for the same
 completions. For ``--rounds`` rounds' rollouts (nothing is trained) it reports the share of completions where the
 two agree to 1e-4, the largest and the mean absolute difference, and, for each completion where they differ,
 whether its sampled ids are its text's own tokenisation (where they are not, the plugin scores other tokens than
 the ones the policy wrote).
 
-    .venv/bin/python benchmarks/fluency_agreement.py            # SmolLM2, 6 rounds of 16 completions, ~2 min
-    .venv/bin/python benchmarks/fluency_agreement.py --smoke    # tiny model, seconds
+    python -m experiments.fluency_agreement.fluency_agreement            # SmolLM2, 6 rounds of 16 completions, ~2 min
+    python -m experiments.fluency_agreement.fluency_agreement --smoke    # tiny model, seconds
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-import torch  # noqa: E402
-
-import textenv  # noqa: E402
-from benchmarks.rlhf_time_to_target import add_run_arguments, example_args, write_results  # noqa: E402
-from examples.rlhf_sentiment import build_parser, make_trainer  # noqa: E402
+import textenv
+from experiments.rlhf_common import build_parser, example_args, make_trainer, parse_round_settings, write_results
 
 AGREE = 1e-4
 
@@ -76,15 +65,7 @@ def compare(settings: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(parser)
-    parser.set_defaults(rounds=6)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny random model, 1 round: checks the pipeline only")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    settings = parser.parse_args(argv)
-    if settings.smoke:
-        settings.model, settings.rounds, settings.train_layers = textenv.TINY_MODEL, 1, 1
-    torch.set_num_threads(settings.threads)
+    settings = parse_round_settings(parser, argv, rounds=6, smoke_rounds=1)
     results = compare(settings)
     print(f"{results['completions']} completions: {results['agree_share']:.1%} agree to {AGREE:g}; "
           f"max |difference| {results['max_abs_difference']:.3f}, mean {results['mean_abs_difference']:.4f} nats per "
