@@ -21,6 +21,17 @@ def run_example(*args: str, cwd: Path) -> str:
     return done.stdout
 
 
+def test_rlhf_sentiment_example(tmp_path):
+    out = tmp_path / "run"
+    stdout = run_example(str(REPO / "examples" / "rlhf_sentiment.py"), "--model", "tiny-random-smollm2",
+                         "--train-blocks", "1", "--max-iterations", "2", "--out", str(out), cwd=tmp_path)
+    assert "2 iterations; held-out VADER" in stdout and stdout.count(" >>>") == 3
+    # one checkpoint, written when training ended, and the log with the reward's parts
+    assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["iteration"] == 2
+    header = (out / "progress.csv").read_text().splitlines()[0].split(",")
+    assert {"reward_sentiment_mean", "reward_repetition_mean", "reward_reference_fluency_mean"} <= set(header)
+
+
 def test_train_sb3_example(tmp_path):
     stdout = run_example(str(REPO / "examples" / "train_sb3.py"), "--steps", "512", "--random-episodes", "40",
                          "--episodes", "20", "--save", str(tmp_path / "agent"), cwd=tmp_path)
