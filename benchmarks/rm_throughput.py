@@ -24,7 +24,7 @@ only the trainable top blocks, and its one-off fill (the frozen blocks over ever
 epoch * median step)``.
 
     .venv/bin/python benchmarks/rm_throughput.py                                 # SmolLM2-135M (minutes)
-    .venv/bin/python benchmarks/rm_throughput.py --model tiny-random-smollm2 --steps 3 --json out.json
+    .venv/bin/python benchmarks/rm_throughput.py --model tiny-random-smollm2 --trainable-blocks 1 --steps 3   # smoke
 """
 
 from __future__ import annotations

@@ -134,6 +134,15 @@ def test_compare_sb3_study(tmp_path):
     assert (out / "learning_curves.png").stat().st_size > 10_000
 
 
+def test_dialogue_baselines_study():
+    """The word games' baselines: asking "small" and then guessing beats random play on MossGuessWords-v0."""
+    results = json.loads(run_study("experiments.multi_turn.dialogue_baselines", "--episodes", "16",
+                                   "--chat-episodes", "0"))
+    assert set(results) == {"MossGuessWords-v0/random", "MossGuessWords-v0/scripted", "MossGuess-v0/random"}
+    assert all(result["episodes"] == 16 for result in results.values())
+    assert results["MossGuessWords-v0/scripted"]["mean"] > results["MossGuessWords-v0/random"]["mean"] + 0.3
+
+
 def test_rlhf_seeds_runs_each_seed_and_summarises(tmp_path):
     out = tmp_path / "seeds"
     stdout = run_study("experiments.rlhf_seeds.rlhf_seeds", "--seeds", "0", "1", "--parallel", "2", "--out", str(out),
