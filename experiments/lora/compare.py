@@ -1,11 +1,12 @@
 """LoRA against the top-8-block fine-tune (and TRL's GRPOTrainer with the same ``peft_config``) on the RLHF example's
 setup: peak RSS, checkpoint bytes, process CPU seconds per round, held-out VADER and KL at matched rounds.
 
-Every side trains SmolLM2-135M-Instruct with GRPO on ``examples/rlhf_sentiment.py``'s default setup (MossText-v0,
-the training prompts, reward ``sentiment + 1.0 * repetition + 0.5 * fluency``, 16 completions per round, 4 per
-prompt, 4 optimiser steps per round, KL weight 0.04), for ``--rounds`` rounds:
+Every side trains SmolLM2-135M-Instruct with GRPO on the RLHF studies' setup (:mod:`experiments.rlhf_common`, the
+settings of ``examples/rlhf_sentiment.py``: MossText-v0, the training prompts, reward ``sentiment + 1.0 *
+repetition + 0.5 * fluency``, 16 completions per round, 4 per prompt, 4 optimiser steps per round, KL weight 0.04),
+for ``--rounds`` rounds:
 
-* ``top8``: the example as it is: the top 8 of 30 blocks (and the final norm) train; the reference is a frozen copy;
+* ``top8``: the setup as it is: the top 8 of 30 blocks (and the final norm) train; the reference is a frozen copy;
 * ``lora``: the same with ``GRPOConfig.lora`` (``--rank``, ``--alpha``, every linear layer of every block, no
   dropout) at ``--lora-lr``; the reference is the policy with its adapter off;
 * ``trl``: TRL's ``GRPOTrainer`` with ``peft_config=LoraConfig`` of the same values, the same rounds, batch, learning
@@ -83,7 +84,7 @@ class Curve:
         self.started = time.process_time()
 
     def __call__(self, policy: Any, reference: Any, round_: int) -> None:
-        from examples.rlhf_sentiment import evaluate
+        from experiments.rlhf_common import evaluate
 
         before = time.process_time()
         result = evaluate(policy, reference, 1, seed=1234, temperature=1.0)
@@ -106,8 +107,8 @@ def directory_bytes(path: Path) -> dict[str, int]:
 
 def run_textenv(settings: argparse.Namespace, side: str, out: Path) -> dict[str, Any]:
     from agents.lm.callbacks import Callback
-    from examples.rlhf_sentiment import build_parser as example_parser
-    from examples.rlhf_sentiment import make_trainer
+    from experiments.rlhf_common import build_parser as example_parser
+    from experiments.rlhf_common import make_trainer
 
     args = example_parser().parse_args(example_args(settings, side))
     overrides = {"lora": lora_values(settings)} if side == "lora" else {}
@@ -140,8 +141,8 @@ def run_trl(settings: argparse.Namespace, out: Path) -> dict[str, Any]:
     import rewards
     import textenv
     from agents.lm.lora import AdapterOff
-    from examples.rlhf_sentiment import build_parser as example_parser
-    from examples.rlhf_sentiment import training_reward
+    from experiments.rlhf_common import build_parser as example_parser
+    from experiments.rlhf_common import training_reward
     from textenv.prompts import load_prompts
 
     example = example_parser().parse_args([*example_args(settings, "trl"), "--fluency-source", "plugin"])
