@@ -26,7 +26,16 @@ from torch import nn
 
 from agents.modeling.decoding import lm_forward
 from agents.modeling.model_blocks import final_norm, transformer_blocks
-from rewards.builtin.reward_model import POOLINGS, encode_prompt_completion, pool_hidden, token_score_sum
+from rewards.builtin.reward_model import (
+    POOLINGS,
+    classifier_from_backbone,
+    encode_prompt_completion,
+    is_classifier_dir,
+    load_classifier,
+    pool_hidden,
+    read_metadata,
+    token_score_sum,
+)
 
 
 @dataclass(frozen=True)
@@ -228,20 +237,14 @@ def load_reward_model(
     its first ``blocks`` transformer blocks, if given: :func:`keep_first_blocks`), and the score head is
     initialised from ``seed``.
     """
-    import json
-    from pathlib import Path
-
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     from textenv.models import load_causal_lm, load_tokenizer
 
     dtype = dtype or torch.float32
     tokenizer = load_tokenizer(name_or_path)
-    config_file = Path(str(name_or_path)) / "config.json"
-    if config_file.is_file() and any(
-        a.endswith("ForSequenceClassification") for a in json.loads(config_file.read_text()).get("architectures") or []
-    ):
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=dtype)
+    if is_classifier_dir(name_or_path):
+        model = load_classifier(name_or_path, read_metadata(name_or_path), dtype)  # a LoRA one merged
         if model.config.num_labels != 1:
             raise ValueError(
                 f"{name_or_path} is a classifier with {model.config.num_labels} labels; a reward model has 1"
@@ -257,12 +260,10 @@ def load_reward_model(
     config.num_labels = 1
     config.pad_token_id = tokenizer.pad_token_id
     config.architectures = None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
-    missing, unexpected = model.base_model.load_state_dict(causal.base_model.state_dict(), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{name_or_path}: backbone weights do not fit a sequence classifier ({missing}, {unexpected})")
+    try:
+        model = classifier_from_backbone(config, causal.base_model.state_dict(), dtype, seed)
+    except ValueError as err:
+        raise ValueError(f"{name_or_path}: {err}") from err
     return model, tokenizer
 
 
