@@ -64,6 +64,8 @@ def _add_config_options(parser: argparse.ArgumentParser, config_class: type, ski
         kind = _base_type(hints[f.name])
         if kind is bool:
             group.add_argument(flag, type=_parse_bool, default=f.default, metavar="{true,false}", help=help_text)
+        elif dataclasses.is_dataclass(kind):  # e.g. --lora '{"r": 8}' (or true): JSON, checked by the config
+            group.add_argument(flag, type=_parse_json, default=f.default, metavar="JSON", help=help_text)
         else:
             group.add_argument(flag, type=_optional(kind), default=f.default, help=help_text)
 
@@ -85,6 +87,14 @@ def _optional(kind: type) -> Any:
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"expected JSON (true, or an object such as '{{\"r\": 8}}'), got {text!r}") \
+            from err
 
 
 def _parse_bool(text: str) -> bool:
@@ -116,7 +126,7 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
         )
     except (FileNotFoundError, ModelNotFoundError, PreferenceDataError) as err:
         raise CLIError(f"--data {args.data!r}: {err}" if isinstance(err, PreferenceDataError) else str(err)) from err
-    except ValueError as err:
+    except (ValueError, ImportError) as err:
         raise CLIError(str(err)) from err
     try:
         result = trainer.train()

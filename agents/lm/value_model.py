@@ -66,11 +66,16 @@ class ValueModel(nn.Module):
 
     # -- construction ------------------------------------------------------------------------------------------
     @classmethod
-    def from_policy(cls, policy: nn.Module) -> ValueModel:
-        """A separate copy of ``policy``'s backbone with a zero-initialised head, so ``V = 0`` at the start."""
-        backbone = copy.deepcopy(policy.base_model)
-        for parameter in backbone.parameters():
-            parameter.requires_grad_(True)
+    def from_policy(cls, policy: nn.Module, copy_backbone: Any = None) -> ValueModel:
+        """A separate copy of ``policy``'s backbone with a zero-initialised head, so ``V = 0`` at the start; every
+        parameter trains. ``copy_backbone``: makes the copy instead of ``copy.deepcopy``, and what it leaves
+        trainable trains (:func:`agents.lm.lora.copy_sharing_frozen`: a LoRA policy's adapter copied, its frozen
+        base weights shared)."""
+        if copy_backbone is not None:
+            backbone = copy_backbone(policy.base_model)
+        else:
+            backbone = copy.deepcopy(policy.base_model)
+            backbone.requires_grad_(True)
         weight = next(backbone.parameters())
         head = nn.Linear(backbone.config.hidden_size, 1, device=weight.device, dtype=weight.dtype)
         nn.init.zeros_(head.weight)
@@ -93,15 +98,15 @@ class ValueModel(nn.Module):
         the positive class). ``tokenizer``: the policy's; the classifier's own tokenizer (if saved) must match it.
         ``trust_remote_code`` (default False): let transformers run Python shipped in ``path``.
         """
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        from textenv.models import from_pretrained
+        from rewards.builtin.reward_model import load_classifier, read_metadata
 
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"value_model_init={str(path)!r} is not a model directory (no config.json)")
-        classifier = from_pretrained(
-            AutoModelForSequenceClassification, path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code
+        classifier = load_classifier(  # a LoRA one merged
+            path, read_metadata(path), dtype or torch.float32, trust_remote_code=trust_remote_code
         )
         score = getattr(classifier, "score", None) or getattr(classifier, "classifier", None)
         if not isinstance(score, nn.Linear) or score.out_features not in (1, 2):

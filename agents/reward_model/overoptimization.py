@@ -44,7 +44,8 @@ MAX_ROWS = 4096  # sequences sampled in one batch (k per prompt, best-of-n sampl
 
 @dataclass
 class OveroptimizationConfig:
-    """Settings of the experiment. The defaults are sized for about an hour on 2 CPU cores (see the README)."""
+    """Settings of the experiment. The defaults are sized for about an hour on 2 CPU cores (timed in
+    experiments/overoptimization/REPORT.md)."""
 
     out: str = field(default="runs/overoptimization", metadata={"help": "output directory"})
     policy: str = field(default="smollm2-135m-instruct", metadata={"help": "the policy: built-in name or directory"})

@@ -26,7 +26,16 @@ from torch import nn
 
 from agents.modeling.decoding import lm_forward
 from agents.modeling.model_blocks import final_norm, transformer_blocks
-from rewards.builtin.reward_model import POOLINGS, encode_prompt_completion, pool_hidden, token_score_sum
+from rewards.builtin.reward_model import (
+    POOLINGS,
+    classifier_from_backbone,
+    encode_prompt_completion,
+    is_classifier_dir,
+    load_classifier,
+    pool_hidden,
+    read_metadata,
+    token_score_sum,
+)
 
 
 @dataclass(frozen=True)
@@ -231,23 +240,15 @@ def load_reward_model(
     its first ``blocks`` transformer blocks, if given: :func:`keep_first_blocks`), and the score head is
     initialised from ``seed``.
     """
-    from pathlib import Path
+    from transformers import AutoConfig
 
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from textenv.files import parse_json
-    from textenv.models import from_pretrained, load_causal_lm, load_tokenizer
+    from textenv.models import load_causal_lm, load_tokenizer
 
     dtype = dtype or torch.float32
     tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
-    config_file = Path(str(name_or_path)) / "config.json"
-    saved = parse_json(config_file.read_bytes(), str(config_file)) if config_file.is_file() else {}
-    architectures = saved.get("architectures") if isinstance(saved, dict) else None
-    if isinstance(architectures, list) and any(
-        isinstance(a, str) and a.endswith("ForSequenceClassification") for a in architectures
-    ):
-        model = from_pretrained(
-            AutoModelForSequenceClassification, name_or_path, dtype=dtype, trust_remote_code=trust_remote_code
+    if is_classifier_dir(name_or_path):
+        model = load_classifier(  # a LoRA one merged
+            name_or_path, read_metadata(name_or_path), dtype, trust_remote_code=trust_remote_code
         )
         if model.config.num_labels != 1:
             raise ValueError(
@@ -267,12 +268,10 @@ def load_reward_model(
     config.num_labels = 1
     config.pad_token_id = tokenizer.pad_token_id
     config.architectures = None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
-    missing, unexpected = model.base_model.load_state_dict(causal.base_model.state_dict(), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{name_or_path}: backbone weights do not fit a sequence classifier ({missing}, {unexpected})")
+    try:
+        model = classifier_from_backbone(config, causal.base_model.state_dict(), dtype, seed)
+    except ValueError as err:
+        raise ValueError(f"{name_or_path}: {err}") from err
     return model, tokenizer
 
 

@@ -11,6 +11,7 @@ With ``pooling="mean"`` or ``token_scores=True`` only the ``reward_model`` plugi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -27,6 +28,7 @@ import torch
 
 from agents.checkpoint import check_output_dir, claim_output_dir, write_directory_atomically
 from agents.lm.logger import MetricsLogger
+from agents.lm.lora import LoRAAdapter
 from agents.reward_model.config import RewardModelConfig
 from agents.reward_model.frozen_trunk import CachedPairBatch, CachedPairScorer, FrozenTrunkCache, cache_is_exact
 from agents.reward_model.loss import bradley_terry_loss, pairwise_accuracy
@@ -191,7 +193,13 @@ class RewardModelTrainer:
             lm_head = load_causal_lm(config.model, trust_remote_code=trust_remote_code).get_output_embeddings()
             lm_head = lm_head.weight.detach()
             init_head_from_words(model, tokenizer, lm_head, config.head_init_positive, config.head_init_negative)
-        self.trainable_parameters = freeze_lower_blocks(model, config.trainable_blocks)
+        self.adapter: LoRAAdapter | None = None
+        if config.lora is not None:  # the adapter in the top trainable_blocks blocks; the score head trains in full
+            self.adapter = LoRAAdapter(model, config.lora, "SEQ_CLS", base_model=config.model,
+                                       blocks=config.trainable_blocks, seed=config.seed)
+            self.trainable_parameters = sum(p.numel() for p in self.adapter.trainable_parameters())
+        else:
+            self.trainable_parameters = freeze_lower_blocks(model, config.trainable_blocks)
         self.encoded = self.encode(self.pairs)
         if config.eval_fraction > 0:
             self.train_index, self.eval_index = split_by_prompt(self.pairs, config.eval_fraction, config.seed)
@@ -494,6 +502,9 @@ class RewardModelTrainer:
             "settings": self.config.to_dict(),
             "score_stats": stats,
         }
+        if self.adapter is not None:  # what the reward_model reward rebuilds the base model from
+            metadata["lora"] = {"base_model": self.config.model, "base_seed": self.config.seed,
+                                "settings": dataclasses.asdict(self.adapter.settings)}
         if result is not None:
             metadata["metrics"] = {
                 "best_eval_accuracy": result.best_eval_accuracy,
@@ -514,7 +525,11 @@ class RewardModelTrainer:
     def _write(self, directory: Path, metadata: dict[str, Any], logs: Path | None = None) -> None:
         model = self.unwrapped_model
         model.config.architectures = [type(model).__name__]
-        model.save_pretrained(directory, safe_serialization=True)
+        if self.adapter is None:
+            model.save_pretrained(directory, safe_serialization=True)
+        else:  # the classifier's config, then the adapter and score head: the base weights are the base model's
+            model.config.save_pretrained(directory)
+            self.adapter.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         if self.token_scores is not None:
             from safetensors.torch import save_file

@@ -16,6 +16,8 @@ AGGREGATES = ("mean", "min", "mean_minus_std")
 METADATA_FILE = "textenv_reward_model.json"  # written beside the weights by ``textenv train-rm``
 TOKEN_SCORES_FILE = "token_scores.safetensors"  # a model trained with token_scores=True: one score per token id
 TOKEN_SCORES_KEY = "token_scores"  # the tensor's name in that file
+ADAPTER_CONFIG = "adapter_config.json"  # a reward model trained with a LoRA adapter: PEFT's adapter files, no weights
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # its weights: read only as safetensors (peft would unpickle a .bin)
 
 
 def encode_prompt_completion(
@@ -108,6 +110,79 @@ def load_token_scores(path: str | os.PathLike, vocab_size: int) -> Any:
     if not bool(torch.isfinite(table).all()):
         raise ValueError(f"{file}: the token scores hold NaN or infinite values")
     return table.float()
+
+
+def classifier_from_backbone(config: Any, backbone_state: dict[str, Any], dtype: Any = None, seed: int = 0) -> Any:
+    """A sequence classifier of ``config`` whose backbone holds ``backbone_state`` (a causal LM's
+    ``base_model.state_dict()``; blocks beyond ``config``'s count are left out) and whose score head is drawn from
+    ``seed``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_config(
+            config, dtype=dtype or torch.float32, trust_remote_code=False  # built from the known model type
+        )
+    wanted = model.base_model.state_dict()
+    missing = sorted(set(wanted) - set(backbone_state))
+    if missing:
+        raise ValueError(f"backbone weights do not fit a {type(model).__name__}: missing {missing[:3]}")
+    model.base_model.load_state_dict({name: backbone_state[name] for name in wanted})
+    return model
+
+
+def is_classifier_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a directory holding a sequence classifier (its ``config.json`` says so)."""
+    from textenv.files import parse_json
+
+    config = Path(str(path)) / "config.json"
+    if not config.is_file():
+        return False
+    saved = parse_json(config.read_bytes(), str(config))
+    architectures = saved.get("architectures") if isinstance(saved, dict) else None
+    return isinstance(architectures, list) and any(
+        isinstance(a, str) and a.endswith("ForSequenceClassification") for a in architectures
+    )
+
+
+def load_classifier(
+    path: str | os.PathLike, metadata: dict[str, Any], dtype: Any = None, *, trust_remote_code: bool = False
+) -> Any:
+    """The reward model of a directory: ``AutoModelForSequenceClassification.from_pretrained``, or -- for a model
+    trained with a LoRA adapter (``adapter_config.json`` beside ``config.json``, no weights) -- the base model its
+    metadata names, rebuilt as the classifier of ``config.json``, with the adapter (and the score head saved with it)
+    merged in (needs ``peft``: ``pip install 'textenv[lora]'``). Nothing is run from disk unless
+    ``trust_remote_code``; an adapter is read from safetensors only (never unpickled)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from textenv.models import from_pretrained, load_causal_lm
+
+    trust = trust_remote_code
+    if not (Path(path) / ADAPTER_CONFIG).is_file():
+        return from_pretrained(AutoModelForSequenceClassification, path, dtype=dtype, trust_remote_code=trust)
+    if not (Path(path) / ADAPTER_WEIGHTS).is_file():
+        raise ValueError(f"reward_model reward: {path} holds {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS} (adapters are "
+                         "read from safetensors only)")
+    try:
+        from peft import PeftModel
+    except ImportError as err:
+        raise ImportError(f"reward_model reward: {path} is a LoRA reward model; reading it needs the peft library: "
+                          "pip install 'textenv[lora]'") from err
+    lora = metadata.get("lora")
+    if not isinstance(lora, dict) or not isinstance(lora.get("base_model"), str):
+        raise ValueError(f"reward_model reward: {path} holds an adapter, but {METADATA_FILE} names no base model "
+                         "(lora.base_model)")
+    base, seed = lora["base_model"], lora.get("base_seed", 0)
+    if is_classifier_dir(base):  # a reward model trained further
+        backbone = load_classifier(base, read_metadata(base), dtype, trust_remote_code=trust).base_model
+    else:
+        backbone = load_causal_lm(base, seed=seed if isinstance(seed, int) else 0, dtype=dtype,
+                                  trust_remote_code=trust).base_model
+    config = from_pretrained(AutoConfig, path, trust_remote_code=trust)
+    model = classifier_from_backbone(config, backbone.state_dict(), dtype)
+    # peft reads adapter_config.json (data: no auto_map) and the safetensors checked above
+    return PeftModel.from_pretrained(model, str(path), is_trainable=False).merge_and_unload()
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -244,20 +319,19 @@ class RewardModelReward:
 
     def _load(self) -> list[tuple[Any, Any, str, Any]]:
         if self._members is None:
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+            from transformers import AutoTokenizer
 
             from textenv.models import from_pretrained
 
             members = []
             for path in self.paths:
-                trust = self.trust_remote_code
-                tokenizer = from_pretrained(AutoTokenizer, path, trust_remote_code=trust)
-                model = from_pretrained(AutoModelForSequenceClassification, path, trust_remote_code=trust)
+                metadata, table = read_metadata(path), None
+                tokenizer = from_pretrained(AutoTokenizer, path, trust_remote_code=self.trust_remote_code)
+                model = load_classifier(path, metadata, trust_remote_code=self.trust_remote_code)
                 if tokenizer.pad_token_id is None:
                     tokenizer.pad_token = tokenizer.eos_token
                 if model.config.pad_token_id is None:
                     model.config.pad_token_id = tokenizer.pad_token_id
-                metadata, table = read_metadata(path), None
                 if metadata.get("token_scores"):
                     table = load_token_scores(path, model.get_input_embeddings().num_embeddings).to(self.device)
                 members.append((tokenizer, model.to(self.device).eval(), self._pooling(path, metadata), table))
