@@ -124,8 +124,18 @@ class RunSpec:
 
 
 def read_summary(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """``summary.json`` of a run directory; ``None`` when there is none or it is not whole (it is written last, so
+    the run is then not finished: a rerun resumes it and writes it again)."""
+    from textenv.files import parse_json
+
     path = Path(out_dir) / SUMMARY_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        summary = parse_json(path.read_bytes(), str(path))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def read_curve(out_dir: str | os.PathLike) -> list[dict[str, float]]:
@@ -276,10 +286,12 @@ def check_reuse(out: Path, spec: RunSpec) -> None:
 
 
 def _read_run_file(path: Path) -> dict[str, Any]:
+    from textenv.files import parse_json
+
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{str(path)!r} is damaged ({err})") from err
+        saved = parse_json(path.read_bytes(), repr(str(path)))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{str(path)!r} is damaged ({str(err).removeprefix(repr(str(path)) + ': ')})") from err
     if not isinstance(saved, dict):
         raise ValueError(f"{str(path)!r} is not a textenv run file (a JSON object)")
     return saved
