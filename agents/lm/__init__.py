@@ -9,7 +9,8 @@ directory or transformers causal LM) and its config, and offers ``train(iteratio
 ``learn(total_timesteps)``, ``save_checkpoint()`` and ``load_checkpoint()``; :class:`Callback` subclasses run after
 every iteration and can stop the run. Runs data-parallel under ``accelerate launch``. Each trainer decides its exact
 speed paths itself and logs them as one execution-plan line when training starts; :class:`ExperimentalSettings`
-holds the study switches (no stability promise).
+holds the study switches (no stability promise). ``config.lora``
+(:class:`LoRASettings`) trains a LoRA adapter instead of the policy's weights (:mod:`agents.lm.lora`).
 """
 
 from agents.lm.base import LMTrainer
@@ -17,6 +18,7 @@ from agents.lm.callbacks import Callback, CheckpointSchedule
 from agents.lm.config import GRPOConfig, LMAgentConfig, LMPPOConfig, RLOOConfig
 from agents.lm.experimental import ExperimentalSettings
 from agents.lm.group import GRPOTrainer, RLOOTrainer
+from agents.lm.lora import LoRASettings
 from agents.lm.ppo import LMPPOTrainer
 from agents.lm.rollout import Rollout, RolloutEngine, sequence_logprobs
 from agents.lm.value_model import ValueModel
@@ -31,6 +33,7 @@ __all__ = [
     "LMPPOConfig",
     "LMPPOTrainer",
     "LMTrainer",
+    "LoRASettings",
     "RLOOConfig",
     "RLOOTrainer",
     "Rollout",

@@ -17,7 +17,6 @@ import copy
 import json
 import logging
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,12 +50,14 @@ from agents.lm.frozen_trunk import (
     trunk_states,
 )
 from agents.lm.logger import MetricsLogger
+from agents.lm.lora import LoRAAdapter
 from agents.modeling.decoding import filter_logits, masked_logits
 from agents.modeling.model_blocks import freeze_lower_blocks
 from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, text_vector_env
 from agents.lm.schedule import LearningRateSchedule
 from agents.lm.seeding import IterationSeeds
 from agents.lm.turns import last_token_index
+from textenv.user_warnings import warn_caller
 
 POLICY_DIR = "policy"
 PLAN_LOG = logging.getLogger("agents.lm")  # the execution plan, at INFO
@@ -104,6 +105,7 @@ class LMTrainer:
         self.processes = Processes(self.accelerator, self.num_envs)
         self._check_batch_layout()
 
+        self.adapter: LoRAAdapter | None = None  # config.lora's adapter in the policy (agents.lm.lora)
         self.policy = self._load_policy(model)
         # the frozen initial policy: the KL anchor, and the model the completions' perplexity is measured under
         self.reference = self._make_reference() if self.uses_reference() else None
@@ -152,6 +154,7 @@ class LMTrainer:
             )
 
     def _load_policy(self, model: Any) -> Any:
+        name = str(model) if isinstance(model, (str, Path)) else getattr(model, "name_or_path", None) or None
         if isinstance(model, (str, Path)):
             model = textenv.load_causal_lm(str(model))
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "get_output_embeddings"):
@@ -160,7 +163,11 @@ class LMTrainer:
             )
         model = model.to(self.device)
         model.eval()  # dropout off for good: rollouts and the loss must see the same function
-        if self.config.trainable_blocks is not None:
+        if self.config.lora is not None:
+            # the adapter goes into the top trainable_blocks blocks unless lora.blocks says where
+            blocks = self.config.lora.blocks if self.config.lora.blocks is not None else self.config.trainable_blocks
+            self.adapter = LoRAAdapter(model, self.config.lora, base_model=name, blocks=blocks, seed=self.config.seed)
+        elif self.config.trainable_blocks is not None:
             freeze_lower_blocks(model, self.config.trainable_blocks)
         return model
 
@@ -178,7 +185,10 @@ class LMTrainer:
         return bool(self.reference_needs())
 
     def _make_reference(self) -> Any:
-        """A frozen copy of the policy as passed in (a resumed run rebuilds it the same way)."""
+        """A frozen copy of the policy as passed in (a resumed run rebuilds it the same way); with a LoRA adapter,
+        the policy itself with the adapter switched off (no copy)."""
+        if self.adapter is not None:
+            return self.adapter.base_view()
         reference = copy.deepcopy(self.policy).eval()
         reference.requires_grad_(False)
         return reference
@@ -189,7 +199,8 @@ class LMTrainer:
     def parameter_groups(self) -> list[dict[str, Any]]:
         """AdamW parameter groups of the one optimiser: the policy's, at the config's learning rate and epsilon."""
         cfg = self.config
-        return [{"params": list(self.policy.parameters()), "lr": cfg.learning_rate, "eps": cfg.adam_eps}]
+        params = list(self.policy.parameters()) if self.adapter is None else self.adapter.trainable_parameters()
+        return [{"params": params, "lr": cfg.learning_rate, "eps": cfg.adam_eps}]
 
     @property
     def unwrapped_policy(self) -> Any:
@@ -297,11 +308,10 @@ class LMTrainer:
         float32 = next(policy.parameters()).dtype == torch.float32 and self.accelerator.mixed_precision == "no"
         difference = matches_full_forward(full, top, mask, 1e-4 if float32 else 2e-2)
         if difference is not None:
-            warnings.warn(
+            warn_caller(
                 f"frozen trunk: {type(policy).__name__}'s log-probs from its frozen blocks' output differ from "
                 f"the full forward's by up to {difference:.3g} (its forward changes inputs_embeds, e.g. by adding "
-                "position embeddings); every forward runs the whole model instead",
-                stacklevel=3,
+                "position embeddings); every forward runs the whole model instead"
             )
         return difference is None
 
@@ -528,8 +538,8 @@ class LMTrainer:
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def checkpoint_models(self) -> dict[str, Any]:
-        """Name -> model (unwrapped) saved in the checkpoint; subclasses add theirs."""
-        return {POLICY_DIR: self.unwrapped_policy}
+        """Name -> model (unwrapped) saved in the checkpoint, or its LoRA adapter; subclasses add theirs."""
+        return {POLICY_DIR: self.unwrapped_policy if self.adapter is None else self.adapter}
 
     def checkpoint_state(self) -> dict[str, Any]:
         """JSON-able trainer state; subclasses add theirs."""
@@ -587,7 +597,7 @@ class LMTrainer:
         changed = sorted(k for k in current if k not in ignored
                          and json.dumps(saved.get(k), sort_keys=True) != json.dumps(current[k], sort_keys=True))
         if changed:
-            warnings.warn(f"resuming with a config that differs from the checkpoint's in {changed}", stacklevel=3)
+            warn_caller(f"resuming with a config that differs from the checkpoint's in {changed}")
 
     def close(self) -> None:
         """Close the environments and, under ``accelerate launch``, leave the process group cleanly.

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.lm.experimental import ExperimentalSettings, move_study_fields
+from agents.lm.lora import LoRASettings
 from agents.lm.schedule import LR_SCHEDULES
 
 REWARD_NORMALIZATIONS = ("normalize", "scale", "none")
@@ -123,7 +124,18 @@ class LMAgentConfig:
         "trains the same blocks and its value head). The trainer then runs the frozen blocks once per rollout "
         "instead of in every forward (the execution plan it logs at the start of training says so). ``None``: "
         "every parameter of the model as passed trains (a model passed in with parameters frozen keeps them "
-        "frozen): full fine-tuning, as TRL and MOSS-RLHF train."},
+        "frozen): full fine-tuning, as TRL and MOSS-RLHF train. With ``lora``: the adapter goes into the top N blocks only "
+        "(unless ``lora.blocks`` says so)."},
+    )
+
+    lora: LoRASettings | None = field(
+        default=None,
+        metadata={"help": "Train a LoRA adapter instead of the policy's weights (:mod:`agents.lm.lora`; needs "
+        "``pip install 'textenv[lora]'``): ``true`` for the defaults, or the fields of "
+        ":class:`~agents.lm.lora.LoRASettings` (``r``, ``alpha``, ``dropout``, ``target_modules``, ``blocks``). "
+        "The optimiser holds the adapter only, the reference is the policy with its adapter switched off (no "
+        "second copy), LM-PPO's value model gets its own adapter on the same base weights, and checkpoints hold "
+        "the adapters (``textenv export`` merges one into a plain model). ``None``: no adapter."},
     )
 
     # -- logging and checkpoints -----------------------------------------------------------------------------
@@ -215,6 +227,15 @@ class LMAgentConfig:
         owner = f"{type(self).__name__}.experimental"
         self.experimental = ExperimentalSettings.coerce(self.experimental, owner)
         self.experimental.validate(owner, tuple(c.__name__ for c in type(self).__mro__))
+        self.lora = LoRASettings.coerce(self.lora, f"{type(self).__name__}.lora")
+        if self.lora is not None and self.lora.dropout:
+            raise ValueError(f"{type(self).__name__}.lora.dropout={self.lora.dropout!r}; the LM agents keep the "
+                             "policy in eval mode (sampling and the loss must see the same function): expected 0")
+        if (self.lora is not None and self.lora.blocks is not None and self.trainable_blocks is not None
+                and self.lora.blocks != self.trainable_blocks):
+            raise ValueError(f"{type(self).__name__}: lora.blocks={self.lora.blocks} and trainable_blocks="
+                             f"{self.trainable_blocks} disagree; with lora, trainable_blocks says which top blocks get "
+                             "the adapter: set one of them")
 
     def to_dict(self) -> dict[str, Any]:
         return {"config_class": type(self).__name__, **dataclasses.asdict(self)}
