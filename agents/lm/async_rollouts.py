@@ -56,7 +56,6 @@ BEHAVIOUR_DIR = "behaviour_policy"  # in a checkpoint: the trained weights the n
 WEIGHTS_FILE = "weights.safetensors"
 ACTOR_POLL_SECONDS = 0.5  # how often a waiting learner checks that the actor is still alive
 STOP_TIMEOUT_SECONDS = 10.0
-PLAN = "async rollouts: actor process, one round stale"
 
 
 def truncated_importance_weights(
@@ -284,9 +283,8 @@ def _actor_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the learner, which stops the actor
     signal.signal(signal.SIGTERM, _exit_on_signal)
     torch.set_num_threads(1)
-    targets = trained_parameters(engine.model)
-    round_ = None
     try:
+        targets = trained_parameters(engine.model)
         while True:
             try:
                 request = connection.recv()

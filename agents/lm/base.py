@@ -567,7 +567,8 @@ class LMTrainer:
         self.behaviour_weights = None
         state = read_trainer_checkpoint(found, models=self.checkpoint_models(), optimizers=self.optimizers())
         self.load_checkpoint_state(state)
-        self.behaviour_weights = read_behaviour_weights(found, self.unwrapped_policy, self.iteration)
+        if self.config.async_rollouts:  # the weights the checkpoint's next round is sampled with
+            self.behaviour_weights = read_behaviour_weights(found, self.unwrapped_policy, self.iteration)
         return True
 
     def _warn_config_differences(self, saved: dict[str, Any]) -> None:
