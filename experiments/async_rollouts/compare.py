@@ -9,7 +9,7 @@ The setup is ``examples/rlhf_sentiment.py``'s (its defaults: SmolLM2-135M-Instru
 * ``sync2``: the synchronous trainer with 2 threads in one process (the fair baseline: both cores);
 * ``sync1``: the synchronous trainer with 1 thread (one core idles).
 
-Every ``--eval-every`` rounds a callback copies the policy's trained weights (in memory; nothing else runs then)
+Every ``--eval-every`` rounds a callback saves the policy's trained weights (to ``OUT/snapshots``; nothing else runs then)
 and records the wall seconds and CPU seconds (learner and actor) since training began; after training, each copy
 is scored on the 40 held-out prompts (``builtin:test``, ``--eval-samples`` completions each, sampling seed 1234):
 mean VADER compound and KL to the untuned model. So no evaluation runs while the clock runs, in either mode.
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 import textenv
 from agents.lm.callbacks import Callback
@@ -49,15 +50,14 @@ TARGETS = (0.6, 0.7, 0.8)  # held-out VADER levels whose first reach is timed; 0
 
 
 class Snapshots(Callback):
-    """Every ``every`` rounds (and at round 0): a copy of the policy's trained weights, the wall and CPU seconds
-    since training began (the actor's CPU read from /proc while it runs), the load average; and every round's
-    metrics."""
+    """Every ``every`` rounds (and at round 0): the policy's trained weights saved to ``directory``, the wall and
+    CPU seconds since training began (the actor's CPU read from /proc while it runs), the load average; and every
+    round's metrics."""
 
-    def __init__(self, every: int) -> None:
-        self.every = every
+    def __init__(self, every: int, directory: Path) -> None:
+        self.every, self.directory = every, directory
         self.points: list[dict[str, Any]] = []
         self.rounds: list[dict[str, float]] = []
-        self.weights: list[dict[str, torch.Tensor]] = []
 
     def on_train_begin(self, trainer: Any) -> None:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
@@ -76,11 +76,15 @@ class Snapshots(Callback):
     def _take(self, trainer: Any) -> None:
         wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
         actor_cpu = process_cpu_seconds(self.actor.pid) if self.actor is not None else 0.0
-        self.weights.append({n: p.detach().clone() for n, p in trainer.unwrapped_policy.named_parameters()
-                             if p.requires_grad})
+        self.directory.mkdir(parents=True, exist_ok=True)
+        save_file({n: p.detach().contiguous() for n, p in trainer.unwrapped_policy.named_parameters()
+                   if p.requires_grad}, str(self.path(trainer.iteration)))
         self.points.append({"round": trainer.iteration, "wall_seconds": wall, "learner_cpu_seconds": cpu,
                             "actor_cpu_seconds": actor_cpu, "cpu_seconds": cpu + actor_cpu,
                             "load_average": os.getloadavg()[0]})
+
+    def path(self, round_: int) -> Path:
+        return self.directory / f"round{round_:04d}.safetensors"
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -96,15 +100,17 @@ def run(settings: argparse.Namespace) -> dict[str, Any]:
                                       *(["--train-layers", "1", "--num-envs", "4", "--generations", "2",
                                          "--minibatches", "2"] if settings.smoke else [])])
     trainer, _ = make_trainer(args, output_dir=None, config_overrides={"async_rollouts": asynchronous})
-    snapshots = Snapshots(settings.eval_every)
+    snapshots = Snapshots(settings.eval_every, settings.run_dir / "snapshots")
     trainer.train(settings.rounds, callbacks=[snapshots])
     torch.set_num_threads(2)  # scoring is not timed
     policy, reference = trainer.unwrapped_policy, trainer.reference
     trained = {n: p for n, p in policy.named_parameters() if p.requires_grad}
     with torch.no_grad():
-        for point, weights in zip(snapshots.points, snapshots.weights):
-            for name, value in weights.items():
+        for point in snapshots.points:
+            path = snapshots.path(point["round"])
+            for name, value in load_file(str(path)).items():
                 trained[name].copy_(value)
+            path.unlink()
             result = evaluate(policy, reference, settings.eval_samples, seed=1234, temperature=1.0)
             point.update(held_out_vader=result["sentiment_mean"], kl_to_reference=result["kl_to_reference"])
             print(f"{settings.mode} seed {settings.seed} round {point['round']:3d}  {point['wall_seconds']:7.1f} s  "
@@ -204,9 +210,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--mode or --summarise is needed")
     if settings.smoke:
         settings.model, settings.rounds, settings.eval_every, settings.eval_samples = textenv.TINY_MODEL, 2, 1, 1
-    out = settings.out / f"{settings.mode}_seed{settings.seed}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(run(settings), indent=1))
+    settings.run_dir = settings.out / f"{settings.mode}_seed{settings.seed}"
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    (settings.run_dir / "results.json").write_text(json.dumps(run(settings), indent=1))
 
 
 if __name__ == "__main__":
