@@ -198,6 +198,12 @@ def test_no_actor_outlives_train_whether_it_returns_or_raises():
         trainer.train(5, callbacks=[record])
     assert not is_running(record.actor_pid) and multiprocessing.active_children() == []
 
+    record = Do(at=4, action=lambda trainer: os.kill(trainer.rollout_actor.pid, signal.SIGKILL))
+    # round 4 may have reached the pipe before the kill: then the request for round 5 finds the actor gone
+    with pytest.raises(RuntimeError, match="^the actor process died \\(exit code -9\\) before it sent round [45]$"):
+        trainer.train(5, callbacks=[record])
+    assert not is_running(record.actor_pid) and multiprocessing.active_children() == []
+
     def reward_server_down(prompts, completions, completion_ids, **info):
         raise ConnectionError("reward server down")
 

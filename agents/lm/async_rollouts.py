@@ -104,10 +104,9 @@ class BehaviourWeights:
         return all(torch.equal(p, self.tensors[name]) for name, p in trained_parameters(model).items())
 
     @torch.no_grad()
-    def copy_from(self, model: Any, round_: int) -> None:
+    def copy_from(self, model: Any) -> None:
         for name, p in trained_parameters(model).items():
             self.tensors[name].copy_(p)
-        self.round = round_
 
     @torch.no_grad()
     def copy_to(self, targets: dict[str, torch.Tensor]) -> None:
@@ -214,27 +213,27 @@ class RolloutActor:
         started = time.perf_counter()
         same = self.weights.equal_to(policy)
         if not same:
-            self.weights.copy_from(policy, round_ + 1)
+            self.weights.copy_from(policy)
         self.weights.round = round_ + 1
         timings["weight_sync_seconds"] = time.perf_counter() - started
         self._request(round_ + 1, blocks, prompt_indices(round_ + 1))
         return rollout, same, timings
 
     def _request(self, round_: int, blocks: int, prompt_indices: np.ndarray) -> None:
-        self.connection.send((round_, blocks, prompt_indices))
+        try:
+            self.connection.send((round_, blocks, prompt_indices))
+        except (BrokenPipeError, ConnectionResetError):
+            raise self._died(round_) from None
         self.pending = round_
 
     def _receive(self, round_: int) -> tuple[Rollout, dict[str, float]]:
-        while not self.connection.poll(ACTOR_POLL_SECONDS):
-            if not self.process.is_alive():
-                raise RuntimeError(f"the actor process died (exit code {self.process.exitcode}) sampling round {round_}")
         try:
+            while not self.connection.poll(ACTOR_POLL_SECONDS):
+                if not self.process.is_alive():
+                    raise self._died(round_)
             kind, *payload = self.connection.recv()
-        except EOFError:
-            self.process.join(STOP_TIMEOUT_SECONDS)
-            raise RuntimeError(
-                f"the actor process died (exit code {self.process.exitcode}) sampling round {round_}"
-            ) from None
+        except (EOFError, ConnectionResetError):
+            raise self._died(round_) from None
         self.pending = None
         if kind == "error":
             message, details = payload
@@ -245,6 +244,10 @@ class RolloutActor:
         if sampled != round_:
             raise RuntimeError(f"the actor sent round {sampled}, expected {round_}")
         return rollout, timings
+
+    def _died(self, round_: int) -> RuntimeError:
+        self.process.join(STOP_TIMEOUT_SECONDS)  # gone: its exit code
+        return RuntimeError(f"the actor process died (exit code {self.process.exitcode}) before it sent round {round_}")
 
     def close(self) -> None:
         """Stop the actor (SIGTERM; SIGKILL if it has not gone in time) and wait for it."""
