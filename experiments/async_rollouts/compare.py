@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
@@ -51,8 +52,8 @@ TARGETS = (0.6, 0.7, 0.8)  # held-out VADER levels whose first reach is timed; 0
 
 class Snapshots(Callback):
     """Every ``every`` rounds (and at round 0): the policy's trained weights saved to ``directory``, the wall and
-    CPU seconds since training began (the actor's CPU read from /proc while it runs), the load average; and every
-    round's metrics."""
+    CPU seconds since training began (the actor's CPU read from /proc while it runs), the CPU seconds every other
+    process on the machine used meanwhile, the load average; and every round's metrics."""
 
     def __init__(self, every: int, directory: Path) -> None:
         self.every, self.directory = every, directory
@@ -60,7 +61,7 @@ class Snapshots(Callback):
         self.rounds: list[dict[str, float]] = []
 
     def on_train_begin(self, trainer: Any) -> None:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.wall, self.cpu, self.machine = time.perf_counter(), time.process_time(), machine_busy_seconds()
         self.actor = trainer.rollout_actor
         self._take(trainer)
 
@@ -79,12 +80,19 @@ class Snapshots(Callback):
         self.directory.mkdir(parents=True, exist_ok=True)
         save_file({n: p.detach().contiguous() for n, p in trainer.unwrapped_policy.named_parameters()
                    if p.requires_grad}, str(self.path(trainer.iteration)))
+        others = machine_busy_seconds() - self.machine - cpu - actor_cpu
         self.points.append({"round": trainer.iteration, "wall_seconds": wall, "learner_cpu_seconds": cpu,
                             "actor_cpu_seconds": actor_cpu, "cpu_seconds": cpu + actor_cpu,
-                            "load_average": os.getloadavg()[0]})
+                            "others_cpu_seconds": max(others, 0.0), "load_average": os.getloadavg()[0]})
 
     def path(self, round_: int) -> Path:
         return self.directory / f"round{round_:04d}.safetensors"
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (Linux /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -150,6 +158,9 @@ def summarise(directory: Path) -> dict[str, Any]:
             "cpu_seconds_per_round": statistics.mean(r["curve"][-1]["cpu_seconds"] / r["curve"][-1]["round"]
                                                      for r in results),
             "mean_load_average": statistics.mean(p["load_average"] for r in results for p in r["curve"]),
+            "others_share_of_machine": statistics.mean(r["curve"][-1].get("others_cpu_seconds", math.nan)
+                                                       / (os.cpu_count() * r["curve"][-1]["wall_seconds"])
+                                                       for r in results),
             **{f"median_{key}": statistics.median(row[key] for row in rows) for key in ROUND_KEYS[1:]
                if all(key in row for row in rows)},
             "seconds_to_target": {str(t): {str(r["seed"]): first_reach(r["curve"], t) for r in results}
@@ -179,7 +190,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def print_summary(summary: dict[str, Any]) -> None:
     modes = summary["modes"]
     print(f"{'':32}" + "".join(f"{mode:>12}" for mode in modes))
-    for key in ("median_round_seconds", "cpu_seconds_per_round", "mean_load_average"):
+    for key in ("median_round_seconds", "cpu_seconds_per_round", "mean_load_average", "others_share_of_machine"):
         print(f"{key:32}" + "".join(f"{modes[m][key]:>12.2f}" for m in modes))
     rounds = [p["round"] for p in next(iter(modes.values()))["seed_mean_curve"]]
     for n in rounds:
