@@ -9,14 +9,16 @@ The setup is ``examples/rlhf_sentiment.py``'s (its defaults: SmolLM2-135M-Instru
 * ``sync2``: the synchronous trainer with 2 threads in one process (the fair baseline: both cores);
 * ``sync1``: the synchronous trainer with 1 thread (one core idles).
 
-Every ``--eval-every`` rounds a callback saves the policy's trained weights (to ``OUT/snapshots``; nothing else runs then)
-and records the wall seconds and CPU seconds (learner and actor) since training began; after training, each copy
-is scored on the 40 held-out prompts (``builtin:test``, ``--eval-samples`` completions each, sampling seed 1234):
+Every ``--eval-every`` rounds a callback saves the policy's trained weights (to ``OUT/snapshots``; nothing else
+runs then) and records the wall seconds and CPU seconds (learner and actor) since training began; after training,
+each snapshot is scored (``--score RUN_DIR`` resumes an interrupted scoring) on the 40 held-out prompts
+(``builtin:test``, ``--eval-samples`` completions each, sampling seed 1234):
 mean VADER compound and KL to the untuned model. So no evaluation runs while the clock runs, in either mode.
 
-    # one run (under the measurement lock on a shared machine)
+    # one run, trained under the measurement lock on a shared machine, then scored
     flock /work/locks/measure .venv/bin/python -m experiments.async_rollouts.compare --mode async --seed 0 \\
-        --out runs/async_rollouts
+        --out runs/async_rollouts --no-score
+    .venv/bin/python -m experiments.async_rollouts.compare --score runs/async_rollouts/async_seed0
     # the table from every run in a directory
     .venv/bin/python -m experiments.async_rollouts.compare --summarise runs/async_rollouts
     .venv/bin/python -m experiments.async_rollouts.compare --mode async --smoke --out /tmp/ar   # tiny model, seconds
@@ -101,7 +103,8 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(settings: argparse.Namespace) -> dict[str, Any]:
+def train(settings: argparse.Namespace) -> dict[str, Any]:
+    """Train one run; its results without held-out scores (the snapshots wait in ``run_dir/snapshots``)."""
     asynchronous, threads = MODES[settings.mode]
     torch.set_num_threads(threads)
     args = build_parser().parse_args(["--seed", str(settings.seed), "--model", settings.model,
@@ -110,22 +113,36 @@ def run(settings: argparse.Namespace) -> dict[str, Any]:
     trainer, _ = make_trainer(args, output_dir=None, config_overrides={"async_rollouts": asynchronous})
     snapshots = Snapshots(settings.eval_every, settings.run_dir / "snapshots")
     trainer.train(settings.rounds, callbacks=[snapshots])
-    torch.set_num_threads(2)  # scoring is not timed
-    policy, reference = trainer.unwrapped_policy, trainer.reference
-    trained = {n: p for n, p in policy.named_parameters() if p.requires_grad}
-    with torch.no_grad():
-        for point in snapshots.points:
-            path = snapshots.path(point["round"])
-            for name, value in load_file(str(path)).items():
-                trained[name].copy_(value)
-            path.unlink()
-            result = evaluate(policy, reference, settings.eval_samples, seed=1234, temperature=1.0)
-            point.update(held_out_vader=result["sentiment_mean"], kl_to_reference=result["kl_to_reference"])
-            print(f"{settings.mode} seed {settings.seed} round {point['round']:3d}  {point['wall_seconds']:7.1f} s  "
-                  f"held-out VADER {point['held_out_vader']:+.3f}", flush=True)
     trainer.close()
     return {"mode": settings.mode, "seed": settings.seed, "threads": threads, "async_rollouts": asynchronous,
-            "cpu": cpu_info(), "settings": {k: str(v) for k, v in vars(settings).items()}, "curve": snapshots.points, "rounds": snapshots.rounds}
+            "model": settings.model, "eval_samples": settings.eval_samples, "cpu": cpu_info(),
+            "settings": {k: str(v) for k, v in vars(settings).items()}, "curve": snapshots.points,
+            "rounds": snapshots.rounds}
+
+
+def score(run_dir: Path) -> None:
+    """Score every snapshot of ``run_dir`` not scored yet on the held-out prompts (untimed, 2 threads), saving
+    ``results.json`` after each; a scored snapshot is deleted. Resumable: run it again after an interruption."""
+    results_path = run_dir / "results.json"
+    results = json.loads(results_path.read_text())
+    pending = [point for point in results["curve"] if "held_out_vader" not in point]
+    if not pending:
+        return
+    torch.set_num_threads(2)
+    reference = textenv.load_causal_lm(results["model"])
+    policy = textenv.load_causal_lm(results["model"])
+    parameters = dict(policy.named_parameters())
+    with torch.no_grad():
+        for point in pending:
+            path = run_dir / "snapshots" / f"round{point['round']:04d}.safetensors"
+            for name, value in load_file(str(path)).items():
+                parameters[name].copy_(value)
+            result = evaluate(policy, reference, results["eval_samples"], seed=1234, temperature=1.0)
+            point.update(held_out_vader=result["sentiment_mean"], kl_to_reference=result["kl_to_reference"])
+            results_path.write_text(json.dumps(results, indent=1))
+            path.unlink()
+            print(f"{results['mode']} seed {results['seed']} round {point['round']:3d}  {point['wall_seconds']:7.1f} s"
+                  f"  held-out VADER {point['held_out_vader']:+.3f}", flush=True)
 
 
 # -- summary ---------------------------------------------------------------------------------------------------
@@ -211,7 +228,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 rounds: checks the pipeline only")
     parser.add_argument("--out", type=Path, default=Path("runs/async_rollouts"))
     parser.add_argument("--summarise", type=Path, metavar="DIR", help="summarise the runs in DIR and exit")
+    parser.add_argument("--score", type=Path, metavar="RUN_DIR", help="score a run's snapshots not scored yet")
+    parser.add_argument("--no-score", action="store_true", help="train only (score later with --score)")
     settings = parser.parse_args(argv)
+    if settings.score is not None:
+        score(settings.score)
+        return
     if settings.summarise is not None:
         summary = summarise(settings.summarise)
         (settings.summarise / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -223,7 +245,9 @@ def main(argv: list[str] | None = None) -> None:
         settings.model, settings.rounds, settings.eval_every, settings.eval_samples = textenv.TINY_MODEL, 2, 1, 1
     settings.run_dir = settings.out / f"{settings.mode}_seed{settings.seed}"
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    (settings.run_dir / "results.json").write_text(json.dumps(run(settings), indent=1))
+    (settings.run_dir / "results.json").write_text(json.dumps(train(settings), indent=1))
+    if not settings.no_score:
+        score(settings.run_dir)
 
 
 if __name__ == "__main__":
