@@ -43,9 +43,11 @@ from agents.lm.core import masked_logprobs, masked_sum_count
 from agents.lm.distributed import Processes
 from agents.lm.execution_plan import (
     ExecutionPlan,
+    adapter_part,
     frozen_trunk_part,
     prompt_forward_part,
     reference_part,
+    rollouts_part,
     trained_part,
 )
 from agents.lm.frozen_trunk import (
@@ -282,12 +284,18 @@ class LMTrainer:
         allowed = cfg.experimental.share_frozen_trunk
         differs = bool(blocks and allowed and self.reference is not None
                        and not self.frozen_blocks_match("reference", self.reference, blocks))
+        if cfg.lora is not None:
+            lora_blocks = cfg.lora.blocks if cfg.lora.blocks is not None else cfg.trainable_blocks
+            trains = adapter_part(policy, cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules, lora_blocks)
+        else:
+            trains = trained_part(policy, cfg.trainable_blocks)
         return ExecutionPlan((
-            trained_part(policy, cfg.trainable_blocks),
+            trains,
             frozen_trunk_part(policy, blocks, allowed, differs, self._trunk_exact),
             prompt_forward_part(cfg.experimental.share_prompt_forward, self.shareable_trunk_blocks(),
                                 self.completions_per_prompt()),
-            reference_part(self.reference_needs()),
+            reference_part(self.reference_needs(), adapter=self.adapter is not None),
+            rollouts_part(cfg.async_rollouts, cfg.importance_sampling_cap),
         ))
 
     def frozen_blocks_match(self, name: str, model: Any, blocks: int) -> bool:
