@@ -17,6 +17,7 @@ from agents.reward_model import RewardModelConfig, RewardModelTrainer
 from accelerate_launch import launch, tiny_ppo_script
 from cli_util import assert_one_line_error, run_main
 from test_lm_distributed import BODY, free_port
+from agents.modeling.model_blocks import transformer_blocks as trainer_blocks
 from textenv.models import TINY_MODEL, load_causal_lm
 from textenv.preferences import PreferencePair
 
@@ -235,3 +236,29 @@ def test_the_saved_config_round_trips_the_settings():
     config = GRPOConfig(lora={"r": 8, "target_modules": ["q_proj", "v_proj"]})
     again = GRPOConfig.from_dict(json.loads(config.to_json()))
     assert again.lora == LoRASettings(r=8, target_modules=["q_proj", "v_proj"])
+
+
+def test_trainable_blocks_place_the_adapter_and_async_rollouts_sync_it():
+    trainer = trainer_of(GRPOTrainer, GRPOConfig, num_generations=2, beta=0.1, trainable_blocks=1,
+                         async_rollouts=True)
+    policy = trainer.unwrapped_policy
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, p in policy.named_parameters()
+               if p.requires_grad and ".layers." in name}
+    assert adapted == {str(len(trainer_blocks(policy)) - 1)}  # only the top block holds adapter weights
+    assert all("lora_" in name for name, p in policy.named_parameters() if p.requires_grad)
+    plan = trainer.execution_plan()
+    assert plan.part("trains").what.startswith("a LoRA adapter (r=4, ") and plan.part("trains").why == "lora"
+    assert "in the top 1 of " in plan.part("trains").what
+    assert plan.part("reference").what.startswith("the policy with its LoRA adapter switched off")
+    assert plan.part("rollouts").why == "async_rollouts=True"
+    history = trainer.train(3)
+    assert history[0]["importance_weight_max"] == 1.0  # the first round is on-policy
+    assert history[2]["importance_weight_max"] != 1.0  # later rounds are sampled with the previous adapter
+    assert trainer.shared_trunk_blocks == len(trainer_blocks(policy)) - 1  # the frozen trunk below the adapter
+    trainer.close()
+
+
+def test_lora_blocks_and_trainable_blocks_must_agree():
+    with pytest.raises(ValueError, match=r"lora.blocks=2 and trainable_blocks=1 disagree"):
+        GRPOConfig(lora={"blocks": 2}, trainable_blocks=1)
+    assert GRPOConfig(lora={"blocks": 1}, trainable_blocks=1).lora.blocks == 1

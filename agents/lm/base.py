@@ -28,6 +28,13 @@ import torch
 
 import textenv  # noqa: F401  (registers the env ids)
 from agents.checkpoint import CHECKPOINT_DIR, find_checkpoint, write_atomically
+from agents.lm.async_rollouts import (
+    BEHAVIOUR_DIR,
+    actor_for_loop,
+    check_supported,
+    correct_for_staleness,
+    read_behaviour_weights,
+)
 from agents.lm.callbacks import Callback, CallbackList, CheckpointSchedule
 from agents.lm.checkpoint_io import read_saved_config, read_trainer_checkpoint, write_trainer_checkpoint
 from agents.lm.config import LMAgentConfig
@@ -36,9 +43,11 @@ from agents.lm.core import masked_logprobs, masked_sum_count
 from agents.lm.distributed import Processes
 from agents.lm.execution_plan import (
     ExecutionPlan,
+    adapter_part,
     frozen_trunk_part,
     prompt_forward_part,
     reference_part,
+    rollouts_part,
     trained_part,
 )
 from agents.lm.frozen_trunk import (
@@ -98,6 +107,8 @@ class LMTrainer:
         self.config = config
         self.accelerator = accelerator if accelerator is not None else Accelerator()
         self.device = self.accelerator.device
+        if config.async_rollouts:
+            check_supported(self.accelerator)
         self.seeds = IterationSeeds(config.seed, self.accelerator.process_index)
         self.env = self._make_env(env, reward, env_kwargs)
         self.task = text_vector_env(self.env).task
@@ -126,7 +137,10 @@ class LMTrainer:
         self.timings: dict[str, float] = defaultdict(float)
         self._trunk_exact: bool | None = None  # the frozen trunk's check on the first rollout, once done
         self.shared_trunk_blocks = 0  # frozen blocks the last rollout's forwards shared (the frozen trunk)
+        self.off_policy_stats: dict[str, float] = {}  # async_rollouts: this iteration's importance weights
         self._trunk_verified: dict[str, tuple[Any, ...]] = {}  # model -> frozen weights' versions when found equal
+        self.rollout_actor: Any = None  # async_rollouts: the actor process, while a training loop runs
+        self.behaviour_weights: Any = None  # async_rollouts: the trained weights the actor samples the next round with
 
     # -- construction ------------------------------------------------------------------------------------------
     def _make_env(self, env: Any, reward: Any, env_kwargs: dict[str, Any] | None) -> Any:
@@ -207,25 +221,34 @@ class LMTrainer:
         return self.accelerator.unwrap_model(self.policy)
 
     # -- rollouts ----------------------------------------------------------------------------------------------
-    def prompt_indices(self, group_size: int = 1) -> np.ndarray:
-        """Each row's prompt: ``num_envs / group_size`` prompts drawn without replacement (with replacement when
-        there are fewer prompts than groups), each repeated for ``group_size`` consecutive rows."""
+    def prompt_indices(self, group_size: int = 1, iteration: int | None = None) -> np.ndarray:
+        """Each row's prompt in ``iteration`` (default: the current one): ``num_envs / group_size`` prompts drawn
+        without replacement (with replacement when there are fewer prompts than groups), each repeated for
+        ``group_size`` consecutive rows."""
         num_prompts = len(self.task.prompts)
         groups = self.num_envs // group_size
-        chosen = self.seeds.rng(self.iteration, "prompts").choice(
+        chosen = self.seeds.rng(self.iteration if iteration is None else iteration, "prompts").choice(
             num_prompts, size=groups, replace=groups > num_prompts
         )
         return np.repeat(chosen, group_size)
 
     def collect(self, group_size: int = 1) -> Rollout:
-        """One lockstep batch of episodes from the current policy (``generation``/``env`` timings recorded)."""
+        """One lockstep batch of episodes from the current policy (``generation``/``env`` timings recorded); with
+        ``async_rollouts``, the actor's, from the previous round's policy (:mod:`agents.lm.async_rollouts`)."""
         blocks = self.shareable_trunk_blocks()
-        self.engine.keep_states_of_blocks = blocks  # the frozen blocks' output, kept while sampling
-        rollout = self.engine.collect(
-            generator=self.seeds.generator(self.iteration, "sampling", self.device),
-            seed=self.seeds.seed(self.iteration, "env"),
-            prompt_indices=self.prompt_indices(group_size),
-        )
+        if self.rollout_actor is not None:
+            rollout, same_weights, actor_timings = self.rollout_actor.rollout(
+                self.unwrapped_policy, self.iteration, blocks, lambda r: self.prompt_indices(group_size, r)
+            )
+            for key, value in actor_timings.items():
+                self.timings[key] += value
+        else:
+            self.engine.keep_states_of_blocks = blocks  # the frozen blocks' output, kept while sampling
+            rollout = self.engine.collect(
+                generator=self.seeds.generator(self.iteration, "sampling", self.device),
+                seed=self.seeds.seed(self.iteration, "env"),
+                prompt_indices=self.prompt_indices(group_size),
+            )
         self.timings["generation_seconds"] += rollout.generation_seconds
         self.timings["env_seconds"] += rollout.env_seconds
         with self.timer("forward_seconds"):
@@ -233,6 +256,8 @@ class LMTrainer:
         self.shared_trunk_blocks = 0 if rollout.trunk is None else rollout.trunk.blocks
         self.num_timesteps += int(self.processes.gather(rollout.lengths.float()).sum())
         self.num_episodes += rollout.num_sequences * self.accelerator.num_processes
+        if self.rollout_actor is not None:  # the learner's log-probs, and the stale tokens' importance weights
+            self.off_policy_stats = correct_for_staleness(self, rollout, same_weights)
         return rollout
 
     def shareable_trunk_blocks(self) -> int:
@@ -259,12 +284,18 @@ class LMTrainer:
         allowed = cfg.experimental.share_frozen_trunk
         differs = bool(blocks and allowed and self.reference is not None
                        and not self.frozen_blocks_match("reference", self.reference, blocks))
+        if cfg.lora is not None:
+            lora_blocks = cfg.lora.blocks if cfg.lora.blocks is not None else cfg.trainable_blocks
+            trains = adapter_part(policy, cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules, lora_blocks)
+        else:
+            trains = trained_part(policy, cfg.trainable_blocks)
         return ExecutionPlan((
-            trained_part(policy, cfg.trainable_blocks),
+            trains,
             frozen_trunk_part(policy, blocks, allowed, differs, self._trunk_exact),
             prompt_forward_part(cfg.experimental.share_prompt_forward, self.shareable_trunk_blocks(),
                                 self.completions_per_prompt()),
-            reference_part(self.reference_needs()),
+            reference_part(self.reference_needs(), adapter=self.adapter is not None),
+            rollouts_part(cfg.async_rollouts, cfg.importance_sampling_cap),
         ))
 
     def frozen_blocks_match(self, name: str, model: Any, blocks: int) -> bool:
@@ -455,6 +486,12 @@ class LMTrainer:
     def _loop(
         self, keep_going: Any, total: int | None, max_seconds: float | None, callbacks: Any
     ) -> list[dict[str, float]]:
+        with actor_for_loop(self):  # async_rollouts: the actor process lives for this loop
+            return self._run_loop(keep_going, total, max_seconds, callbacks)
+
+    def _run_loop(
+        self, keep_going: Any, total: int | None, max_seconds: float | None, callbacks: Any
+    ) -> list[dict[str, float]]:
         if max_seconds is not None and not max_seconds >= 0:
             raise ValueError(f"max_seconds must be a number >= 0, got {max_seconds!r}")
         user = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
@@ -486,6 +523,7 @@ class LMTrainer:
 
     def _run_iteration(self) -> dict[str, float]:
         self.timings = defaultdict(float)
+        self.off_policy_stats = {}
         started = time.perf_counter()
         self.lr_schedule.start_iteration(self.num_timesteps)
         metrics = self.iteration_step()
@@ -497,6 +535,7 @@ class LMTrainer:
         metrics["learning_rate"] = float(self.optimizer.param_groups[0]["lr"])  # the policy's, at the last step
         for key, value in sorted(self.timings.items()):
             metrics[key] = value
+        metrics.update(self.off_policy_stats)  # async_rollouts: the importance weights' statistics
         metrics["tokens_per_second"] = metrics.get("batch_tokens", 0.0) / max(elapsed, 1e-9)
         return metrics
 
@@ -539,7 +578,10 @@ class LMTrainer:
     # -- checkpoints -------------------------------------------------------------------------------------------
     def checkpoint_models(self) -> dict[str, Any]:
         """Name -> model (unwrapped) saved in the checkpoint, or its LoRA adapter; subclasses add theirs."""
-        return {POLICY_DIR: self.unwrapped_policy if self.adapter is None else self.adapter}
+        models = {POLICY_DIR: self.unwrapped_policy if self.adapter is None else self.adapter}
+        if self.behaviour_weights is not None and self.behaviour_weights.round == self.iteration:
+            models[BEHAVIOUR_DIR] = self.behaviour_weights  # async_rollouts: the next round's sampling weights
+        return models
 
     def checkpoint_state(self) -> dict[str, Any]:
         """JSON-able trainer state; subclasses add theirs."""
@@ -586,8 +628,11 @@ class LMTrainer:
         if found is None:
             return False
         self._warn_config_differences(read_saved_config(found))
+        self.behaviour_weights = None
         state = read_trainer_checkpoint(found, models=self.checkpoint_models(), optimizers=self.optimizers())
         self.load_checkpoint_state(state)
+        if self.config.async_rollouts:  # the weights the checkpoint's next round is sampled with
+            self.behaviour_weights = read_behaviour_weights(found, self.unwrapped_policy, self.iteration)
         return True
 
     def _warn_config_differences(self, saved: dict[str, Any]) -> None:

@@ -184,6 +184,26 @@ class LMAgentConfig:
         },
     )
 
+    # -- asynchronous actor-learner (agents/lm/async_rollouts.py) ---------------------------------------------
+    async_rollouts: bool = field(
+        default=False,
+        metadata={"help": "Sample in an actor process while the learner updates: round n+1 is sampled with the "
+        "weights the learner held at the start of round n (one round stale; the first round of a run is on-policy), "
+        "the learner syncs its trained weights to the actor every round, and the loss reweights each token by the "
+        "truncated importance weight ``min(pi_old / pi_behaviour, importance_sampling_cap)`` of the learner's "
+        "policy before the update over the actor's (TRL's and NeMo-RL's truncated importance sampling). Two "
+        "processes of one thread each (the learner is set to one thread while training); CPU only, one learner "
+        "process (not under ``accelerate launch`` with several), on a platform that can fork. Deterministic given "
+        "the seed: the round each sample comes from and the weights it is drawn with are fixed by the round "
+        "number, never by timing."},
+    )
+    importance_sampling_cap: float = field(
+        default=2.0,
+        metadata={"help": "Upper bound C of the per-token importance weights under ``async_rollouts``: a token's "
+        "weight is ``min(exp(log pi_old - log pi_behaviour), C)`` (TRL ``vllm_importance_sampling_cap``, "
+        "``token_truncate``; NeMo-RL ``truncated_importance_sampling_ratio``; both default to 2.0). Must be >= 1."},
+    )
+
     # -- study switches --------------------------------------------------------------------------------------
     experimental: ExperimentalSettings = field(
         default_factory=ExperimentalSettings,
@@ -222,6 +242,11 @@ class LMAgentConfig:
         _check_nonneg(self, "reference_fluency_weight")
         if not isinstance(self.save_at_end, bool):
             raise ValueError(f"{type(self).__name__}.save_at_end={self.save_at_end!r}; expected True or False")
+        if not isinstance(self.async_rollouts, bool):
+            raise ValueError(f"{type(self).__name__}.async_rollouts={self.async_rollouts!r}; expected True or False")
+        value = self.importance_sampling_cap
+        if not _is_number(value) or value < 1:
+            raise ValueError(f"{type(self).__name__}.importance_sampling_cap={value!r}; expected a finite number >= 1")
         if self.trainable_blocks is not None:
             _check_int(self, "trainable_blocks", minimum=0)
         owner = f"{type(self).__name__}.experimental"

@@ -133,20 +133,43 @@ def prompt_forward_part(allowed: bool, trunk_blocks: int, completions_per_prompt
                     "saves work where a batch repeats a prompt")
 
 
-def reference_part(needed_by: list[str]) -> PlanPart:
-    """Whether the frozen reference runs, and the settings that need it."""
+def reference_part(needed_by: list[str], adapter: bool = False) -> PlanPart:
+    """Whether the frozen reference runs, and the settings that need it; with a LoRA ``adapter`` the reference is
+    the policy with its adapter switched off (no copy)."""
     if not needed_by:
         return PlanPart("reference", "none", "no KL term, reference_metrics=False, reference_fluency_weight=0")
-    return PlanPart("reference", "a frozen copy of the initial policy, one forward per iteration",
-                    "for " + _joined(tuple(needed_by)))
+    what = ("the policy with its LoRA adapter switched off (no copy)" if adapter
+            else "a frozen copy of the initial policy") + ", one forward per iteration"
+    return PlanPart("reference", what, "for " + _joined(tuple(needed_by)))
+
+
+def adapter_part(model: Any, rank: int, alpha: float, target_modules: Any, blocks: int | None) -> PlanPart:
+    """What a LoRA adapter trains: its rank, scale, target modules and blocks, and its share of the parameters."""
+    total = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    targets = target_modules if isinstance(target_modules, str) else ", ".join(target_modules)
+    where = "every block" if blocks is None else f"the top {blocks} of {len(transformer_blocks(model))} blocks"
+    return PlanPart("trains", f"a LoRA adapter (r={rank}, alpha={alpha:g}, {targets}) in {where}, "
+                    f"{trained / 1e6:.3g}M of {total / 1e6:.3g}M parameters; the base weights stay frozen", "lora")
+
+
+def rollouts_part(async_rollouts: bool, importance_sampling_cap: float) -> PlanPart:
+    """Whether sampling and training take turns in one process or overlap in an actor and a learner."""
+    if async_rollouts:
+        return PlanPart("rollouts", "an actor process samples round n+1 while the learner trains on round n (one "
+                        f"round stale, per-token importance weights truncated at {importance_sampling_cap:g})",
+                        "async_rollouts=True")
+    return PlanPart("rollouts", "sampled, then trained on, in turn, in this process", "async_rollouts=False")
 
 
 __all__ = [
     "ExecutionPlan",
     "PlanPart",
+    "adapter_part",
     "block_range",
     "frozen_trunk_part",
     "prompt_forward_part",
     "reference_part",
+    "rollouts_part",
     "trained_part",
 ]

@@ -97,6 +97,8 @@ class GroupTrainer(LMTrainer):
                         new_logprobs, batch.logprobs, advantages[rows, None].expand(-1, t), mask, epsilon,
                         clip_range_high=epsilon_high,
                     )
+                    if batch.importance_weights is not None:  # async_rollouts: stale samples reweighted
+                        per_token = per_token * batch.importance_weights
                     if kl_beta > 0:
                         old = batch.logprobs if kl_importance_weight else None
                         kl = token_kl(new_logprobs, ref_logprobs[rows, :t], kl_estimator, old) * mask

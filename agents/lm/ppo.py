@@ -258,6 +258,8 @@ class LMPPOTrainer(LMTrainer):
         per_token, policy_stats = clipped_policy_loss(
             new_logprobs, batch.logprobs, advantages, mask, cfg.clip_range, cfg.clip_policy_loss
         )
+        if batch.importance_weights is not None:  # async_rollouts: stale samples reweighted
+            per_token = per_token * batch.importance_weights
         policy_loss = per_token.sum() / mask.sum().clamp(min=1)
         loss = loss + policy_loss
         stats.update(

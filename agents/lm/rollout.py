@@ -67,7 +67,10 @@ class Rollout:
     env_seconds: float = 0.0  # inside env.reset/env.step (reward plugin included)
     step_rewards: torch.Tensor | None = None  # (N, T) the env's reward of each step, at the agent token it followed
     trunk: TrunkStates | None = None  # the policy's frozen lower blocks' output (:mod:`agents.lm.frozen_trunk`)
-
+    # async_rollouts (:mod:`agents.lm.async_rollouts`): the actor's sampling log-probs, and each token's truncated
+    # importance weight of the learner's policy (whose log-probs ``logprobs`` then holds) over the actor's
+    behaviour_logprobs: torch.Tensor | None = None  # (N, T)
+    importance_weights: torch.Tensor | None = None  # (N, T), 0 outside the mask
 
     @property
     def num_sequences(self) -> int:
@@ -102,6 +105,8 @@ class Rollout:
             reward_components={name: values[rows_t] for name, values in self.reward_components.items()},
             step_rewards=None if self.step_rewards is None else self.step_rewards[rows_t, :t_max],
             trunk=None if self.trunk is None else self.trunk.select(rows_t, width - 1),
+            behaviour_logprobs=None if self.behaviour_logprobs is None else self.behaviour_logprobs[rows_t, :t_max],
+            importance_weights=None if self.importance_weights is None else self.importance_weights[rows_t, :t_max],
         )
 
 
