@@ -105,3 +105,28 @@ def test_register_textenv_refuses_an_unknown_id():
 
     with pytest.raises(ValueError, match=r"env_id='CartPole-v1' is not a textenv id"):
         register_textenv("CartPole-v1")
+
+
+@pytest.mark.rllib
+def test_learner_standardises_advantages_over_the_rows_the_loss_counts(monkeypatch):
+    """RLlib's loss gets each minibatch's advantages with mean 0 and std 1 over the unmasked rows, whatever the
+    masked bootstrap rows hold."""
+    pytest.importorskip("ray")
+    from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.evaluation.postprocessing import Postprocessing
+
+    from agents.rllib import MaskedAdvantagePPOLearner
+
+    seen = {}
+    monkeypatch.setattr(PPOTorchLearner, "compute_loss_for_module", lambda self, **kwargs: seen.update(kwargs))
+    mask = torch.tensor([True, True, True, True, False] * 4)
+    advantages = torch.where(mask, torch.arange(20.0) / 10, torch.full((20,), -50.0))
+    batch = {Postprocessing.ADVANTAGES: advantages, Columns.LOSS_MASK: mask}
+    learner = object.__new__(MaskedAdvantagePPOLearner)  # the method reads only its arguments
+    learner.compute_loss_for_module(module_id="default_policy", config=None, batch=batch, fwd_out={})
+    real = seen["batch"][Postprocessing.ADVANTAGES][mask]
+    torch.testing.assert_close(real.mean(), torch.tensor(0.0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(real.std(), torch.tensor(1.0), atol=1e-6, rtol=0)
+    # the real rows keep their order and spacing: an affine map of the originals
+    torch.testing.assert_close(real, (advantages[mask] - advantages[mask].mean()) / advantages[mask].std())

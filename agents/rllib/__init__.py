@@ -3,6 +3,8 @@ cluster (docs/rllib.md).
 
 * :func:`textenv_ppo_config` -- a ready ``PPOConfig`` for a textenv id (:mod:`~agents.rllib.config`).
 * :class:`TokenRLModule` -- the token-embedding ``RLModule`` it trains (:mod:`~agents.rllib.module`).
+* :class:`MaskedAdvantagePPOLearner` -- RLlib's PPO learner with SB3's advantage normalisation
+  (:mod:`~agents.rllib.learner`).
 * :func:`register_textenv` / :func:`make_textenv` -- a textenv id as an RLlib env on every worker
   (:mod:`~agents.rllib.env`).
 * :func:`init_local_ray` -- ``ray.init`` for one machine, no dashboard, no usage statistics
@@ -23,6 +25,7 @@ _EXPORTS = {
     "ROLLOUT_STEPS_PER_ENV": "agents.rllib.config",
     "TokenRLModule": "agents.rllib.module",
     "DEFAULT_MODEL_CONFIG": "agents.rllib.module",
+    "MaskedAdvantagePPOLearner": "agents.rllib.learner",
     "register_textenv": "agents.rllib.env",
     "make_textenv": "agents.rllib.env",
     "init_local_ray": "agents.rllib.local_ray",

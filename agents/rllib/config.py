@@ -3,8 +3,8 @@
 It registers the id with RLlib (:func:`agents.rllib.env.register_textenv`), plugs in
 :class:`agents.rllib.module.TokenRLModule` with the env's prompt width, samples with textenv's batched vector env on
 each EnvRunner, and sets :data:`PPO_TRAINING`: the hyperparameters :func:`agents.sb3.make_sb3` gives SB3's PPO,
-in RLlib's names. The result is a plain ``PPOConfig``: change anything with its own methods before
-``build_algo()``.
+in RLlib's names, with SB3's advantage normalisation (:class:`agents.rllib.learner.MaskedAdvantagePPOLearner`).
+The result is a plain ``PPOConfig``: change anything with its own methods before ``build_algo()``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from agents.rllib.env import register_textenv
+from agents.rllib.learner import MaskedAdvantagePPOLearner
 from agents.rllib.module import TokenRLModule
 from agents.sb3.ppo_settings import PPO_HYPERPARAMS as SB3_PPO
 
@@ -75,6 +76,9 @@ def textenv_ppo_config(
             first reset.
         **training: ``PPOConfig.training`` arguments over :data:`PPO_TRAINING`. ``train_batch_size_per_learner``
             defaults to :data:`ROLLOUT_STEPS_PER_ENV` x all envs.
+
+    The learner is :class:`~agents.rllib.learner.MaskedAdvantagePPOLearner`; ``.learners(learner_class=
+    PPOTorchLearner)`` on the result gives RLlib's own advantage standardisation back.
     """
     if num_env_runners < 0 or num_envs_per_env_runner < 1:
         raise ValueError(
@@ -95,6 +99,7 @@ def textenv_ppo_config(
             gym_env_vectorize_mode="vector_entry_point",
         )
         .rl_module(rl_module_spec=RLModuleSpec(module_class=TokenRLModule, model_config=module))
+        .learners(learner_class=MaskedAdvantagePPOLearner)
         .training(**settings)
         .debugging(seed=seed)
     )
