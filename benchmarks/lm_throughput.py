@@ -19,8 +19,9 @@ float32 weights; TRL's own default, ``bf16=True``; ours under ``Accelerator(mixe
 ``accelerate launch --mixed_precision bf16``; R1 runs both sides under ``torch.autocast``). TRL keeps its default
 ``gradient_checkpointing=True`` (it recomputes the forward during backward; ours does not) unless
 ``--trl-no-gradient-checkpointing``. Ours forwards each distinct prompt once in the loss and shares its KV cache
-among its completions (``share_prompt_forward``, our default; exact), unless ``--no-share-prompt-forward``: the
-same tokens are trained on, through fewer model positions.
+among its completions (the trainer's own choice; exact), unless ``--no-share-prompt-forward`` turns that off
+through the config's study switch ``experimental.share_prompt_forward``: the same tokens are trained on, through
+fewer model positions.
 
 Each pair is timed interleaved (A, B, A, B, ...) after one untimed warm-up of each side, and ratios are taken of
 the medians, so both sides see the same machine load. Torch threads are fixed (``--threads``, default 1).
@@ -40,7 +41,6 @@ import importlib.metadata
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -53,7 +53,6 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
@@ -278,7 +277,7 @@ def make_ours(settings: Settings) -> tuple[GRPOTrainer, dict[str, float], list[i
         weight_decay=0.0,
         max_grad_norm=1.0,
         reference_metrics=False,  # beta = 0: no reference forward on either side
-        share_prompt_forward=settings.share_prompt_forward,
+        experimental={"share_prompt_forward": settings.share_prompt_forward},  # on unless --no-share-prompt-forward
         progress_bar=False,
     )
     env = make_env(settings, settings.batch)
@@ -295,7 +294,7 @@ def make_ours(settings: Settings) -> tuple[GRPOTrainer, dict[str, float], list[i
 def record_loss_positions(trainer: GRPOTrainer, positions: list[int]) -> None:
     """Append to ``positions`` how many token positions went through the policy in each loss forward (a forward
     hook counts every model call made inside ``policy_logprobs``: one over the full sequences, or, with
-    ``share_prompt_forward``, one over the distinct prompts plus one over the completions)."""
+    the shared prompt forward, one over the distinct prompts plus one over the completions)."""
     forward = trainer.policy_logprobs
     model = trainer.unwrapped_policy
 

@@ -17,14 +17,15 @@ Two batch layouts, because the shared forward's gain depends on what repeats wit
 * ``shuffled``: the same pairs in a random order (TRL's sampler), so a batch rarely holds two pairs of a prompt.
 
 Steps are interleaved (ours, TRL, ours, TRL ...) after one untimed warm-up step each; the ratio is of the medians.
-"ours" is the trainer without its frozen-block cache (``cache_frozen_blocks=False``), so each side does a whole
-forward per step. The cache (our default) is measured beside them as a third side, ``cached``: its steps forward
+"ours" is the trainer with its frozen-block cache turned off (the study switch
+``experimental={"cache_frozen_blocks": False}``), so each side does a whole forward per step. The cache (what the
+trainer picks by itself) is measured beside them as a third side, ``cached``: its steps forward
 only the trainable top blocks, and its one-off fill (the frozen blocks over every pair, timed) is charged to an
 ``--epochs``-epoch training over these pairs, so its pairs/s is ``epochs * pairs / (fill + epochs * steps per
 epoch * median step)``.
 
     .venv/bin/python benchmarks/rm_throughput.py                                 # SmolLM2-135M (minutes)
-    .venv/bin/python benchmarks/rm_throughput.py --model tiny-random-smollm2 --steps 3 --json out.json
+    .venv/bin/python benchmarks/rm_throughput.py --model tiny-random-smollm2 --trainable-blocks 1 --steps 3   # smoke
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,7 +45,6 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
@@ -144,13 +143,13 @@ def main() -> None:
         model=args.model, per_device_train_batch_size=args.batch, trainable_blocks=args.trainable_blocks,
         eval_fraction=0.0, progress_bar=False, learning_rate=1e-5,
     )
-    ours = RewardModelTrainer(pairs, dataclasses.replace(config, cache_frozen_blocks=False),
+    ours = RewardModelTrainer(pairs, dataclasses.replace(config, experimental={"cache_frozen_blocks": False}),
                               model=copy.deepcopy(base), tokenizer=tokenizer)
     cached = RewardModelTrainer(pairs, config, model=copy.deepcopy(base), tokenizer=tokenizer)
     if cached.frozen_cache is None:
         raise SystemExit(f"{args.model}: the frozen-block cache is not exact for this model; nothing to compare")
     trl_model = copy.deepcopy(base)
-    from agents.reward_model.scoring import freeze_lower_blocks
+    from agents.modeling.model_blocks import freeze_lower_blocks
 
     freeze_lower_blocks(trl_model, args.trainable_blocks)
     with tempfile.TemporaryDirectory() as out:

@@ -20,7 +20,6 @@ import torch
 
 import textenv
 from agents.lm import GRPOConfig, GRPOTrainer
-from rlhf_sentiment import freeze_lower_layers  # noqa: E402  (examples/ is on sys.path when run as a script)
 
 OPENINGS = Path(textenv.__file__).with_name("data") / "moss_chat" / "openings.txt"
 
@@ -33,7 +32,7 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=4, help="conversations per opening (the GRPO group)")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--beta", type=float, default=0.04, help="KL coefficient to the untuned model")
-    parser.add_argument("--train-layers", type=int, default=8, help="top decoder blocks to train")
+    parser.add_argument("--train-layers", type=int, default=8, help="top decoder blocks to train (0 = all)")
     parser.add_argument("--held-out", type=int, default=8, help="the last N openings are never trained on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/moss_chat")
@@ -43,11 +42,10 @@ def main() -> None:
     openings = [line for line in OPENINGS.read_text(encoding="utf-8").splitlines() if line.strip()]
     config = GRPOConfig(
         seed=args.seed, num_envs=args.num_envs, num_generations=args.generations, learning_rate=args.lr,
-        beta=args.beta, output_dir=args.out, progress_bar=False,
+        beta=args.beta, output_dir=args.out, progress_bar=False, trainable_blocks=args.train_layers or None,
     )
-    policy = textenv.load_causal_lm(args.model)
-    freeze_lower_layers(policy, policy.model, args.train_layers)
-    trainer = GRPOTrainer("MossChat-v0", policy, config, env_kwargs={"prompts": openings[: -args.held_out]})
+    trainer = GRPOTrainer("MossChat-v0", args.model, config, env_kwargs={"prompts": openings[: -args.held_out]})
+    print(trainer.execution_plan().line())
     history = trainer.train(max_seconds=60 * args.minutes)
     trainer.close()
     keys = ("reward_mean", "kl", "reward_user_sentiment_mean", "reward_agent_tokens_mean")

@@ -149,15 +149,23 @@ def test_help_agent_lists_every_lm_config_field_with_type_default_and_help(agent
 
     code, out, err = run_main(capsys, "train", "--agent", agent, "--help-agent")
     assert code == 0, err
+    from agents.lm.experimental import ExperimentalSettings
+
     fields = [f for f in dataclasses.fields(lm_config_class(agent)) if f.name not in RUNNER_ARGUMENTS]
     assert len(fields) >= 15
+    config_name = lm_config_class(agent).__name__
+    switches = [f for f in dataclasses.fields(ExperimentalSettings) if f.metadata.get("only") in (None, config_name)]
     text = " ".join(out.split())
-    for f in fields:
+    for f in fields + switches:
         help_text = f.metadata["help"]
         assert len(help_text) > 20, f.name
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        assert f"{f.name}: {f.type} = {default!r}" in out, f.name
+        if f.name == "experimental":  # the study switches: a JSON object, its fields listed under it
+            assert "  experimental: JSON object" in out and out.index("  experimental:") > out.index("  num_envs:")
+        else:
+            assert f"{f.name}: {f.type} = {default!r}" in out, f.name
         assert " ".join(help_text.split()) in text, f.name
+    assert ("kl_importance_weight" in out) == (agent == "grpo")  # a GRPO-only switch is listed for GRPO only
 
 
 def test_help_agent_lists_sb3_constructor_parameters_and_textenv_defaults(capsys):

@@ -85,7 +85,9 @@ def test_checkpoint_layout_uses_safe_formats(tmp_path):
     trainer = ppo(tmp_path, save_every=0)
     trainer.train(1)
     checkpoint = tmp_path / "checkpoint"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "progress.csv", "tensorboard"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint", "execution_plan.txt", "progress.csv", "tensorboard"
+    ]
     assert (checkpoint / "policy" / "model.safetensors").is_file()
     assert (checkpoint / "policy" / "tokenizer.json").is_file()
     head = load_file(checkpoint / "value" / "value_head.safetensors")

@@ -50,7 +50,7 @@ def free_port() -> int:
 @pytest.mark.parametrize("frozen_blocks", [0, 1])
 def test_two_process_data_parallel_run_keeps_replicas_identical(tmp_path, frozen_blocks):
     """Also with the policy's lower block frozen: the loss forwards then run its top block on the frozen trunk
-    (share_frozen_trunk) through the DDP wrapper, and gradients are still synced."""
+    (the frozen trunk) through the DDP wrapper, and gradients are still synced."""
     script = tiny_ppo_script(num_envs=4, body=BODY, frozen_blocks=frozen_blocks)
     reports = launch(tmp_path, script, "--multi_gpu", "--num_processes", "2", "--mixed_precision", "no",
                      "--main_process_port", str(free_port()))

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
         return [float(ids.count(107)) for ids in completion_ids]
 
     config = GRPOConfig(num_envs=4, num_generations=2, num_minibatches=2, learning_rate=2e-3, beta=0.1,
-                        lr_schedule="linear", kl_importance_weight=True, dapo_normalizer="rollout",
+                        lr_schedule="linear", experimental={"kl_importance_weight": True, "dapo_normalizer": "rollout"},
                         progress_bar=False, seed=0)
     trainer = GRPOTrainer(
         "MossText-v0", "tiny-random-smollm2", config,

@@ -1,5 +1,6 @@
-"""share_frozen_trunk: the policy's frozen lower blocks run once per rollout; the reference forward and every
-minibatch's loss forward run only the blocks above them, with the same log-probs and gradients."""
+"""The frozen trunk: the policy's frozen lower blocks run once per rollout; the reference forward and every
+minibatch's loss forward run only the blocks above them, with the same log-probs and gradients. The trainer decides
+it (``experimental.share_frozen_trunk=False`` forces the full forwards, for comparison)."""
 
 from __future__ import annotations
 
@@ -108,13 +109,14 @@ def calls_per_block(model):
 @pytest.mark.parametrize("agent", ["grpo", "lm-ppo"])
 def test_training_with_the_trunk_shared_skips_the_frozen_blocks_after_sampling_and_reaches_the_same_weights(agent):
     def trainer(share):
+        # trainable_blocks freezes the policy's (and the critic's) lower blocks; the trainer then shares them
+        common = {**FAST, "seed": 0, "trainable_blocks": 4 - FROZEN, "experimental": {"share_frozen_trunk": share}}
+        model = make_tiny_causal_lm(seed=0, num_hidden_layers=4)
         if agent == "grpo":
-            config = GRPOConfig(**{**FAST, "num_generations": 4, "seed": 0, "beta": 0.04, "share_frozen_trunk": share})
-            return GRPOTrainer("MossText-v0", tiny_top_trained(), config, env_kwargs=env_kwargs())
-        config = LMPPOConfig(**{**FAST, "critic_learning_rate": 2e-3, "seed": 0, "share_frozen_trunk": share})
-        ppo = LMPPOTrainer("MossText-v0", tiny_top_trained(), config, env_kwargs=env_kwargs())
-        frozen_below_top(ppo.accelerator.unwrap_model(ppo.value_model).backbone)  # the critic trains the same blocks
-        return ppo
+            config = GRPOConfig(**common, num_generations=4, beta=0.04)
+            return GRPOTrainer("MossText-v0", model, config, env_kwargs=env_kwargs())
+        config = LMPPOConfig(**common, critic_learning_rate=2e-3)
+        return LMPPOTrainer("MossText-v0", model, config, env_kwargs=env_kwargs())
 
     shared, full = trainer(True), trainer(False)
     counts = {}
@@ -188,7 +190,7 @@ def test_a_model_that_adds_position_embeddings_to_its_inputs_runs_the_full_forwa
     config = GRPOConfig(**{**FAST, "num_generations": 4, "seed": 0, "beta": 0.04})
     trainer = GRPOTrainer("MossText-v0", gpt2, config, env_kwargs=env_kwargs())
     assert frozen_leading_blocks(trainer.unwrapped_policy) == 1
-    with pytest.warns(UserWarning, match="share_frozen_trunk: GPT2LMHeadModel's log-probs"):
+    with pytest.warns(UserWarning, match="frozen trunk: GPT2LMHeadModel's log-probs"):
         trainer.train(1)
     assert trainer.shared_trunk_blocks == 0
     with warnings.catch_warnings():

@@ -1,7 +1,7 @@
-"""The trainer switches that move textenv's GRPO toward TRL's settings (issue 13's ablation), in the trainers:
-the learning-rate schedule (``lr_schedule``: TRL's linear decay over the planned optimiser steps, its planned length
-from train()/learn()/lr_decay_iterations, its survival across checkpoint and resume), ``dapo_normalizer`` and
-``kl_importance_weight``. Their numerics against hand-computed values are in test_lm_core.py."""
+"""The settings that move textenv's GRPO toward TRL's, in the trainers: the learning-rate schedule (``lr_schedule``:
+TRL's linear decay over the planned optimiser steps, its planned length from train()/learn()/lr_decay_iterations,
+its survival across checkpoint and resume), and the study switches ``experimental.dapo_normalizer`` and
+``experimental.kl_importance_weight``. Their numerics against hand-computed values are in test_lm_core.py."""
 
 from __future__ import annotations
 
@@ -113,20 +113,19 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
 
 def test_dapo_normalizer_and_kl_importance_weight_change_the_update():
     # one minibatch: the iteration's tokens / 1 are the minibatch's tokens, the same update
-    _, minibatch = run(num_minibatches=1)
-    _, rollout = run(num_minibatches=1, dapo_normalizer="rollout")
-    assert same_weights(minibatch, rollout)
+    one_step, plain = run(num_minibatches=1)
+    _, rollout = run(num_minibatches=1, experimental={"dapo_normalizer": "rollout"})
+    assert same_weights(plain, rollout)
     # two minibatches with different token counts: each step's loss is divided by the mean count instead of its own
     # (AdamW undoes a constant scale of the loss, not one that differs between steps)
     metrics, minibatch = run(num_minibatches=2)
-    metrics_rollout, rollout = run(num_minibatches=2, dapo_normalizer="rollout")
+    metrics_rollout, rollout = run(num_minibatches=2, experimental={"dapo_normalizer": "rollout"})
     assert metrics["policy_loss"] != metrics_rollout["policy_loss"] and not same_weights(minibatch, rollout)
     # the importance weight is 1 on an on-policy step, but its gradient is not (once the policy has left the
     # reference: in the first iteration the KL and its gradient are 0 either way)
-    metrics, plain = run(num_minibatches=1)
-    metrics_weighted, weighted = run(num_minibatches=1, kl_importance_weight=True)
-    assert metrics["kl_loss"] == metrics_weighted["kl_loss"] == 0 and same_weights(plain, weighted)
+    metrics_weighted, weighted = run(num_minibatches=1, experimental={"kl_importance_weight": True})
+    assert one_step["kl_loss"] == metrics_weighted["kl_loss"] == 0 and same_weights(plain, weighted)
     metrics, plain = run(2, num_minibatches=1)
-    metrics_weighted, weighted = run(2, num_minibatches=1, kl_importance_weight=True)
+    metrics_weighted, weighted = run(2, num_minibatches=1, experimental={"kl_importance_weight": True})
     assert metrics["kl_loss"] == pytest.approx(metrics_weighted["kl_loss"], rel=1e-5) and metrics["kl_loss"] > 0
     assert not same_weights(plain, weighted)

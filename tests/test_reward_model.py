@@ -131,8 +131,7 @@ def test_shared_prompt_scores_and_gradients_equal_separate_full_forwards():
 
 def test_frozen_block_cache_gives_the_full_forwards_scores_and_gradients():
     from agents.reward_model.frozen_trunk import CachedPairScorer, FrozenTrunkCache, cache_is_exact
-    from agents.modeling.model_blocks import transformer_blocks
-    from agents.reward_model.scoring import freeze_lower_blocks
+    from agents.modeling.model_blocks import freeze_lower_blocks, transformer_blocks
 
     model, tokenizer = load_reward_model(TINY_MODEL, seed=5)
     blocks = len(transformer_blocks(model))
@@ -207,9 +206,13 @@ def test_training_with_the_frozen_block_cache_follows_the_same_trajectory():
     histories = []
     for cached in (True, False):
         trainer = RewardModelTrainer(
-            marker_pairs(24), tiny_config(trainable_blocks=1, num_train_epochs=2, cache_frozen_blocks=cached)
+            marker_pairs(24),
+            tiny_config(trainable_blocks=1, num_train_epochs=2, experimental={"cache_frozen_blocks": cached}),
         )
         assert (trainer.frozen_cache is not None) == cached
+        plan = str(trainer.execution_plan().part("frozen-block cache"))
+        assert plan.startswith("frozen-block cache: the output of block 0 is cached" if cached else
+                               "frozen-block cache: off (turned off by experimental.cache_frozen_blocks=False)")
         histories.append([row.get("train_loss", row["eval_loss"]) for row in trainer.train().history])
     np.testing.assert_allclose(histories[0], histories[1], rtol=1e-4)
 
@@ -223,10 +226,12 @@ def test_frozen_block_cache_is_refused_where_it_would_not_be_exact():
                         pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = GPT2ForSequenceClassification(config)
-    with pytest.warns(UserWarning, match="cache_frozen_blocks"):
+    with pytest.warns(UserWarning, match="frozen-block cache: GPT2ForSequenceClassification"):
         trainer = RewardModelTrainer(marker_pairs(12), tiny_config(trainable_blocks=1), model=model,
                                      tokenizer=tokenizer)
     assert trainer.frozen_cache is None
+    assert str(trainer.execution_plan().part("frozen-block cache")).startswith(
+        "frozen-block cache: off (the cached outputs do not give the full forward's scores")
     assert trainer.train().steps > 0
 
 
@@ -318,7 +323,7 @@ def test_save_is_atomic_and_keeps_the_old_model_on_failure(trained_rm, tmp_path,
     before = (target / "model.safetensors").read_bytes()
     trainer = RewardModelTrainer(str(data), tiny_config(num_train_epochs=1))
 
-    def broken(self, tmp, metadata):
+    def broken(self, tmp, metadata, logs=None):
         (tmp / "model.safetensors").write_bytes(b"partial")
         raise OSError("disk full")
 
@@ -335,13 +340,24 @@ def test_train_rm_cli(tmp_path, capsys):
     data = tmp_path / "pairs.jsonl"
     write_preferences(data, marker_pairs(24, seed=1))
     out = tmp_path / "rm"
+    # --cache-frozen-blocks: a study switch now (experimental), still accepted for one release
     code = main(["train-rm", "--data", str(data), "--out", str(out), "--model", TINY_MODEL, "--num-train-epochs", "1",
-                 "--trainable-blocks", "1", "--progress-bar", "false", "--token-scores", "true"])
+                 "--trainable-blocks", "1", "--progress-bar", "false", "--token-scores", "true",
+                 "--cache-frozen-blocks", "false"])
     assert code == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert captured.err.count("--cache-frozen-blocks is deprecated") == 1
     assert summary["output_dir"] == str(out) and (out / "config.json").is_file()
     metadata = json.loads((out / "textenv_reward_model.json").read_text())
     assert metadata["settings"]["trainable_blocks"] == 1
+    assert metadata["settings"]["experimental"] == {"share_prompt_forward": True, "cache_frozen_blocks": False}
+    assert "frozen-block cache: off (turned off by experimental.cache_frozen_blocks=False)" in metadata["execution_plan"]
+    assert (out / "logs" / "execution_plan.txt").read_text().strip() == metadata["execution_plan"]
+    with pytest.raises(SystemExit):
+        main(["train-rm", "--help"])
+    usage = capsys.readouterr().out
+    assert "--trainable-blocks" in usage and "--cache-frozen-blocks" not in usage and "--experimental" not in usage
     assert metadata["token_scores"] is True and (out / "token_scores.safetensors").is_file()
 
     bad = tmp_path / "bad.jsonl"

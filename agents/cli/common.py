@@ -1,5 +1,5 @@
 """What every ``textenv`` sub-command shares: the one-line user error, ``KEY=VALUE`` arguments, env-id and env-argument
-checks."""
+checks, the ``--out`` folder check."""
 
 from __future__ import annotations
 
@@ -23,9 +23,20 @@ def parse_kwargs(pairs: Sequence[str] | None, what: str = "--env-kwargs") -> dic
             raise CLIError(f"{what} takes KEY=VALUE pairs, got {pair!r}")
         try:
             kwargs[key] = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON (or too deep, or an int too long): the text itself
             kwargs[key] = raw
     return kwargs
+
+
+def parse_reward_spec(text: str, flag: str = "--gold") -> Any:
+    """A ``--gold`` or ``--reward`` value: a JSON list or object (a weighted spec, a plugin with arguments such as
+    ``{"name": "reward_model", "kwargs": {"path": DIR}}``), else the string itself (a name or ``module:attr``)."""
+    if text.lstrip()[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError) as err:
+            raise CLIError(f"{flag} {text!r}: not valid JSON ({getattr(err, 'msg', err)})") from err
+    return text
 
 
 def env_ids() -> list[str]:
@@ -41,13 +52,17 @@ def check_env_id(env_id: str) -> None:
         raise CLIError(f"unknown env {env_id!r}; registered textenv envs: {', '.join(env_ids())}")
 
 
-def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
-    """Unknown env arguments and values of the wrong type are named, with what was expected."""
+def check_env_kwargs(env_kwargs: dict[str, Any], env_id: str | None = None) -> None:
+    """Unknown env arguments and values of the wrong type are named, with what was expected (the arguments of a
+    multi-turn env's task for a multi-turn ``env_id``)."""
     import inspect
 
+    from textenv.dialogue_task import DialogueTask
+    from textenv.registration import DIALOGUE_ENV_IDS
     from textenv.task import TextTask
 
-    params = inspect.signature(TextTask.__init__).parameters
+    task = DialogueTask if env_id in DIALOGUE_ENV_IDS else TextTask
+    params = inspect.signature(task.__init__).parameters
     valid = [name for name in params if name != "self"] + ["render_mode"]
     for key, value in env_kwargs.items():
         if key not in valid:
@@ -64,7 +79,7 @@ def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
 def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     """``gym.make`` with errors a user can act on (bad kwarg names the argument and the expected type)."""
     check_env_id(env_id)
-    check_env_kwargs(env_kwargs)
+    check_env_kwargs(env_kwargs, env_id)
     try:
         return gym.make(env_id, **env_kwargs)
     except TypeError as err:
@@ -76,3 +91,13 @@ def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
 def check_positive(flag: str, value: float) -> None:
     if not value > 0:
         raise CLIError(f"{flag} must be > 0, got {value}")
+
+
+def check_out(out: str, command: str, markers: tuple[str, ...] = ()) -> None:
+    """``--out``: a new or empty folder or an earlier output of ``command``, checked before any work."""
+    from agents.checkpoint import check_output_dir
+
+    try:
+        check_output_dir(out, command, markers=markers)
+    except ValueError as err:  # OutputDirError, or a damaged marker file
+        raise CLIError(f"--out {err}") from err

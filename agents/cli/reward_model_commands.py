@@ -1,7 +1,10 @@
 """The reward-model sub-commands of ``textenv``: ``train-rm`` and ``overoptimization``.
 
 ``register(subparsers)`` adds them to the ``textenv`` parser. Every :class:`RewardModelConfig` field is an option
-(``--learning-rate``, ``--trainable-blocks`` ...), with the field's help text and default.
+(``--learning-rate``, ``--trainable-blocks`` ...), with the field's help text and default, but for ``experimental``
+(study switches, not part of the command line: the trainer decides its speed paths itself). The switches that were
+options before they moved there (``--share-prompt-forward``, ``--cache-frozen-blocks``) are still accepted for one
+release, hidden, with a deprecation line.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import types
 import typing
 from typing import Any
 
-from agents.cli.common import CLIError
+from agents.cli.common import CLIError, check_out
 
 
 def register(subparsers: Any) -> None:
@@ -30,9 +33,18 @@ def register(subparsers: Any) -> None:
         "TRL's GRPOTrainer(reward_funcs=DIR).",
     )
     train.add_argument("--data", required=True, help="preference JSONL: chosen, rejected, optional prompt and margin")
-    train.add_argument("--out", required=True, help="the reward-model directory to write (atomically)")
+    train.add_argument(
+        "--out", required=True,
+        help="the reward-model directory to write (atomically): a new or empty folder, or an earlier train-rm output "
+        "(only what train-rm wrote there is replaced)",
+    )
     train.add_argument("--skip-invalid", action="store_true", help="skip (and report) invalid lines instead of failing")
-    _add_config_options(train, RewardModelConfig, skip={"output_dir"})
+    train.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="allow --model to be a directory whose config asks to run Python shipped with it (off: refused)",
+    )
+    _add_config_options(train, RewardModelConfig, skip={"output_dir", "experimental"})
+    _add_moved_options(train)
     train.set_defaults(func=cmd_train_rm)
 
     from agents.reward_model.overoptimization import add_arguments
@@ -56,8 +68,30 @@ def _add_config_options(parser: argparse.ArgumentParser, config_class: type, ski
         kind = _base_type(hints[f.name])
         if kind is bool:
             group.add_argument(flag, type=_parse_bool, default=f.default, metavar="{true,false}", help=help_text)
+        elif dataclasses.is_dataclass(kind):  # e.g. --lora '{"r": 8}' (or true): JSON, checked by the config
+            group.add_argument(flag, type=_parse_json, default=f.default, metavar="JSON", help=help_text)
         else:
             group.add_argument(flag, type=_optional(kind), default=f.default, help=help_text)
+
+
+def _add_moved_options(parser: argparse.ArgumentParser) -> None:
+    """The study switches that were ``train-rm`` options, hidden (``experimental.*`` now)."""
+    from agents.reward_model.experimental import ExperimentalSettings
+
+    for f in dataclasses.fields(ExperimentalSettings):
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f"moved_{f.name}", type=_parse_bool, default=None,
+                            help=argparse.SUPPRESS)
+
+
+def _moved_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The hidden study-switch options given, as ``experimental``'s fields (one deprecation line on stderr)."""
+    given = {name[len("moved_"):]: value for name, value in vars(args).items()
+             if name.startswith("moved_") and value is not None}
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        print(f"textenv: {flags} is deprecated: the trainer takes its exact speed paths itself (its execution plan "
+              "says which); the option will go in a later release", file=sys.stderr)
+    return given
 
 
 def _base_type(hint: Any) -> type:
@@ -79,6 +113,14 @@ def _optional(kind: type) -> Any:
     return parse
 
 
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"expected JSON (true, or an object such as '{{\"r\": 8}}'), got {text!r}") \
+            from err
+
+
 def _parse_bool(text: str) -> bool:
     if text.lower() in ("true", "1", "yes"):
         return True
@@ -88,24 +130,32 @@ def _parse_bool(text: str) -> bool:
 
 
 def cmd_train_rm(args: argparse.Namespace) -> int:
+    from agents.checkpoint import OutputDirError
     from agents.reward_model import RewardModelConfig, RewardModelTrainer
+    from agents.reward_model.trainer import COMMAND
+    from rewards.builtin.reward_model import METADATA_FILE
     from textenv.models import ModelNotFoundError
     from textenv.preferences import PreferenceDataError
 
+    check_out(args.out, COMMAND, (METADATA_FILE,))
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RewardModelConfig) if hasattr(args, f.name)}
     try:
-        config = RewardModelConfig(**values, output_dir=args.out)
+        config = RewardModelConfig(**values, output_dir=args.out, experimental=_moved_values(args))
         config.validate()
     except ValueError as err:
         raise CLIError(str(err)) from err
     try:
-        trainer = RewardModelTrainer(args.data, config, skip_invalid=args.skip_invalid)
+        trainer = RewardModelTrainer(
+            args.data, config, skip_invalid=args.skip_invalid, trust_remote_code=args.trust_remote_code
+        )
     except (FileNotFoundError, ModelNotFoundError, PreferenceDataError) as err:
         raise CLIError(f"--data {args.data!r}: {err}" if isinstance(err, PreferenceDataError) else str(err)) from err
-    except ValueError as err:
+    except (ValueError, ImportError) as err:
         raise CLIError(str(err)) from err
     try:
         result = trainer.train()
+    except OutputDirError as err:  # the folder changed while the model trained
+        raise CLIError(f"--out {err}") from err
     except KeyboardInterrupt:
         print(
             f"textenv: interrupted; nothing written to {args.out} (a previous model there is untouched)",
@@ -127,10 +177,16 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_overoptimization(args: argparse.Namespace) -> int:
-    from agents.reward_model.overoptimization import run_from_args
+    from agents.reward_model.overoptimization import COMMAND, OUTPUT_FILES, config_from_args, run
 
     try:
-        summary = run_from_args(args)
+        config = config_from_args(args)
+        config.validate()  # every value, before any pair is sampled or model trained
+    except (ValueError, TypeError) as err:
+        raise CLIError(str(err)) from err
+    check_out(config.out, COMMAND, OUTPUT_FILES)
+    try:
+        summary = run(config)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from err
     print(json.dumps(summary, indent=2))

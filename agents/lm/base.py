@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,8 +31,16 @@ from agents.checkpoint import CHECKPOINT_DIR, find_checkpoint, write_atomically
 from agents.lm.callbacks import Callback, CallbackList, CheckpointSchedule
 from agents.lm.checkpoint_io import read_saved_config, read_trainer_checkpoint, write_trainer_checkpoint
 from agents.lm.config import LMAgentConfig
+from agents.lm.experimental import move_study_fields
 from agents.lm.core import masked_logprobs, masked_sum_count
 from agents.lm.distributed import Processes
+from agents.lm.execution_plan import (
+    ExecutionPlan,
+    frozen_trunk_part,
+    prompt_forward_part,
+    reference_part,
+    trained_part,
+)
 from agents.lm.frozen_trunk import (
     TrunkStates,
     frozen_leading_blocks,
@@ -42,13 +50,17 @@ from agents.lm.frozen_trunk import (
     trunk_states,
 )
 from agents.lm.logger import MetricsLogger
+from agents.lm.lora import LoRAAdapter
 from agents.modeling.decoding import filter_logits, masked_logits
+from agents.modeling.model_blocks import freeze_lower_blocks
 from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, text_vector_env
 from agents.lm.schedule import LearningRateSchedule
 from agents.lm.seeding import IterationSeeds
 from agents.lm.turns import last_token_index
+from textenv.user_warnings import warn_caller
 
 POLICY_DIR = "policy"
+PLAN_LOG = logging.getLogger("agents.lm")  # the execution plan, at INFO
 
 
 class LMTrainer:
@@ -93,6 +105,7 @@ class LMTrainer:
         self.processes = Processes(self.accelerator, self.num_envs)
         self._check_batch_layout()
 
+        self.adapter: LoRAAdapter | None = None  # config.lora's adapter in the policy (agents.lm.lora)
         self.policy = self._load_policy(model)
         # the frozen initial policy: the KL anchor, and the model the completions' perplexity is measured under
         self.reference = self._make_reference() if self.uses_reference() else None
@@ -111,8 +124,8 @@ class LMTrainer:
         self.num_timesteps = 0  # completion tokens generated, all processes
         self.num_episodes = 0  # episodes finished, all processes
         self.timings: dict[str, float] = defaultdict(float)
-        self._trunk_exact: bool | None = None  # share_frozen_trunk's check on the first rollout, once done
-        self.shared_trunk_blocks = 0  # frozen blocks the last rollout's forwards shared (share_frozen_trunk)
+        self._trunk_exact: bool | None = None  # the frozen trunk's check on the first rollout, once done
+        self.shared_trunk_blocks = 0  # frozen blocks the last rollout's forwards shared (the frozen trunk)
         self._trunk_verified: dict[str, tuple[Any, ...]] = {}  # model -> frozen weights' versions when found equal
 
     # -- construction ------------------------------------------------------------------------------------------
@@ -141,6 +154,7 @@ class LMTrainer:
             )
 
     def _load_policy(self, model: Any) -> Any:
+        name = str(model) if isinstance(model, (str, Path)) else getattr(model, "name_or_path", None) or None
         if isinstance(model, (str, Path)):
             model = textenv.load_causal_lm(str(model))
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "get_output_embeddings"):
@@ -149,14 +163,32 @@ class LMTrainer:
             )
         model = model.to(self.device)
         model.eval()  # dropout off for good: rollouts and the loss must see the same function
+        if self.config.lora is not None:
+            # the adapter goes into the top trainable_blocks blocks unless lora.blocks says where
+            blocks = self.config.lora.blocks if self.config.lora.blocks is not None else self.config.trainable_blocks
+            self.adapter = LoRAAdapter(model, self.config.lora, base_model=name, blocks=blocks, seed=self.config.seed)
+        elif self.config.trainable_blocks is not None:
+            freeze_lower_blocks(model, self.config.trainable_blocks)
         return model
 
+    def reference_needs(self) -> list[str]:
+        """The settings that need the frozen reference (a KL term, the reference fluency, the reference metrics);
+        subclasses add theirs. Empty: no reference is built."""
+        cfg = self.config
+        needs = ["reference_metrics"] if cfg.reference_metrics else []
+        if cfg.reference_fluency_weight > 0:
+            needs.append(f"reference_fluency_weight={cfg.reference_fluency_weight:g}")
+        return needs
+
     def uses_reference(self) -> bool:
-        """Whether the frozen reference is needed: by a KL term, the reference fluency, or the reference metrics."""
-        return self.config.reference_metrics or self.config.reference_fluency_weight > 0
+        """Whether the frozen reference is needed (:meth:`reference_needs`)."""
+        return bool(self.reference_needs())
 
     def _make_reference(self) -> Any:
-        """A frozen copy of the policy as passed in (a resumed run rebuilds it the same way)."""
+        """A frozen copy of the policy as passed in (a resumed run rebuilds it the same way); with a LoRA adapter,
+        the policy itself with the adapter switched off (no copy)."""
+        if self.adapter is not None:
+            return self.adapter.base_view()
         reference = copy.deepcopy(self.policy).eval()
         reference.requires_grad_(False)
         return reference
@@ -167,7 +199,8 @@ class LMTrainer:
     def parameter_groups(self) -> list[dict[str, Any]]:
         """AdamW parameter groups of the one optimiser: the policy's, at the config's learning rate and epsilon."""
         cfg = self.config
-        return [{"params": list(self.policy.parameters()), "lr": cfg.learning_rate, "eps": cfg.adam_eps}]
+        params = list(self.policy.parameters()) if self.adapter is None else self.adapter.trainable_parameters()
+        return [{"params": params, "lr": cfg.learning_rate, "eps": cfg.adam_eps}]
 
     @property
     def unwrapped_policy(self) -> Any:
@@ -204,15 +237,35 @@ class LMTrainer:
 
     def shareable_trunk_blocks(self) -> int:
         """How many of the policy's lower blocks the next rollout's forwards can share (:mod:`agents.lm.frozen_trunk`):
-        0 when ``share_frozen_trunk`` is off, the whole policy trains, the reference's frozen blocks differ from the
-        policy's (compared again whenever a frozen weight of either has been written to), or the model failed the
-        exactness check on the first rollout."""
-        if not self.config.share_frozen_trunk or self._trunk_exact is False:
+        0 when the whole policy trains, the reference's frozen blocks differ from the policy's (compared again
+        whenever a frozen weight of either has been written to), the model failed the exactness check on the first
+        rollout, or ``experimental.share_frozen_trunk`` turned the path off."""
+        if not self.config.experimental.share_frozen_trunk or self._trunk_exact is False:
             return 0
         blocks = frozen_leading_blocks(self.unwrapped_policy)
         if blocks == 0 or self.reference is None:
             return blocks
         return blocks if self.frozen_blocks_match("reference", self.reference, blocks) else 0
+
+    def completions_per_prompt(self) -> int:
+        """Rows of a rollout that share one prompt (GRPO/RLOO: ``num_generations``)."""
+        return 1
+
+    def execution_plan(self) -> ExecutionPlan:
+        """What the trainer trains, shares and runs, and why a faster path does not apply
+        (:mod:`agents.lm.execution_plan`); logged as one line when training starts."""
+        cfg, policy = self.config, self.unwrapped_policy
+        blocks = frozen_leading_blocks(policy)
+        allowed = cfg.experimental.share_frozen_trunk
+        differs = bool(blocks and allowed and self.reference is not None
+                       and not self.frozen_blocks_match("reference", self.reference, blocks))
+        return ExecutionPlan((
+            trained_part(policy, cfg.trainable_blocks),
+            frozen_trunk_part(policy, blocks, allowed, differs, self._trunk_exact),
+            prompt_forward_part(cfg.experimental.share_prompt_forward, self.shareable_trunk_blocks(),
+                                self.completions_per_prompt()),
+            reference_part(self.reference_needs()),
+        ))
 
     def frozen_blocks_match(self, name: str, model: Any, blocks: int) -> bool:
         """Whether ``model``'s (called ``name``) input embeddings and first ``blocks`` blocks hold exactly the
@@ -237,7 +290,7 @@ class LMTrainer:
         if trunk is None:
             with self.accelerator.autocast():
                 trunk = trunk_states(self.unwrapped_policy, rollout.input_ids, rollout.attention_mask,
-                                     rollout.prompt_slots, blocks, self.config.share_prompt_forward)
+                                     rollout.prompt_slots, blocks, self.config.experimental.share_prompt_forward)
         if self._trunk_exact is None:
             self._trunk_exact = self._trunk_matches_full_forward(rollout, trunk)
         return trunk if self._trunk_exact else None
@@ -255,11 +308,10 @@ class LMTrainer:
         float32 = next(policy.parameters()).dtype == torch.float32 and self.accelerator.mixed_precision == "no"
         difference = matches_full_forward(full, top, mask, 1e-4 if float32 else 2e-2)
         if difference is not None:
-            warnings.warn(
-                f"share_frozen_trunk: {type(policy).__name__}'s log-probs from its frozen blocks' output differ from "
+            warn_caller(
+                f"frozen trunk: {type(policy).__name__}'s log-probs from its frozen blocks' output differ from "
                 f"the full forward's by up to {difference:.3g} (its forward changes inputs_embeds, e.g. by adding "
-                "position embeddings); every forward runs the whole model instead",
-                stacklevel=3,
+                "position embeddings); every forward runs the whole model instead"
             )
         return difference is None
 
@@ -272,7 +324,7 @@ class LMTrainer:
         Runs under the accelerator's autocast, like the policy (``accelerate``'s ``prepare`` patches the policy's
         forward, not the reference copy's): with ``mixed_precision="bf16"`` both read the same bf16 numerics, so
         the KL of the untouched policy stays ~0 instead of measuring the bf16-vs-fp32 gap."""
-        share = self.config.share_prompt_forward or rollout.trunk is not None
+        share = self.config.experimental.share_prompt_forward or rollout.trunk is not None
         prompt_model = self.reference if share else None
         with self.accelerator.autocast():
             logits = completion_logits(self.reference, rollout, prompt_model=prompt_model, trunk=rollout.trunk).float()
@@ -310,7 +362,7 @@ class LMTrainer:
         from agents.lm.core import entropy_of
 
         # the prompt forward bypasses the DDP wrapper: one DDP forward per backward, whatever the prompts
-        share = self.config.share_prompt_forward or rollout.trunk is not None
+        share = self.config.experimental.share_prompt_forward or rollout.trunk is not None
         prompt_model = self.accelerator.unwrap_model(model) if share else None
         logits = completion_logits(
             model, rollout, self.config.temperature, prompt_model=prompt_model, trunk=rollout.trunk
@@ -410,6 +462,10 @@ class LMTrainer:
         callback = CallbackList([*user, logger, *self._checkpoint_schedule()])
         started = time.monotonic()
         history: list[dict[str, float]] = []
+        if self.accelerator.is_main_process:
+            plan = self.execution_plan().line()
+            PLAN_LOG.info(plan)
+            logger.log_plan(plan)
         callback.on_train_begin(self)
         try:
             while keep_going() and (max_seconds is None or time.monotonic() - started < max_seconds):
@@ -482,8 +538,8 @@ class LMTrainer:
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def checkpoint_models(self) -> dict[str, Any]:
-        """Name -> model (unwrapped) saved in the checkpoint; subclasses add theirs."""
-        return {POLICY_DIR: self.unwrapped_policy}
+        """Name -> model (unwrapped) saved in the checkpoint, or its LoRA adapter; subclasses add theirs."""
+        return {POLICY_DIR: self.unwrapped_policy if self.adapter is None else self.adapter}
 
     def checkpoint_state(self) -> dict[str, Any]:
         """JSON-able trainer state; subclasses add theirs."""
@@ -535,11 +591,13 @@ class LMTrainer:
         return True
 
     def _warn_config_differences(self, saved: dict[str, Any]) -> None:
+        move_study_fields(saved, type(self.config).__name__)  # a checkpoint from before they moved
         current = self.config.to_dict()
         ignored = {"output_dir", "save_every", "save_every_minutes", "save_at_end", "progress_bar"}
-        changed = sorted(k for k in current if k not in ignored and json.dumps(saved.get(k)) != json.dumps(current[k]))
+        changed = sorted(k for k in current if k not in ignored
+                         and json.dumps(saved.get(k), sort_keys=True) != json.dumps(current[k], sort_keys=True))
         if changed:
-            warnings.warn(f"resuming with a config that differs from the checkpoint's in {changed}", stacklevel=3)
+            warn_caller(f"resuming with a config that differs from the checkpoint's in {changed}")
 
     def close(self) -> None:
         """Close the environments and, under ``accelerate launch``, leave the process group cleanly.

@@ -13,7 +13,11 @@ Sources cited below:
   with TRL's ``PPOConfig`` defaults (``init_kl_coef=0.2``, ``target=6``, ``horizon=10000``).
 * **TRL** -- huggingface/trl ``GRPOConfig`` and ``RLOOConfig`` (names and defaults of the group-baseline agents).
 
-Defaults that differ from the source say why next to them.
+Defaults that differ from the source say why next to them. Study switches (loss variants a study compared with the
+default, and switches that turn off an exact speed path) are not fields here: they live in one
+``experimental`` field, :class:`agents.lm.experimental.ExperimentalSettings`, with no stability promise. Whether
+the exact speed paths run (the shared prompt forward, the frozen trunk) is the trainer's decision; it logs it as its
+execution plan when training starts.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.lm.experimental import ExperimentalSettings, move_study_fields
+from agents.lm.lora import LoRASettings
 from agents.lm.schedule import LR_SCHEDULES
 
 REWARD_NORMALIZATIONS = ("normalize", "scale", "none")
-KL_ESTIMATORS = ("k1", "k2", "k3")
-DAPO_NORMALIZERS = ("minibatch", "rollout")
 GRPO_SCALE_REWARDS = ("group", "batch", "none")
 GRPO_LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
 
@@ -66,7 +70,7 @@ class LMAgentConfig:
     learning_rate: float = field(
         default=1e-6,
         metadata={"help": "Policy AdamW learning rate (TRL ``GRPOConfig``/``RLOOConfig`` 1e-6; MOSS-RLHF uses 5e-7 "
-        "for 7B models). Small models and toy tasks want far more (the tests use 2e-3)."},
+        "for 7B models). Small models and short runs want far larger rates."},
     )
     lr_schedule: str = field(
         default="constant",
@@ -113,24 +117,25 @@ class LMAgentConfig:
         metadata={"help": "Optimiser steps per epoch; the rollouts of a process are split into this many "
         "minibatches."},
     )
-    share_prompt_forward: bool = field(
-        default=True,
-        metadata={"help": "In the loss and reference forwards, run each distinct prompt of a (mini)batch once and "
-        "let its completions share its KV cache. Exact (same log-probs and gradients, to float "
-        "rounding) and cheaper when prompts repeat: GRPO/RLOO's k completions per prompt (8 "
-        "completions of 24 tokens per 4-15-token prompt: ~390 positions per loss forward instead "
-        "of ~516; the README's benchmark). ``False``: one forward over every full sequence, as "
-        "TRL does."},
+    trainable_blocks: int | None = field(
+        default=None,
+        metadata={"help": "Train only the policy's top N transformer blocks and its final norm; its input embeddings, "
+        "the blocks below and its LM head stay frozen (LM-PPO's value model, when it is a copy of the policy, "
+        "trains the same blocks and its value head). The trainer then runs the frozen blocks once per rollout "
+        "instead of in every forward (the execution plan it logs at the start of training says so). ``None``: "
+        "every parameter of the model as passed trains (a model passed in with parameters frozen keeps them "
+        "frozen): full fine-tuning, as TRL and MOSS-RLHF train. With ``lora``: the adapter goes into the top N blocks only "
+        "(unless ``lora.blocks`` says so)."},
     )
-    share_frozen_trunk: bool = field(
-        default=True,
-        metadata={"help": "When the policy trains only its top blocks (input embeddings and lower blocks frozen), "
-        "keep the frozen blocks' output while sampling, and run only the blocks above them in the "
-        "reference forward, in every loss forward and (LM-PPO) in a value model whose lower blocks "
-        "are the policy's (:mod:`agents.lm.frozen_trunk`). Exact to float rounding: checked "
-        "against the full forward on the first rollout (a model whose forward adds position "
-        "embeddings to ``inputs_embeds`` fails it and runs the full forward), and the other models' "
-        "frozen blocks are compared with the policy's. No effect when the whole policy trains."},
+
+    lora: LoRASettings | None = field(
+        default=None,
+        metadata={"help": "Train a LoRA adapter instead of the policy's weights (:mod:`agents.lm.lora`; needs "
+        "``pip install 'textenv[lora]'``): ``true`` for the defaults, or the fields of "
+        ":class:`~agents.lm.lora.LoRASettings` (``r``, ``alpha``, ``dropout``, ``target_modules``, ``blocks``). "
+        "The optimiser holds the adapter only, the reference is the policy with its adapter switched off (no "
+        "second copy), LM-PPO's value model gets its own adapter on the same base weights, and checkpoints hold "
+        "the adapters (``textenv export`` merges one into a plain model). ``None``: no adapter."},
     )
 
     # -- logging and checkpoints -----------------------------------------------------------------------------
@@ -179,6 +184,15 @@ class LMAgentConfig:
         },
     )
 
+    # -- study switches --------------------------------------------------------------------------------------
+    experimental: ExperimentalSettings = field(
+        default_factory=ExperimentalSettings,
+        metadata={"help": "Study switches, no stability promise (:class:`agents.lm.experimental.ExperimentalSettings`"
+        "; a dict of its fields is read as one): loss variants a study under ``experiments/`` compared with the "
+        "default without changing it, and switches that turn off an exact speed path so that a benchmark can time "
+        "it. Training needs none of them."},
+    )
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -208,6 +222,20 @@ class LMAgentConfig:
         _check_nonneg(self, "reference_fluency_weight")
         if not isinstance(self.save_at_end, bool):
             raise ValueError(f"{type(self).__name__}.save_at_end={self.save_at_end!r}; expected True or False")
+        if self.trainable_blocks is not None:
+            _check_int(self, "trainable_blocks", minimum=0)
+        owner = f"{type(self).__name__}.experimental"
+        self.experimental = ExperimentalSettings.coerce(self.experimental, owner)
+        self.experimental.validate(owner, tuple(c.__name__ for c in type(self).__mro__))
+        self.lora = LoRASettings.coerce(self.lora, f"{type(self).__name__}.lora")
+        if self.lora is not None and self.lora.dropout:
+            raise ValueError(f"{type(self).__name__}.lora.dropout={self.lora.dropout!r}; the LM agents keep the "
+                             "policy in eval mode (sampling and the loss must see the same function): expected 0")
+        if (self.lora is not None and self.lora.blocks is not None and self.trainable_blocks is not None
+                and self.lora.blocks != self.trainable_blocks):
+            raise ValueError(f"{type(self).__name__}: lora.blocks={self.lora.blocks} and trainable_blocks="
+                             f"{self.trainable_blocks} disagree; with lora, trainable_blocks says which top blocks get "
+                             "the adapter: set one of them")
 
     def to_dict(self) -> dict[str, Any]:
         return {"config_class": type(self).__name__, **dataclasses.asdict(self)}
@@ -221,6 +249,7 @@ class LMAgentConfig:
         name = values.pop("config_class", cls.__name__)
         if name != cls.__name__:
             raise ValueError(f"config is a {name}, not a {cls.__name__}")
+        move_study_fields(values, cls.__name__)  # a config saved when the study switches were top-level fields
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -453,33 +482,8 @@ class GRPOConfig(GroupConfig):
     )
     beta: float = field(
         default=0.0,
-        metadata={"help": "Weight of the per-token KL estimate (``kl_estimator``) to the reference in the loss (TRL "
+        metadata={"help": "Weight of the per-token KL estimate (k3) to the reference in the loss (TRL "
         "default 0.0; DeepSeekMath used 0.04)."},
-    )
-    kl_estimator: str = field(
-        default="k3",
-        metadata={"help": "Per-token estimator of KL(pi || pi_ref) in the loss, from the sampled tokens' log-ratio "
-        "``r = log pi_ref - log pi`` (Schulman, \"Approximating KL Divergence\", 2020): ``\"k3\"`` = "
-        "``exp(r) - r - 1`` (unbiased, >= 0; DeepSeekMath and TRL ``GRPOTrainer``, which has no other), "
-        "``\"k1\"`` = ``-r`` (unbiased, can be negative; its gradient is the score function, 0 in "
-        "expectation on-policy), ``\"k2\"`` = ``r^2 / 2`` (biased, >= 0; its gradient is the reverse KL's "
-        "on-policy)."},
-    )
-    kl_importance_weight: bool = field(
-        default=False,
-        metadata={"help": "Multiply the per-token KL estimate by the (differentiable) ratio ``pi / pi_old`` to the "
-        "sampling policy, so that its expected gradient is the reverse KL's (DeepSeek-V3.2; TRL 1.16 "
-        "``use_bias_correction_kl=True``, its default). ``False``: the plain estimate (DeepSeekMath's "
-        "GRPO), whose k3 gradient is in expectation the forward KL(pi_ref || pi)'s."},
-    )
-    dapo_normalizer: str = field(
-        default="minibatch",
-        metadata={"help": "Token count dividing the summed loss of each step under ``loss_type=\"dapo\"``: "
-        "``\"minibatch\"`` = the step's own completion tokens (the DAPO paper's token mean per batch; TRL "
-        "calls it ``\"bnpo\"``), ``\"rollout\"`` = the iteration's completion tokens / "
-        "``num_minibatches`` (TRL 1.16 ``\"dapo\"``: ``num_items_in_batch`` of the generation batch over "
-        "``steps_per_generation``), so a minibatch of long completions weighs more. Both over all "
-        "processes."},
     )
     epsilon_high: float | None = field(
         default=None,
@@ -504,12 +508,6 @@ class GRPOConfig(GroupConfig):
     def validate(self) -> None:
         super().validate()
         _check_nonneg(self, "beta")
-        _check_choice(self, "kl_estimator", KL_ESTIMATORS)
-        _check_choice(self, "dapo_normalizer", DAPO_NORMALIZERS)
-        if not isinstance(self.kl_importance_weight, bool):
-            raise ValueError(
-                f"{type(self).__name__}.kl_importance_weight={self.kl_importance_weight!r}; expected True or False"
-            )
         if self.epsilon_high is not None:
             _check_positive(self, "epsilon_high")
         _check_choice(self, "scale_rewards", GRPO_SCALE_REWARDS)

@@ -6,7 +6,7 @@ computed within each prompt's group; the resulting per-sequence advantage applie
 completion. The policy loss is PPO's clipped surrogate on the ratio to the sampling policy.
 
 * GRPO (Shao et al. 2024): ``A = (r - mean_group) / std_group``; KL to the reference as a per-token term in the
-  loss (``beta``, TRL default 0; estimator ``kl_estimator``, k3 as in TRL).
+  loss (``beta``, TRL default 0; the k3 estimator, as in TRL).
 * RLOO (Ahmadian et al. 2024): ``A = r' - mean of the other k-1 r'`` with ``r' = r - beta * KL(sequence)``.
 """
 
@@ -29,8 +29,11 @@ class GroupTrainer(LMTrainer):
 
     config: Any
 
-    def uses_reference(self) -> bool:
-        return self.config.beta > 0 or super().uses_reference()
+    def reference_needs(self) -> list[str]:
+        return ([f"the KL term beta={self.config.beta:g}"] if self.config.beta > 0 else []) + super().reference_needs()
+
+    def completions_per_prompt(self) -> int:
+        return self.config.num_generations
 
     def _check_batch_layout(self) -> None:
         super()._check_batch_layout()
@@ -165,10 +168,10 @@ class GRPOTrainer(GroupTrainer):
             epsilon_high=cfg.epsilon_high,
             ref_logprobs=ref_logprobs,
             kl_beta=cfg.beta,
-            kl_estimator=cfg.kl_estimator,
-            kl_importance_weight=cfg.kl_importance_weight,
+            kl_estimator=cfg.experimental.kl_estimator,
+            kl_importance_weight=cfg.experimental.kl_importance_weight,
             loss_type=cfg.loss_type,
-            dapo_normalizer=cfg.dapo_normalizer,
+            dapo_normalizer=cfg.experimental.dapo_normalizer,
         )
 
         kl = (rollout.logprobs - ref_logprobs) * rollout.mask if ref_logprobs is not None else None

@@ -6,14 +6,16 @@ from __future__ import annotations
 import csv
 import math
 import os
-import warnings
+import sys
 from pathlib import Path
 from typing import Any
 
 from agents.lm.callbacks import Callback
+from textenv.user_warnings import warn_caller
 
 PROGRESS_CSV = "progress.csv"
 TENSORBOARD_DIR = "tensorboard"
+PLAN_FILE = "execution_plan.txt"  # the trainer's execution plan, as logged when training last started
 # shown in the progress bar, when present
 BAR_KEYS = ("reward_mean", "kl", "clip_fraction", "tokens_per_second")
 
@@ -39,6 +41,17 @@ class MetricsLogger(Callback):
 
     def on_train_begin(self, trainer: Any) -> None:
         self.truncate_to(trainer.iteration)
+
+    def log_plan(self, line: str) -> None:
+        """The trainer's execution plan (one line): printed above the progress bar when there is one, and written
+        to ``output_dir/execution_plan.txt``."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stderr)
+        if self.output_dir is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / PLAN_FILE).write_text(line + "\n")
 
     def on_iteration_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         self.log(metrics)
@@ -123,7 +136,7 @@ class MetricsLogger(Callback):
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # the tensorboard package is optional: the CSV still has everything
-                warnings.warn("tensorboard is not installed; logging to progress.csv only", stacklevel=3)
+                warn_caller("tensorboard is not installed; logging to progress.csv only")
                 self._tb_missing = True
                 return
             assert self.output_dir is not None

@@ -32,6 +32,7 @@ import torch
 
 from agents.lm.base import LMTrainer
 from agents.lm.config import LMPPOConfig
+from agents.lm.lora import TrainableWeights, copy_sharing_frozen
 from agents.lm.core import (
     AdaptiveKLController,
     FixedKLController,
@@ -44,8 +45,10 @@ from agents.lm.core import (
     process_advantages,
     shape_scores,
 )
+from agents.lm.execution_plan import ExecutionPlan, PlanPart, block_range
 from agents.lm.ptx import PretrainCorpus
 from agents.modeling.decoding import position_ids
+from agents.modeling.model_blocks import freeze_lower_blocks, transformer_blocks
 from agents.lm.frozen_trunk import frozen_leading_blocks
 from agents.lm.rollout import Rollout
 from agents.lm.turns import agent_token_gae, place_scores
@@ -91,7 +94,10 @@ class LMPPOTrainer(LMTrainer):
 
     def _build_models(self) -> None:
         cfg = self.config
+        self.value_adapter_only = False  # the value model trains (and saves) an adapter and its head only
         self.value_model = self._make_value_model(self._value_model_source).to(self.device).eval()
+        if cfg.trainable_blocks is not None:  # the critic trains the policy's top blocks (and its value head)
+            freeze_lower_blocks(self.value_model.backbone, cfg.trainable_blocks)
         self.pretrain = None
         if self._pretrain_source is not None:
             self.pretrain = PretrainCorpus(self._pretrain_source, self.task.tokenizer, cfg.ptx_block_size)
@@ -101,23 +107,60 @@ class LMPPOTrainer(LMTrainer):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """One AdamW, two parameter groups (MOSS-RLHF): the policy's and the critic's learning rate and epsilon."""
         cfg = self.config
-        critic = {
-            "params": list(self.value_model.parameters()), "lr": cfg.critic_learning_rate, "eps": cfg.critic_adam_eps
-        }
+        params = list(self.value_model.parameters())
+        if self.value_adapter_only:  # never the base weights it shares with the policy
+            params = [p for p in params if p.requires_grad]
+        critic = {"params": params, "lr": cfg.critic_learning_rate, "eps": cfg.critic_adam_eps}
         return [*super().parameter_groups(), critic]
 
-    def uses_reference(self) -> bool:
-        return self.config.kl_coef > 0 or super().uses_reference()
+    def reference_needs(self) -> list[str]:
+        kl = [f"the KL penalty kl_coef={self.config.kl_coef:g}"] if self.config.kl_coef > 0 else []
+        return kl + super().reference_needs()
 
     def _make_value_model(self, value_model: Any) -> ValueModel:
         if isinstance(value_model, ValueModel):
             return value_model
         source = self.config.value_model_init if value_model is None else value_model
+        if source == "policy" and self.adapter is not None:  # its own adapter on the policy's (shared) base weights
+            self.value_adapter_only = True
+            return ValueModel.from_policy(self.policy, copy_backbone=copy_sharing_frozen)
         if source == "policy":
             return ValueModel.from_policy(self.policy)
         if isinstance(source, (str, Path)):
             return ValueModel.from_classifier(source, tokenizer=self.task.tokenizer)
         raise TypeError(f"value_model must be None, 'policy', a classifier directory or a ValueModel, got {source!r}")
+
+    def execution_plan(self) -> ExecutionPlan:
+        plan = super().execution_plan()
+        return ExecutionPlan((*plan.parts, self._value_model_plan()))
+
+    def _value_model_plan(self) -> PlanPart:
+        """Where the value model comes from, what of it trains, and whether it starts from the policy's trunk."""
+        critic = self.accelerator.unwrap_model(self.value_model)
+        source = self.config.value_model_init if self._value_model_source is None else self._value_model_source
+        if isinstance(source, ValueModel):
+            made = "passed in"
+        else:
+            made = "a copy of the policy's backbone" if source == "policy" else f"from {source}"
+        trained = sum(p.numel() for p in critic.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in critic.parameters())
+        blocks, why = self.value_model_trunk(self.shareable_trunk_blocks())
+        count = len(transformer_blocks(critic.backbone))
+        runs = f"runs {block_range(blocks, count)}" + (" on the policy's frozen trunk" if blocks else "")
+        return PlanPart("value model", f"{made}, {trained / 1e6:.3g}M of {total / 1e6:.3g}M parameters trained, "
+                        f"{runs}", why)
+
+    def value_model_trunk(self, blocks: int) -> tuple[int, str]:
+        """How many of the policy's ``blocks`` frozen-trunk blocks the value model starts from (0: it runs all its
+        own), and why: it does when its embeddings and lower blocks are the policy's frozen ones."""
+        backbone = self.accelerator.unwrap_model(self.value_model).backbone
+        if not blocks:
+            return 0, "the policy's forwards have no frozen trunk"
+        if frozen_leading_blocks(backbone) < blocks:
+            return 0, "it trains some of the policy's frozen blocks"
+        if not self.frozen_blocks_match("value", backbone, blocks):
+            return 0, "its embeddings or lower blocks are not the policy's"
+        return blocks, "its embeddings and lower blocks are the policy's frozen ones"
 
     # -- one iteration -------------------------------------------------------------------------------------------
     def iteration_step(self) -> dict[str, float]:
@@ -261,11 +304,8 @@ class LMPPOTrainer(LMTrainer):
         p, t = rollout.prompt_slots, rollout.mask.shape[1]
         width = p + t - 1
         trunk = rollout.trunk
-        if trunk is not None:
-            backbone = self.accelerator.unwrap_model(self.value_model).backbone
-            if frozen_leading_blocks(backbone) < trunk.blocks or not self.frozen_blocks_match("value", backbone,
-                                                                                              trunk.blocks):
-                trunk = None
+        if trunk is not None and not self.value_model_trunk(trunk.blocks)[0]:
+            trunk = None
         if trunk is None:
             attention = rollout.attention_mask[:, :width]
             values = value_model(rollout.input_ids[:, :width], attention, position_ids(attention))
@@ -285,7 +325,10 @@ class LMPPOTrainer(LMTrainer):
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def checkpoint_models(self) -> dict[str, Any]:
-        return {**super().checkpoint_models(), VALUE_DIR: self.accelerator.unwrap_model(self.value_model)}
+        value_model = self.accelerator.unwrap_model(self.value_model)
+        if self.value_adapter_only:
+            value_model = TrainableWeights(value_model)  # its adapter and head: the base weights are the policy's
+        return {**super().checkpoint_models(), VALUE_DIR: value_model}
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {

@@ -1,6 +1,6 @@
 """The parts of a transformers model that running it block by block needs: its list of transformer blocks, its final
-norm, the model with its block list cut to a range for the duration of a forward, and the hidden states that leave
-its first blocks."""
+norm, the model with its block list cut to a range for the duration of a forward, the hidden states that leave
+its first blocks, and freezing all but its top blocks."""
 
 from __future__ import annotations
 
@@ -52,3 +52,26 @@ def states_leaving_first_blocks(backbone: nn.Module, blocks: int) -> Iterator[li
             yield kept
     finally:
         hook.remove()
+
+
+def freeze_lower_blocks(model: nn.Module, trainable_blocks: int | None, head: nn.Module | None = None) -> int:
+    """Train only the top ``trainable_blocks`` transformer blocks of ``model`` (a transformers model: its
+    ``base_model`` holds the blocks), its final norm and ``head`` (default: the ``score`` head of a sequence
+    classifier, if any); the input embeddings, the blocks below and a causal LM's LM head are frozen. ``None``
+    trains every parameter. Returns the number of trainable parameters of ``model``."""
+    if trainable_blocks is None:
+        model.requires_grad_(True)
+    else:
+        blocks = transformer_blocks(model)
+        if trainable_blocks > len(blocks):
+            raise ValueError(f"trainable_blocks={trainable_blocks}, but the model has {len(blocks)} blocks")
+        model.requires_grad_(False)
+        for block in blocks[len(blocks) - trainable_blocks :]:
+            block.requires_grad_(True)
+        norm = final_norm(model.base_model)
+        if norm is not None:
+            norm.requires_grad_(True)
+        head = head if head is not None else getattr(model, "score", None)
+        if head is not None:
+            head.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -2,8 +2,11 @@
 
 Sources: TRL's ``RewardConfig`` (huggingface/trl; names follow it where it has the setting) and "Secrets of RLHF in
 Large Language Models Part II: Reward Modeling" (Wang et al. 2024, arXiv:2401.06080: label smoothing, adaptive
-margin). Defaults are sized so that ``textenv train-rm`` trains a useful SmolLM2-135M reward model from a few
-hundred pairs in at most 15 minutes on 2 CPU cores.
+margin). Settings TRL has take TRL's default; the others are textenv's, and the help of each says where its default
+comes from (``experiments/rm_accuracy/`` is the study that chose textenv's). The speed paths that are exact (the
+shared prompt forward, the frozen-block cache) are the trainer's decision, logged as its execution plan; the
+switches that turn them off for a benchmark live in ``experimental``
+(:class:`agents.reward_model.experimental.ExperimentalSettings`, no stability promise).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.lm.config import _check_int, _check_nonneg, _check_positive, _check_unit
+from agents.lm.experimental import move_study_fields
+from agents.reward_model.experimental import ExperimentalSettings
+from agents.lm.lora import LoRASettings
 from agents.reward_model.scoring import POOLINGS
 
 DEFAULT_RM_MODEL = "smollm2-135m-instruct"
@@ -48,9 +54,7 @@ class RewardModelConfig:
     # -- optimisation ----------------------------------------------------------------------------------------
     learning_rate: float = field(
         default=1e-4,
-        metadata={"help": "AdamW learning rate, linearly decayed to 0 (TRL RewardConfig 1e-4). Measured on 400 VADER "
-                  "pairs (SmolLM2, top 4 blocks): best held-out accuracy 0.59 after epoch 1, then overfitting (the "
-                  "kept weights are epoch 1's); 2e-5 stayed at the untrained head's 0.58 for 3 epochs."},
+        metadata={"help": "AdamW learning rate, linearly decayed to 0 over the run (TRL RewardConfig's 1e-4)."},
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (TrainingArguments 0.0)."})
     max_grad_norm: float | None = field(
@@ -65,8 +69,9 @@ class RewardModelConfig:
         default=4,
         metadata={
             "help": "Train only the top N transformer blocks, with the final norm and the score head (the rest is "
-            "frozen). None trains every parameter; 0 trains the head and final norm only. Fewer trainable blocks "
-            "overfit less on a few hundred pairs and train faster."
+            "frozen); the trainer then runs the frozen blocks once per text and caches their output. None trains "
+            "every parameter (TRL's full fine-tuning); 0 trains the head and final norm only. 4 is textenv's "
+            "default, chosen in experiments/rm_accuracy/."
         },
     )
     base_blocks: int | None = field(
@@ -74,9 +79,17 @@ class RewardModelConfig:
         metadata={
             "help": "Keep only the first N transformer blocks of the base model: the head reads block N's output "
             "(through the final norm), and the saved directory is an N-block sequence classifier. None keeps every "
-            "block. On 2,000 VADER pairs SmolLM2's block 16 of 30, frozen, scored better than its last block "
-            "(README, reward-model accuracy)."
+            "block. The recipe of experiments/rm_accuracy/ cuts SmolLM2 at block 16."
         },
+    )
+
+    lora: LoRASettings | None = field(
+        default=None,
+        metadata={"help": "Train a LoRA adapter (``true`` for the defaults, or the fields of "
+                  ":class:`~agents.lm.lora.LoRASettings` as a JSON object) in the top trainable_blocks blocks (None: "
+                  "all), with the score head in full, instead of those blocks' weights; the final norm stays frozen. "
+                  "The directory then holds the adapter and head (PEFT's format) and names its base model; the "
+                  "reward_model reward and textenv export read it. Needs pip install 'textenv[lora]'."},
     )
 
     pooling: str = field(
@@ -107,9 +120,8 @@ class RewardModelConfig:
     )
     token_scores_learning_rate: float = field(
         default=1e-2,
-        metadata={"help": "AdamW learning rate of the token-score table (decayed with the rest). Measured on 2,000 "
-                  "VADER pairs (README): 1e-3 barely moves the table, 1e-1 overfits; 1e-2 and 3e-2 scored best on two "
-                  "test sets, and 1e-2 was confirmed on a third."},
+        metadata={"help": "AdamW learning rate of the token-score table (decayed with the rest); 1e-2 was chosen in "
+                  "experiments/rm_accuracy/."},
     )
     token_scores_weight_decay: float = field(
         default=0.0,
@@ -143,22 +155,11 @@ class RewardModelConfig:
         metadata={"help": "Stop after this many evaluations without a better held-out accuracy; None never stops "
                   "early. Either way the weights of the best evaluation are the ones saved."},
     )
-    share_prompt_forward: bool = field(
-        default=True,
-        metadata={"help": "Forward each distinct prompt of a batch once and let its completions share its KV cache; "
-                  "each distinct (prompt, completion) is forwarded once. Exact (same scores and gradients)."},
-    )
-    cache_frozen_blocks: bool = field(
-        default=True,
-        metadata={"help": "With trainable_blocks=N, run the frozen blocks below the top N once per sequence and keep "
-                  "their output: every step then forwards and backpropagates through the top N blocks only. "
-                  "Exact (checked on real pairs before use; a model where it is not, e.g. one with absolute position "
-                  "embeddings, trains without it). Costs hidden_size x 4 bytes per token of the data in memory."},
-    )
     group_by_prompt: bool = field(
         default=True,
         metadata={"help": "Put pairs of the same prompt in the same batch (the prompt order is shuffled each epoch), "
-                  "so the shared forward has repeats to share."},
+                  "so the shared prompt forward has repeats to share (textenv's default; False shuffles the pairs one "
+                  "by one, as TRL does)."},
     )
 
     # -- output ----------------------------------------------------------------------------------------------
@@ -168,6 +169,14 @@ class RewardModelConfig:
                   "tensorboard/ go to its logs/ folder. None writes nothing."},
     )
     progress_bar: bool = field(default=True, metadata={"help": "A tqdm bar over optimiser steps."})
+
+    # -- study switches --------------------------------------------------------------------------------------
+    experimental: ExperimentalSettings = field(
+        default_factory=ExperimentalSettings,
+        metadata={"help": "Study switches, no stability promise (:class:`agents.reward_model.experimental."
+                  "ExperimentalSettings`; a dict of its fields is read as one): they turn off an exact speed path so "
+                  "that a benchmark can time it. Training needs none of them."},
+    )
 
     def validate(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -211,11 +220,18 @@ class RewardModelConfig:
             _check_int(self, "eval_steps", minimum=1)
         if self.early_stopping_patience is not None:
             _check_int(self, "early_stopping_patience", minimum=1)
-        flags = ("token_scores", "use_margin", "share_prompt_forward", "cache_frozen_blocks", "group_by_prompt",
-                 "progress_bar")
-        for name in flags:
+        self.lora = LoRASettings.coerce(self.lora, "RewardModelConfig.lora")
+        if self.lora is not None and self.lora.blocks is not None:
+            raise ValueError(f"RewardModelConfig.lora.blocks={self.lora.blocks!r}; a reward model's adapter goes "
+                             "in its trainable_blocks top blocks: set trainable_blocks instead")
+        if self.lora is not None and self.trainable_blocks == 0:
+            raise ValueError("RewardModelConfig.trainable_blocks=0 with lora: the adapter goes in the top "
+                             "trainable_blocks blocks; expected an int >= 1 or None (every block)")
+        for name in ("token_scores", "use_margin", "group_by_prompt", "progress_bar"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"RewardModelConfig.{name}={getattr(self, name)!r}; expected True or False")
+        self.experimental = ExperimentalSettings.coerce(self.experimental, "RewardModelConfig.experimental")
+        self.experimental.validate("RewardModelConfig.experimental")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -225,6 +241,10 @@ class RewardModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RewardModelConfig:
+        """The config of ``to_dict()``'s values, e.g. a reward model's saved settings (an older model's top-level
+        study switches are read into ``experimental``)."""
+        values = dict(values)
+        move_study_fields(values, cls.__name__, ExperimentalSettings)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

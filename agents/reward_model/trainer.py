@@ -11,14 +11,15 @@ With ``pooling="mean"`` or ``token_scores=True`` only the ``reward_model`` plugi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
+import logging
 import shutil
-import tempfile
+import sys
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.checkpoint import check_output_dir, claim_output_dir, write_directory_atomically
+from agents.lm.execution_plan import ExecutionPlan, PlanPart, block_range, trained_part
 from agents.lm.logger import MetricsLogger
+from agents.lm.lora import LoRAAdapter
+from agents.modeling.model_blocks import freeze_lower_blocks
 from agents.reward_model.config import RewardModelConfig
 from agents.reward_model.frozen_trunk import CachedPairBatch, CachedPairScorer, FrozenTrunkCache, cache_is_exact
 from agents.reward_model.loss import bradley_terry_loss, pairwise_accuracy
@@ -38,7 +43,6 @@ from agents.reward_model.scoring import (
     TokenScores,
     collate_pairs,
     encode_pair,
-    freeze_lower_blocks,
     init_head_from_words,
     load_reward_model,
     transformer_blocks,
@@ -50,8 +54,11 @@ from rewards.builtin.reward_model import (
     load_token_scores,
     read_metadata,
 )
+from textenv.user_warnings import warn_caller
 
 LOGS_DIR = "logs"
+PLAN_LOG = logging.getLogger("agents.reward_model")  # the execution plan, at INFO
+COMMAND = "train-rm"  # the command whose output folder a reward-model directory is (agents.checkpoint)
 
 
 @dataclass
@@ -118,6 +125,12 @@ class RewardModelTrainer:
         frozen_cache: a :class:`FrozenTrunkCache` to reuse (and extend) instead of a new one, e.g. across several
             trainings from the same base model with the same ``trainable_blocks``. It is checked against this model
             on real pairs like a new one.
+        trust_remote_code: let transformers run Python shipped in ``config.model``'s directory (default False:
+            such a directory is refused).
+
+    Raises:
+        agents.checkpoint.OutputDirError: ``config.output_dir`` is a file, or a folder holding anything but an
+            earlier reward model (checked before anything is loaded).
     """
 
     def __init__(
@@ -130,23 +143,22 @@ class RewardModelTrainer:
         skip_invalid: bool = False,
         accelerator: Any = None,
         frozen_cache: FrozenTrunkCache | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         from accelerate import Accelerator
 
         self.config = config = config or RewardModelConfig()
         config.validate()
+        if config.output_dir is not None:
+            check_output_dir(config.output_dir, COMMAND, markers=(METADATA_FILE,))
+        self.trust_remote_code = trust_remote_code
         self.accelerator = accelerator if accelerator is not None else Accelerator()
-        if model is None:
-            model, tokenizer = load_reward_model(config.model, seed=config.seed, blocks=config.base_blocks)
-        elif tokenizer is None:
+        if model is not None and tokenizer is None:
             raise ValueError("pass the tokenizer of the model you pass")
-        self.model, self.tokenizer = model, tokenizer
-        if config.head_init_positive is not None:
-            from textenv.models import load_causal_lm
+        if tokenizer is None:  # the data is read (and checked) before the model is loaded
+            from textenv.models import load_tokenizer
 
-            lm_head = load_causal_lm(config.model).get_output_embeddings().weight.detach()
-            init_head_from_words(model, tokenizer, lm_head, config.head_init_positive, config.head_init_negative)
-        self.trainable_parameters = freeze_lower_blocks(model, config.trainable_blocks)
+            tokenizer = load_tokenizer(config.model, trust_remote_code=trust_remote_code)
 
         if isinstance(pairs, (str, os.PathLike)):
             from textenv.preferences import load_preferences
@@ -160,12 +172,6 @@ class RewardModelTrainer:
         self.pairs = list(pairs)
         if len(self.pairs) < 2:
             raise ValueError(f"reward-model training needs at least 2 preference pairs, got {len(self.pairs)}")
-        self.encoded = self.encode(self.pairs)
-        if config.eval_fraction > 0:
-            self.train_index, self.eval_index = split_by_prompt(self.pairs, config.eval_fraction, config.seed)
-        else:
-            self.train_index, self.eval_index = list(range(len(self.pairs))), []
-
         if config.pooling == "mean" or config.token_scores:
             unprompted = next((p for p in self.pairs if not p.prompt), None)
             if unprompted is not None:
@@ -179,13 +185,36 @@ class RewardModelTrainer:
         if saved_table and not config.token_scores:
             raise ValueError(f"{config.model} is a reward model with a token-score table; train it further with "
                              "token_scores=True (without it the table would be dropped)")
+
+        if model is None:
+            model, tokenizer = load_reward_model(
+                config.model, seed=config.seed, blocks=config.base_blocks, trust_remote_code=trust_remote_code
+            )
+        self.model, self.tokenizer = model, tokenizer
+        if config.head_init_positive is not None:
+            from textenv.models import load_causal_lm
+
+            lm_head = load_causal_lm(config.model, trust_remote_code=trust_remote_code).get_output_embeddings()
+            lm_head = lm_head.weight.detach()
+            init_head_from_words(model, tokenizer, lm_head, config.head_init_positive, config.head_init_negative)
+        self.adapter: LoRAAdapter | None = None
+        if config.lora is not None:  # the adapter in the top trainable_blocks blocks; the score head trains in full
+            self.adapter = LoRAAdapter(model, config.lora, "SEQ_CLS", base_model=config.model,
+                                       blocks=config.trainable_blocks, seed=config.seed)
+            self.trainable_parameters = sum(p.numel() for p in self.adapter.trainable_parameters())
+        else:
+            self.trainable_parameters = freeze_lower_blocks(model, config.trainable_blocks)
+        self.encoded = self.encode(self.pairs)
+        if config.eval_fraction > 0:
+            self.train_index, self.eval_index = split_by_prompt(self.pairs, config.eval_fraction, config.seed)
+        else:
+            self.train_index, self.eval_index = list(range(len(self.pairs))), []
         self.token_scores = self._token_scores(model, saved_table) if config.token_scores else None
-        self.scorer = PairScorer(model, share_prompt_forward=config.share_prompt_forward, pooling=config.pooling,
-                                 token_scores=self.token_scores)
+        self.scorer = PairScorer(model, share_prompt_forward=config.experimental.share_prompt_forward,
+                                 pooling=config.pooling, token_scores=self.token_scores)
         self.frozen_cache: FrozenTrunkCache | None = None
         self.cache_seconds = 0.0
-        if config.cache_frozen_blocks and config.trainable_blocks is not None:
-            self._use_frozen_cache(len(transformer_blocks(model)) - config.trainable_blocks, frozen_cache)
+        self.cache_skipped = self._use_frozen_cache(frozen_cache)  # why the frozen blocks are not cached, or None
         groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
         if self.token_scores is not None:
             self.trainable_parameters += self.token_scores.weight.numel()
@@ -208,11 +237,18 @@ class RewardModelTrainer:
             return TokenScores(vocab_size, load_token_scores(self.config.model, vocab_size))
         return TokenScores(vocab_size)
 
-    def _use_frozen_cache(self, first_trainable: int, cache: FrozenTrunkCache | None) -> None:
-        """Score through :class:`FrozenTrunkCache` (all pairs' frozen-block outputs computed now) if it is exact for
-        this model; otherwise warn and keep full forwards."""
+    def _use_frozen_cache(self, cache: FrozenTrunkCache | None) -> str | None:
+        """Score through :class:`FrozenTrunkCache` (all pairs' frozen-block outputs computed now) where lower blocks
+        are frozen and it is exact for this model (otherwise warn and keep full forwards); return why it is not
+        used, or ``None``."""
+        cfg = self.config
+        if cfg.trainable_blocks is None:
+            return "every block trains; trainable_blocks=N freezes all but the top N"
+        first_trainable = len(transformer_blocks(self.model)) - cfg.trainable_blocks
         if first_trainable <= 0:
-            return
+            return f"trainable_blocks={cfg.trainable_blocks} trains every block"
+        if not cfg.experimental.cache_frozen_blocks:
+            return "turned off by experimental.cache_frozen_blocks=False"
         started = time.perf_counter()
         if cache is None or cache.first_trainable != first_trainable:
             cache = FrozenTrunkCache(self.model, first_trainable, self.tokenizer.pad_token_id,
@@ -220,19 +256,48 @@ class RewardModelTrainer:
         cache.model = self.model
         probe = [self.encoded[i] for i in (self.train_index + self.eval_index)[:8]]
         if not cache_is_exact(self.scorer, cache, probe):
-            warnings.warn(
-                f"cache_frozen_blocks: {type(self.model).__name__} does not give the same scores from cached block "
-                "outputs (its forward adds to inputs_embeds); training with full forwards",
-                stacklevel=3,
+            warn_caller(
+                f"frozen-block cache: {type(self.model).__name__} does not give the same scores from cached block "
+                "outputs (its forward adds to inputs_embeds); training with full forwards"
             )
-            return
+            return "the cached outputs do not give the full forward's scores: the model's forward changes inputs_embeds"
         cache.fill(self.encoded)
         self.frozen_cache = cache
         self.scorer = CachedPairScorer(
-            self.model, first_trainable, share_prompt_forward=self.config.share_prompt_forward,
-            pooling=self.config.pooling, token_scores=self.token_scores,
+            self.model, first_trainable, share_prompt_forward=cfg.experimental.share_prompt_forward,
+            pooling=cfg.pooling, token_scores=self.token_scores,
         )
         self.cache_seconds = time.perf_counter() - started
+        return None
+
+    def execution_plan(self) -> ExecutionPlan:
+        """What the trainer trains, caches and shares, and why a faster path does not apply; logged as one line when
+        training starts and kept in the saved model's metadata."""
+        cfg, model = self.config, self.unwrapped_model
+        also = () if cfg.trainable_blocks is None else ("the score head",)  # "every parameter" holds the head
+        table = ("the token-score table",) if self.token_scores is not None else ()
+        trained = trained_part(model, cfg.trainable_blocks, also + table)
+        count = len(transformer_blocks(model))
+        if self.frozen_cache is None:
+            cache = PlanPart("frozen-block cache", "off", self.cache_skipped or "")
+        else:
+            first = self.frozen_cache.first_trainable
+            megabytes = sum(t.numel() * t.element_size() for t in self.frozen_cache.states.values()) / 2**20
+            cache = PlanPart(
+                "frozen-block cache",
+                f"the output of {block_range(0, first)} is cached after one forward per text "
+                f"({len(self.frozen_cache.states)} texts, {megabytes:.3g} MiB); each step runs "
+                f"{block_range(first, count)}",
+                "they are frozen; checked against full forwards on real pairs",
+            )
+        if not cfg.experimental.share_prompt_forward:
+            prompts = PlanPart("prompt forward", "every text forwarded whole",
+                               "turned off by experimental.share_prompt_forward=False")
+        else:
+            why = ("group_by_prompt=True batches the pairs of a prompt together" if cfg.group_by_prompt
+                   else "group_by_prompt=False: mostly a pair's two completions")
+            prompts = PlanPart("prompt forward", "each distinct prompt of a batch once, shared by its completions", why)
+        return ExecutionPlan((trained, cache, prompts))
 
     # -- batches -----------------------------------------------------------------------------------------------
     def train_batches(self, epoch: int) -> Iterator[PairBatch | CachedPairBatch]:
@@ -326,14 +391,22 @@ class RewardModelTrainer:
         """Train, keep the best held-out weights, write ``config.output_dir`` (if set); return the metrics."""
         cfg = self.config
         logs = Path(cfg.output_dir) / LOGS_DIR if cfg.output_dir else None
-        if logs is not None and logs.exists() and self.accelerator.is_main_process:
-            shutil.rmtree(logs)
+        if logs is not None and self.accelerator.is_main_process:
+            claim_output_dir(cfg.output_dir, COMMAND, markers=(METADATA_FILE,))  # refuses anything but our own
+            if logs.exists():  # an earlier reward model's logs: this run's replace them
+                shutil.rmtree(logs)
         logger = MetricsLogger(str(logs) if logs else None, self.accelerator.is_main_process, progress_bar=False)
         bar = None
         if cfg.progress_bar and self.accelerator.is_main_process:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.total_steps, unit="step", desc="reward model", dynamic_ncols=True)
+        if self.accelerator.is_main_process:
+            plan = self.execution_plan().line()
+            PLAN_LOG.info(plan)
+            logger.log_plan(plan)
+            if bar is not None:
+                bar.write(plan, file=sys.stderr)
         started = time.perf_counter()
         best = {"eval_accuracy": -1.0, "eval_loss": math.inf, "step": 0}
         best_state = self._trainable_state() if self.eval_index else {}
@@ -453,7 +526,8 @@ class RewardModelTrainer:
     def save(self, output_dir: str | os.PathLike, result: RewardModelResult | None = None) -> Path:
         """Write the model (safetensors), config, tokenizer and ``textenv_reward_model.json`` to ``output_dir``,
         atomically: into a temporary directory beside it, then renamed into place (a previous model there is
-        replaced only once the new one is whole)."""
+        replaced only once the new one is whole; files the user added to it are kept). ``output_dir`` must be new,
+        empty or an earlier reward model (:class:`agents.checkpoint.OutputDirError`)."""
         target = Path(output_dir)
         stats = self.score_stats()
         if not self.accelerator.is_main_process:
@@ -471,9 +545,13 @@ class RewardModelTrainer:
             "frozen_block_cache_seconds": self.cache_seconds if self.frozen_cache is not None else None,
             "pooling": self.config.pooling,
             "token_scores": self.token_scores is not None,
+            "execution_plan": self.execution_plan().line(),
             "settings": self.config.to_dict(),
             "score_stats": stats,
         }
+        if self.adapter is not None:  # what the reward_model reward rebuilds the base model from
+            metadata["lora"] = {"base_model": self.config.model, "base_seed": self.config.seed,
+                                "settings": dataclasses.asdict(self.adapter.settings)}
         if result is not None:
             metadata["metrics"] = {
                 "best_eval_accuracy": result.best_eval_accuracy,
@@ -483,14 +561,22 @@ class RewardModelTrainer:
                 "train_seconds": result.train_seconds,
             }
             metadata["history"] = result.history
-        write_directory_atomically(target, lambda tmp: self._write(tmp, metadata))
+        own_dir = self.config.output_dir is not None and Path(self.config.output_dir).resolve() == target.resolve()
+        logs = target / LOGS_DIR if own_dir else None
+        write_directory_atomically(
+            target, COMMAND, lambda tmp: self._write(tmp, metadata, logs), markers=(METADATA_FILE,)
+        )
         self.accelerator.wait_for_everyone()
         return target
 
-    def _write(self, directory: Path, metadata: dict[str, Any]) -> None:
+    def _write(self, directory: Path, metadata: dict[str, Any], logs: Path | None = None) -> None:
         model = self.unwrapped_model
         model.config.architectures = [type(model).__name__]
-        model.save_pretrained(directory, safe_serialization=True)
+        if self.adapter is None:
+            model.save_pretrained(directory, safe_serialization=True)
+        else:  # the classifier's config, then the adapter and score head: the base weights are the base model's
+            model.config.save_pretrained(directory)
+            self.adapter.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         if self.token_scores is not None:
             from safetensors.torch import save_file
@@ -498,33 +584,14 @@ class RewardModelTrainer:
             table = self.token_scores.weight.detach().float().cpu().contiguous()
             save_file({TOKEN_SCORES_KEY: table}, str(directory / TOKEN_SCORES_FILE))
         (directory / METADATA_FILE).write_text(json.dumps(json_safe(metadata), indent=2))
+        if logs is not None and logs.is_dir():  # this run's logs, written beside the model it replaces
+            shutil.copytree(logs, directory / LOGS_DIR)
 
 
 def _gold_gap(pair: Any) -> float | None:
     if pair.gold_chosen is None or pair.gold_rejected is None:
         return None
     return abs(pair.gold_chosen - pair.gold_rejected)
-
-
-def write_directory_atomically(target: Path, write: Any) -> None:
-    """``write(tmp)`` into a temporary directory beside ``target``, then swap it in with ``rename``. The logs
-    folder of an existing ``target`` is carried over."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    old = target.parent / f".{target.name}.old"
-    try:
-        write(tmp)
-        if (target / LOGS_DIR).is_dir():
-            shutil.copytree(target / LOGS_DIR, tmp / LOGS_DIR)
-        if old.exists():
-            shutil.rmtree(old)
-        if target.exists():
-            os.rename(target, old)
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def json_safe(value: Any) -> Any:

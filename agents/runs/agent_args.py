@@ -1,7 +1,9 @@
 """An agent's arguments (``--agent-kwargs``): what each one is, and a check of given values before a run starts.
 
 LM agents (``lm-ppo``, ``grpo``, ``rloo``) take the fields of their config dataclass (:mod:`agents.lm.config`),
-each documented in ``field(metadata={"help": ...})``. SB3 agents take :func:`agents.sb3.make_sb3`'s keyword
+each documented in ``field(metadata={"help": ...})``; ``experimental`` takes a JSON object of the study switches
+(:mod:`agents.lm.experimental`), and a study switch given at the top level, as configs before them did, is read
+into it. SB3 agents take :func:`agents.sb3.make_sb3`'s keyword
 arguments and the algorithm's constructor parameters; their defaults are the constructor's, overridden by
 textenv's :data:`agents.sb3.DEFAULT_HYPERPARAMS`, and their help is the ``:param name:`` text of the
 algorithm's docstring.
@@ -47,6 +49,7 @@ def lm_config_class(agent: str) -> type:
 
 
 def _lm_arguments(agent: str) -> list[AgentArgument]:
+    """The config's fields, the study switches (``experimental``) last."""
     config_class = lm_config_class(agent)
     arguments = []
     for f in dataclasses.fields(config_class):
@@ -54,7 +57,19 @@ def _lm_arguments(agent: str) -> list[AgentArgument]:
             continue
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
         arguments.append(AgentArgument(f.name, str(f.type), default, f.metadata.get("help", "")))
-    return arguments
+    return sorted(arguments, key=lambda argument: dataclasses.is_dataclass(argument.default))
+
+
+def _study_switches(agent: str) -> list[AgentArgument]:
+    """The fields of ``experimental`` that ``agent``'s config reads (``--help-agent`` lists them under it)."""
+    from agents.lm.experimental import ExperimentalSettings
+
+    config = lm_config_class(agent).__name__
+    return [
+        AgentArgument(f.name, str(f.type), f.default, f.metadata.get("help", ""))
+        for f in dataclasses.fields(ExperimentalSettings)
+        if f.metadata.get("only") in (None, config)
+    ]
 
 
 def _sb3_arguments(agent: str) -> list[AgentArgument]:
@@ -112,34 +127,56 @@ def describe_agent(agent: str, width: int = 100) -> str:
         )
     lines = [head, "pass them as --agent-kwargs KEY=VALUE (JSON values), e.g. --agent-kwargs learning_rate=0.001", ""]
     for argument in arguments:
+        if dataclasses.is_dataclass(argument.default):  # the study switches: one JSON object, its keys below
+            lines.append(f"  {argument.name}: JSON object, e.g. --agent-kwargs '{argument.name}={{\"KEY\": VALUE}}'")
+            lines += _wrapped(argument.help, width, 6)
+            for switch in _study_switches(agent):
+                lines.append(f"      {switch.name}: {switch.type} = {switch.default!r}")
+                lines += _wrapped(switch.help, width, 10)
+            continue
         mark = " (textenv)" if argument.textenv_default else ""
         lines.append(f"  {argument.name}: {argument.type or 'any'} = {argument.default!r}{mark}")
-        if argument.help:
-            lines += textwrap.wrap(
-                argument.help, width, initial_indent=" " * 6, subsequent_indent=" " * 6, break_on_hyphens=False,
-                break_long_words=False,
-            )
+        lines += _wrapped(argument.help, width, 6)
     return "\n".join(lines)
+
+
+def _wrapped(text: str, width: int, indent: int) -> list[str]:
+    return textwrap.wrap(text, width, initial_indent=" " * indent, subsequent_indent=" " * indent,
+                         break_on_hyphens=False, break_long_words=False)
 
 
 def check_agent_kwargs(agent: str, kwargs: dict[str, Any]) -> None:
     """Raise ``ValueError`` naming the first unknown argument, or a value whose type its default rules out."""
+    from agents.lm.experimental import ExperimentalSettings, coerce_settings
+    from agents.runs.runner import LM_AGENTS
+
     arguments = {argument.name: argument for argument in agent_arguments(agent)}
+    moved = {f.name for f in dataclasses.fields(ExperimentalSettings)} if agent in LM_AGENTS else set()
     for key, value in kwargs.items():
+        if key in moved and key not in arguments:  # a study switch at the top level: the config reads it
+            continue
         if key not in arguments:
             hint = " (set by the command line's own flags)" if key in RUNNER_ARGUMENTS else ""
             raise ValueError(
                 f"unknown {agent} argument {key!r}{hint}; valid: {', '.join(arguments)} (see --help-agent)"
             )
+        default = arguments[key].default
+        if dataclasses.is_dataclass(default):  # a JSON object of its fields
+            coerce_settings(type(default), value, f"{agent} argument {key}")
+            continue
         expected = _expected_types(arguments[key])
         if expected is not None and not _matches(value, expected):
             names = " or ".join(sorted({t.__name__ for t in expected}))
             raise ValueError(f"{agent} argument {key}={value!r}: expected {names}")
 
 
+_SIMPLE_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
 def _expected_types(argument: AgentArgument) -> tuple[type, ...] | None:
     """Types a JSON value may take, from the default (and ``None`` / tuple where the annotation allows them)."""
     default, annotation = argument.default, argument.type
+    first = annotation.split("|")[0].strip()  # "int" of "int | None"
     if isinstance(default, bool):
         expected: tuple[type, ...] = (bool,)
     elif isinstance(default, int):
@@ -152,6 +189,8 @@ def _expected_types(argument: AgentArgument) -> tuple[type, ...] | None:
         expected = (list, tuple)
     elif isinstance(default, dict):
         expected = (dict,)
+    elif default is None and first in _SIMPLE_TYPES:
+        expected = _SIMPLE_TYPES[first]
     else:
         return None  # default None: the annotation alone does not say enough to check a JSON value
     if "None" in annotation or "Optional" in annotation:
