@@ -3,9 +3,14 @@ PY      ?= python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.textenv-installed
+# Ray RLlib gets its own venv: ray[rllib] pins gymnasium==1.2.2, older than the main venv's.
+RLLIB_VENV  ?= .venv-rllib
+RLLIB_VPY   := $(RLLIB_VENV)/bin/python
+RLLIB_STAMP := $(RLLIB_VENV)/.textenv-installed
+
 DOCS_STAMP := $(VENV)/.textenv-docs-installed
 
-.PHONY: setup demo test test-slow bench docs docs-check clean-venv
+.PHONY: setup demo test test-slow test-rllib bench docs docs-check clean-venv
 
 setup: $(STAMP)
 
@@ -29,6 +34,17 @@ test: setup
 test-slow: setup
 	$(VPY) -m pytest -n 2 -q -m slow
 
+# The rllib extra (with sb3, for experiments/rllib_vs_sb3) in $(RLLIB_VENV); MossWords-v0 needs no model download.
+$(RLLIB_STAMP): pyproject.toml Makefile
+	test -x $(RLLIB_VPY) || $(PY) -m venv $(RLLIB_VENV)
+	$(RLLIB_VPY) -m pip install -q --upgrade pip setuptools wheel
+	$(RLLIB_VPY) -m pip install -q torch==2.13.0
+	$(RLLIB_VPY) -m pip install -q -e ".[rllib,sb3,dev]"
+	touch $(RLLIB_STAMP)
+
+test-rllib: $(RLLIB_STAMP)
+	$(RLLIB_VPY) -m pytest -q -m rllib tests/test_rllib.py
+
 bench: setup
 	$(VPY) benchmarks/env_throughput.py
 
@@ -46,4 +62,4 @@ docs-check: docs
 	$(VPY) -m pytest -q -m docs tests/test_docs_site.py
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(RLLIB_VENV)

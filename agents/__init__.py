@@ -1,6 +1,7 @@
 """Agents for textenv environments, by purpose:
 
 * :mod:`agents.sb3` -- stable-baselines3 / sb3-contrib agents: :func:`agents.make_sb3` builds one.
+* :mod:`agents.rllib` -- Ray RLlib's PPO on textenv ids, on many EnvRunners (the ``rllib`` extra).
 * :mod:`agents.lm` -- LM-PPO, GRPO and RLOO trainers that fine-tune a causal LM.
 * :mod:`agents.reward_model` -- reward models trained from preference pairs, and the overoptimization experiment.
 * :mod:`agents.preferences` -- preference pairs sampled from an env, and human labelling in a terminal.

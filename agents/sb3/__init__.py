@@ -16,8 +16,7 @@ Names are imported on first use: ``import agents.sb3`` does not import stable-ba
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agents._lazy import lazy_exports
 
 _EXPORTS = {
     "make_sb3": "agents.sb3.factory",
@@ -43,12 +42,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agents.sb3' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports("agents.sb3", _EXPORTS)

@@ -30,6 +30,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 from agents.sb3.features import TokenFeaturesExtractor
+from agents.sb3.ppo_settings import PPO_HYPERPARAMS
 from agents.sb3.wrappers import FlattenTokenObservation
 
 #: how :func:`make_sb3_env` vectorises an env id: textenv's native vector env, or SB3's ``make_vec_env``
@@ -56,7 +57,7 @@ DICT_LIMITATIONS: dict[str, str] = {
 #: Chosen on MossWords-v0 (4-token completions, reward only at the end): short rollouts so updates come
 #: often, gamma 1 (the episode is a few steps and only the last reward matters), and an entropy bonus for
 #: the policy-gradient methods so they keep exploring a vocabulary of hundreds of actions.
-_PPO = dict(n_steps=128, batch_size=64, n_epochs=4, learning_rate=3e-3, gamma=1.0, gae_lambda=0.95, ent_coef=0.01)
+_PPO = PPO_HYPERPARAMS  # agents/sb3/ppo_settings.py, shared with agents.rllib
 _DQN = dict(
     learning_rate=1e-3,
     buffer_size=20_000,

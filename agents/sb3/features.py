@@ -39,6 +39,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from agents.modeling.decoding import position_ids
+from agents.modeling.token_pooling import TokenEmbedding, masked_mean, pool_prompt_and_completion, pooled_width
 
 POOLINGS = ("mean", "gru", "transformer")
 TOKEN_KEYS = ("input_ids", "attention_mask", "candidate_ids")
@@ -87,7 +88,7 @@ class TokenFeaturesExtractor(BaseFeaturesExtractor):
         if max_prompt_tokens is not None and not 0 < max_prompt_tokens < seq_len:
             raise ValueError(f"max_prompt_tokens={max_prompt_tokens!r}; expected an int in [1, {seq_len})")
         split_segments = pooling == "mean" and max_prompt_tokens is not None
-        context_dim = 2 * embed_dim + 1 if split_segments else embed_dim
+        context_dim = pooled_width(embed_dim) if split_segments else embed_dim
         if not isinstance(candidate_scores, int) or candidate_scores < 0:
             raise ValueError(f"candidate_scores must be an int >= 0, got {candidate_scores!r}")
         self.candidate_scores = candidate_scores if self.num_candidates else 0
@@ -96,7 +97,7 @@ class TokenFeaturesExtractor(BaseFeaturesExtractor):
 
         self.pooling = pooling
         self.max_prompt_tokens = max_prompt_tokens if split_segments else None
-        self.embed = _TokenEmbedding(vocab_size, embed_dim, embedding_init, freeze_embeddings)
+        self.embed = TokenEmbedding(vocab_size, embed_dim, embedding_init, freeze_embeddings)
         if pooling == "gru":
             self.gru = nn.GRU(embed_dim, embed_dim, batch_first=True)
         elif pooling == "transformer":
@@ -130,14 +131,8 @@ class TokenFeaturesExtractor(BaseFeaturesExtractor):
     def _pool_mean(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         embedded = self.embed(ids)
         if self.max_prompt_tokens is None:
-            return _masked_mean(embedded, mask)
-        p = self.max_prompt_tokens
-        completion_mask = mask[:, p:]
-        filled = completion_mask.float().mean(dim=1, keepdim=True)
-        return torch.cat(
-            [_masked_mean(embedded[:, :p], mask[:, :p]), _masked_mean(embedded[:, p:], completion_mask), filled],
-            dim=1,
-        )
+            return masked_mean(embedded, mask)
+        return pool_prompt_and_completion(embedded, mask, self.max_prompt_tokens)
 
     def _pool_gru(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # Move each row's valid tokens to the front (stable, so their order is kept) and pack them: the GRU
@@ -158,7 +153,7 @@ class TokenFeaturesExtractor(BaseFeaturesExtractor):
         key_padding = ~mask
         key_padding[:, 0] &= mask.any(dim=1)
         hidden = self.encoder(hidden, src_key_padding_mask=key_padding)
-        return _masked_mean(hidden, mask)
+        return masked_mean(hidden, mask)
 
     # -- observation layout -------------------------------------------------------------------------------
     def _split(self, observations: Any) -> dict[str, torch.Tensor]:
@@ -169,48 +164,6 @@ class TokenFeaturesExtractor(BaseFeaturesExtractor):
             parts[key] = observations[:, start : start + length]
             start += length
         return parts
-
-
-class _TokenEmbedding(nn.Module):
-    """An embedding table, optionally copied from a causal LM's input embeddings and projected."""
-
-    def __init__(self, vocab_size: int, embed_dim: int, init: Any, freeze: bool) -> None:
-        super().__init__()
-        if init is None:
-            if freeze:
-                raise ValueError("freeze_embeddings=True needs embedding_init (a causal LM or its name)")
-            self.table = nn.Embedding(vocab_size, embed_dim)
-            self.project: nn.Module = nn.Identity()
-            return
-        weight = _lm_input_embeddings(init)
-        if weight.shape[0] < vocab_size:
-            raise ValueError(
-                f"embedding_init has {weight.shape[0]} token embeddings, fewer than the observation's vocabulary "
-                f"of {vocab_size}"
-            )
-        self.table = nn.Embedding.from_pretrained(weight[:vocab_size].clone(), freeze=freeze)
-        width = weight.shape[1]
-        self.project = nn.Identity() if width == embed_dim else nn.Linear(width, embed_dim)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.project(self.table(ids))
-
-
-def _lm_input_embeddings(init: Any) -> torch.Tensor:
-    if isinstance(init, (str, bytes)) or hasattr(init, "__fspath__"):
-        from textenv.models import load_causal_lm
-
-        init = load_causal_lm(init)
-    if not hasattr(init, "get_input_embeddings"):
-        raise TypeError(
-            f"embedding_init must be a causal LM or a model name, got {type(init).__name__}: {init!r:.80}"
-        )
-    return init.get_input_embeddings().weight.detach().float().cpu()
-
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    weights = mask.unsqueeze(-1).to(values.dtype)
-    return (values * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 def _token_layout(space: gym.Space, layout: dict[str, int] | None) -> dict[str, int]:

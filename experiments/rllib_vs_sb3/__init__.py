@@ -1,0 +1,1 @@
+"""RLlib PPO vs SB3 PPO on MossWords-v0 (REPORT.md)."""
