@@ -33,7 +33,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
     check_env_id(args.env)
     env_kwargs = parse_kwargs(args.env_kwargs)
-    check_env_kwargs(env_kwargs)
+    check_env_kwargs(env_kwargs, args.env)
     gold = parse_reward_spec(args.gold)
     try:
         rewards.make(gold)
