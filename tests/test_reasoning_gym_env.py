@@ -132,7 +132,9 @@ def test_the_gold_answer_scores_one_and_a_wrong_one_zero_on_random_tasks(seed):
     [("last_line", "I add them.\n{gold}"), ("last_number", "so it is {gold}."), ("whole", " {gold} ")],
 )
 def test_each_extraction_reads_the_answer_its_way(extraction, reply):
-    env = make(task="chain_sum", task_config=SMALL_SPACE, answer_format=extraction, reward_kwargs={"format_weight": 0.5})
+    env = make(
+        task="chain_sum", task_config=SMALL_SPACE, answer_format=extraction, reward_kwargs={"format_weight": 0.5}
+    )
     env.reset(seed=1)
     gold = json_data.loads(env.unwrapped._reference)["entry"]["answer"]
     reward, info = write(env, reply.format(gold=gold), seed=1)

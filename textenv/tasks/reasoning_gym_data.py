@@ -115,7 +115,9 @@ def build_dataset(spec: TaskSpec, seed: int, size: int) -> Any:
     try:
         return dataset_cls(config=config)
     except Exception as err:  # a config the generator cannot work with
-        raise ValueError(f"reasoning-gym task {spec.task!r} refused task_config {dict(spec.task_config)}: {err}") from err
+        raise ValueError(
+            f"reasoning-gym task {spec.task!r} refused task_config {dict(spec.task_config)}: {err}"
+        ) from err
 
 
 def _check_settings(task: str, config_cls: type, settings: Mapping[str, Any], where: str) -> None:
@@ -207,7 +209,8 @@ def scoring_dataset(spec: TaskSpec) -> Any:
 
 
 def make_reference(spec: TaskSpec, entry: Mapping[str, Any]) -> str:
-    """The ``reference`` of a prompt: the spec and the generated entry, as JSON text (:mod:`textenv.tasks.json_data`)."""
+    """The ``reference`` of a prompt: the spec and the generated entry, as JSON text
+    (:mod:`textenv.tasks.json_data`)."""
     return json_data.dumps({**spec.to_data(), "entry": dict(entry)})
 
 

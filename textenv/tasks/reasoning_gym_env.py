@@ -42,9 +42,12 @@ class ReasoningGymSettings(EnvSettings):
         """:class:`textenv.task.TextTask`'s arguments: the split's questions as prompts, the verifiable reward
         (reading answers in ``answer_format``) unless another is given, and ``rest`` as given."""
         if "prompts" in rest:
-            raise ValueError("textenv/ReasoningGym-v0 makes its prompts from the task; pass task/task_config, not prompts")
+            raise ValueError(
+                "textenv/ReasoningGym-v0 makes its prompts from the task; pass task/task_config, not prompts"
+            )
         if self.answer_format not in INSTRUCTIONS:
-            raise ValueError(f"answer_format={self.answer_format!r}; expected one of {', '.join(map(repr, INSTRUCTIONS))}")
+            expected = ", ".join(map(repr, INSTRUCTIONS))
+            raise ValueError(f"answer_format={self.answer_format!r}; expected one of {expected}")
         template = instruction_template(self.prompt_template, INSTRUCTIONS[self.answer_format])
         spec = TaskSpec(self.task, self.task_config or {}, self.curriculum_level)
         pool = question_pool(spec.key(), self.split, self.train_size, self.test_size, self.dataset_seed, template)

@@ -110,11 +110,11 @@ class TextArenaEnv(SettingsEnv, DialogueEnv):
 
 
 class TextArenaVectorEnv(SettingsEnv, DialogueVectorEnv):
-    """``num_envs`` games of :class:`TextArenaEnv` stepped together: :class:`textenv.dialogue_vector_env.DialogueVectorEnv`
-    (its documentation covers the batched spaces, autoreset and infos) with the game as the responder; every row
-    whose turn ended in a step is answered in that step. Arguments: ``num_envs``, ``autoreset_mode``,
-    ``render_mode`` and every :class:`TextArenaEnv` argument. It is the vector entry point of
-    ``textenv/TextArena-v0``; row ``i`` plays exactly as a single env seeded alike.
+    """``num_envs`` games of :class:`TextArenaEnv` stepped together:
+    :class:`textenv.dialogue_vector_env.DialogueVectorEnv` (its documentation covers the batched spaces, autoreset
+    and infos) with the game as the responder; every row whose turn ended in a step is answered in that step.
+    Arguments: ``num_envs``, ``autoreset_mode``, ``render_mode`` and every :class:`TextArenaEnv` argument. It is the
+    vector entry point of ``textenv/TextArena-v0``; row ``i`` plays exactly as a single env seeded alike.
     """
 
     settings_class = TextArenaSettings

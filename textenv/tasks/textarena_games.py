@@ -80,7 +80,9 @@ def _offline_nltk(game: str) -> Iterator[None]:
         yield
     except LookupError as err:  # NLTK data read without asking for a download first
         first = next((line.strip() for line in str(err).splitlines() if "Resource" in line), str(err).strip())
-        raise GameUnavailableError(f"TextArena game {game!r} needs NLTK data that is not installed here: {first}") from None
+        raise GameUnavailableError(
+            f"TextArena game {game!r} needs NLTK data that is not installed here: {first}"
+        ) from None
     finally:
         nltk.download = download
 
@@ -159,7 +161,9 @@ class GameSession:
                 f"TextArena game {self.game!r} is not a single-player game ({err}); textenv plays single-player games"
             ) from None
         except Exception as err:
-            raise GameUnavailableError(f"TextArena game {self.game!r} could not start: {type(err).__name__}: {err}") from None
+            raise GameUnavailableError(
+                f"TextArena game {self.game!r} could not start: {type(err).__name__}: {err}"
+            ) from None
         ta = textarena()
         if not isinstance(self.env.state, ta.SinglePlayerState):
             raise NotSinglePlayerError(
@@ -186,9 +190,8 @@ class GameSession:
             _, messages = self.env.get_observation()
         if isinstance(messages, str):
             return messages.strip()
-        return "\n".join(
-            str(text).strip() for _, text, kind in messages if kind != ta.ObservationType.PLAYER_ACTION and str(text).strip()
-        )
+        texts = (str(text).strip() for _, text, kind in messages if kind != ta.ObservationType.PLAYER_ACTION)
+        return "\n".join(text for text in texts if text)
 
     def step(self, action: str) -> Reply:
         """Play ``action`` (the agent's turn text, stripped); the reply holds the game's new messages, and, when the
