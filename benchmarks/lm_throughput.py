@@ -40,7 +40,6 @@ import importlib.metadata
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -53,7 +52,6 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402

@@ -24,7 +24,7 @@ only the trainable top blocks, and its one-off fill (the frozen blocks over ever
 epoch * median step)``.
 
     .venv/bin/python benchmarks/rm_throughput.py                                 # SmolLM2-135M (minutes)
-    .venv/bin/python benchmarks/rm_throughput.py --model tiny-random-smollm2 --steps 3 --json out.json
+    .venv/bin/python benchmarks/rm_throughput.py --model tiny-random-smollm2 --trainable-blocks 1 --steps 3   # smoke
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,7 +44,6 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import torch  # noqa: E402
 

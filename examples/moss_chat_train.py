@@ -20,7 +20,7 @@ import torch
 
 import textenv
 from agents.lm import GRPOConfig, GRPOTrainer
-from rlhf_sentiment import freeze_lower_layers  # noqa: E402  (examples/ is on sys.path when run as a script)
+from agents.reward_model.scoring import freeze_lower_blocks
 
 OPENINGS = Path(textenv.__file__).with_name("data") / "moss_chat" / "openings.txt"
 
@@ -46,7 +46,7 @@ def main() -> None:
         beta=args.beta, output_dir=args.out, progress_bar=False,
     )
     policy = textenv.load_causal_lm(args.model)
-    freeze_lower_layers(policy, policy.model, args.train_layers)
+    freeze_lower_blocks(policy, args.train_layers)  # the lower blocks and the embeddings stay as they are
     trainer = GRPOTrainer("MossChat-v0", policy, config, env_kwargs={"prompts": openings[: -args.held_out]})
     history = trainer.train(max_seconds=60 * args.minutes)
     trainer.close()

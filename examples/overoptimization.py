@@ -5,7 +5,8 @@ gold-labelled pairs, best-of-n and RL (GRPO, LM-PPO) against each, gold and prox
     python examples/overoptimization.py --smoke --out /tmp/overopt_smoke     # tiny model, seconds
     textenv overoptimization ...                                             # the same from the CLI
 
-See agents/reward_model/overoptimization.py for the parts and README.md for measured numbers.
+See agents/reward_model/overoptimization.py for the parts and experiments/overoptimization/REPORT.md for measured
+runs.
 """
 
 from agents.reward_model.overoptimization import main

@@ -4,9 +4,9 @@ MossWords-v0: write 4 distinct words of the topic the prompt names, from a 398-w
 distinct topic words / 4. A uniformly random policy scores 0.031 (2000 episodes x 5 seeds).
 
 The assertion: the mean reward of the last 200 training episodes beats the random policy's mean by MARGIN.
-The budgets are ``MOSS_WORDS_STEPS``, measured with ``examples/compare_sb3.py --budget-to-learn --seeds 0 1 2 3 4``
-(agents.make_sb3 defaults, 4 envs, 1 torch thread; raw numbers in
-examples/results/compare_sb3/budget_to_learn.json). Both vec-env paths of ``make_sb3`` give the same episodes
+The budgets are ``MOSS_WORDS_STEPS``, measured with ``python -m experiments.sb3_comparison.compare_sb3
+--budget-to-learn --seeds 0 1 2 3 4`` (agents.make_sb3 defaults, 4 envs, 1 torch thread; raw numbers in
+experiments/sb3_comparison/results/budget_to_learn.json). Both vec-env paths of ``make_sb3`` give the same episodes
 for a seed (tests/test_sb3_vecenv.py), so these numbers hold for the default native vector env the test trains on:
 
     algorithm       steps   final mean of the last 200 episodes, seeds 0-4    lowest - random   MARGIN

@@ -2,7 +2,7 @@
 copy of the policy frozen alike) and every minibatch's loss forward run only the blocks above them.
 
 When the policy trains only its top blocks (its input embeddings and lower blocks frozen, as
-``examples/rlhf_sentiment.py --train-layers 8`` does), the hidden state that enters its first trained block is a
+``examples/rlhf_sentiment.py`` does with the top 8), the hidden state that enters its first trained block is a
 fixed function of each sequence. Sampling computes it for every prompt and completion token anyway, so the rollout
 engine keeps it (:class:`TrunkStateKeeper`, a forward pre-hook on that block) and the rollout carries it
 (:class:`TrunkStates`). The frozen reference is a copy of the policy as passed in, and LM-PPO's value model a copy of

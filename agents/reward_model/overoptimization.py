@@ -41,7 +41,8 @@ BON_FORM, RL_FORM = "bon", "rl"
 
 @dataclass
 class OveroptimizationConfig:
-    """Settings of the experiment. The defaults are sized for about an hour on 2 CPU cores (see the README)."""
+    """Settings of the experiment. The defaults are sized for about an hour on 2 CPU cores (timed in
+    experiments/overoptimization/REPORT.md)."""
 
     out: str = field(default="runs/overoptimization", metadata={"help": "output directory"})
     policy: str = field(default="smollm2-135m-instruct", metadata={"help": "the policy: built-in name or directory"})

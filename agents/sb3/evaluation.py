@@ -10,8 +10,8 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 # Step budgets per algorithm on MossWords-v0 (``make_sb3`` defaults, 4 envs): 10-25 s each on one CPU core, and
-# enough for every seed of 0-4 to learn (``examples/compare_sb3.py --budget-to-learn`` runs them;
-# tests/test_sb3_learning.py asserts them). The comparison of the algorithms gives all one budget instead.
+# enough for every seed of 0-4 to learn (``python -m experiments.sb3_comparison.compare_sb3 --budget-to-learn``
+# runs them; tests/test_sb3_learning.py asserts them). The comparison of the algorithms gives all one budget instead.
 MOSS_WORDS_STEPS = {
     "ppo": 30_000,
     "a2c": 40_000,
