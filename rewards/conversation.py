@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rewards.registry import register
@@ -159,7 +161,12 @@ def _words(text: str) -> list[str]:
 @register("guessed_word")
 class GuessedWordReward:
     """Reward for naming the secret word (``reference``): ``1 - turn_cost * k`` when the agent's ``k``-th turn
-    (0-based) is the first one that names it as a whole word (case-insensitive), 0 when no turn names it.
+    (0-based) is the first one that guesses it, 0 when no turn does.
+
+    With ``candidates`` (the words the game takes as guesses, e.g. every animal of a guess-the-animal game) a turn's
+    guess is the *first* candidate it names (as a whole word, case-insensitive) and only that one counts: listing
+    every candidate in one turn is one guess, the first listed, so the task pays for finding the word, not for
+    naming them all. Without ``candidates`` a turn guesses the secret when it names it anywhere.
 
     A conversation plugin: needs ``info["conversations"]`` whose ``reference`` holds the secret word.
 
@@ -168,12 +175,16 @@ class GuessedWordReward:
 
     Arguments:
         turn_cost: reward lost per agent turn before the naming turn (default 0.1): fewer turns are better.
+        candidates: the words that count as guesses: a list of single words, or the path of a JSON file holding a
+            list of them or an object whose keys they are (e.g. a word-game responder's attributes file). Read as
+            data. Default ``None``: any mention of the secret counts.
     """
 
-    def __init__(self, turn_cost: float = 0.1) -> None:
+    def __init__(self, turn_cost: float = 0.1, candidates: Sequence[str] | str | None = None) -> None:
         if isinstance(turn_cost, bool) or not isinstance(turn_cost, numbers.Real) or not 0 <= turn_cost < math.inf:
             raise ValueError(f"turn_cost={turn_cost!r}; expected a finite number >= 0")
         self.turn_cost = float(turn_cost)
+        self.candidates = None if candidates is None else read_candidates(candidates)
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str], **info: Any) -> list[float]:
         scores = []
@@ -181,12 +192,50 @@ class GuessedWordReward:
             secret = (conversation.reference or "").lower()
             if not secret:
                 raise ValueError("the 'guessed_word' reward needs each conversation's reference (the secret word)")
-            turn = first_naming_turn(conversation.agent_messages, secret)
+            if self.candidates is None:
+                turn = first_naming_turn(conversation.agent_messages, secret)
+            else:
+                if secret not in self.candidates:
+                    raise ValueError(f"the secret word {secret!r} is not one of the guessed_word candidates")
+                turn = first_guessing_turn(conversation.agent_messages, secret, self.candidates)
             scores.append(0.0 if turn is None else max(0.0, 1.0 - self.turn_cost * turn))
         return scores
 
     def __repr__(self) -> str:
-        return f"GuessedWordReward(turn_cost={self.turn_cost:g})"
+        shown = "" if self.candidates is None else f", candidates={len(self.candidates)} words"
+        return f"GuessedWordReward(turn_cost={self.turn_cost:g}{shown})"
+
+
+def read_candidates(candidates: Sequence[str] | str | os.PathLike) -> frozenset[str]:
+    """The guess words of :class:`GuessedWordReward`: a list of single words, or a JSON file holding a list of them
+    or an object whose keys they are; lower-cased."""
+    where = "candidates"
+    if isinstance(candidates, (str, os.PathLike)):
+        from textenv.files import parse_json
+
+        path = Path(candidates)
+        if not path.is_file():
+            raise ValueError(f"candidates={str(candidates)!r}: no such file (expected a list of words or a JSON file)")
+        where, candidates = str(path), parse_json(path.read_bytes(), str(path))
+        if isinstance(candidates, dict):
+            candidates = list(candidates)
+    if isinstance(candidates, (str, bytes)) or not isinstance(candidates, Sequence) or not candidates:
+        raise ValueError(f"{where}: expected a non-empty list of words, got {candidates!r:.80}")
+    words = [str(word).lower() for word in candidates if isinstance(word, str)]
+    if len(words) != len(candidates) or any(_words(word) != [word] for word in words):
+        raise ValueError(f"{where}: expected single words (letters only), got {list(candidates)!r:.120}")
+    return frozenset(words)
+
+
+def named_guess(message: str, candidates: Collection[str]) -> str | None:
+    """The first of ``candidates`` that ``message`` names as a whole word (case-insensitive): the message's guess."""
+    return next((word for word in _words(message) if word in candidates), None)
+
+
+def first_guessing_turn(messages: Sequence[str], secret: str, candidates: Collection[str]) -> int | None:
+    """Index of the first message whose guess (:func:`named_guess`) is ``secret``, or ``None``."""
+    secret = secret.lower()
+    return next((i for i, message in enumerate(messages) if named_guess(message, candidates) == secret), None)
 
 
 def first_naming_turn(messages: Sequence[str], secret: str) -> int | None:

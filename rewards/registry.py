@@ -11,12 +11,12 @@ import importlib
 import importlib.metadata
 import inspect
 import numbers
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from rewards.base import CompositeReward, RewardModel, UnknownRewardError, check_weight, plugin_name
+from textenv.user_warnings import warn_caller
 
 ENTRY_POINT_GROUP = "textenv.rewards"
 BUILTIN_SOURCE = "builtin"
@@ -77,7 +77,7 @@ def register(name: str) -> Callable[[T], T]:
 def _warn_once(key: tuple[str, str], message: str) -> None:
     if key not in _WARNED:
         _WARNED.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warn_caller(message, RuntimeWarning)
 
 
 def _dist_name(ep: importlib.metadata.EntryPoint) -> str:

@@ -189,7 +189,8 @@ def test_out_reuse_must_match_the_run_directory(two_checkpoints, tmp_path, capsy
     foreign = tmp_path / "foreign"
     (foreign / "checkpoint").mkdir(parents=True)
     code, _, err = run_main(capsys, "train", *WORDS, "--steps", "64", "--out", str(foreign))
-    assert_one_line_error(code, err, "holds a checkpoint but no run.json")
+    assert_one_line_error(code, err, str(foreign), "not an earlier `textenv train` output")
+    assert (foreign / "checkpoint").is_dir() and not list((foreign / "checkpoint").iterdir())
 
 
 # -- bad values: one line, exit 2, nothing written -------------------------------------------------------------

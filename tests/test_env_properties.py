@@ -290,6 +290,7 @@ def argument(valid: st.SearchStrategy, invalid: st.SearchStrategy) -> st.SearchS
     return st.one_of(valid.map(lambda v: (v, True)), invalid.map(lambda v: (v, False)))
 
 
+MAX_VOCAB = 1000  # the largest valid vocab_size drawn: token ids from it up are out of range whatever is drawn
 sizes = argument(st.integers(1, 12), st.integers(max_value=0) | st.sampled_from([10**12, 2**63, 1_000_001])
                  | st.floats(1, 5) | st.booleans())
 ARGUMENTS = {
@@ -297,10 +298,10 @@ ARGUMENTS = {
     "max_prompt_tokens": sizes,
     "prompt_truncation": argument(st.sampled_from(["left", "error"]), st.sampled_from(["right", "", None])),
     "eos_token_ids": argument(st.none() | st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=3),
-                              st.lists(st.integers(VOCAB, 10**6) | st.integers(max_value=-1), min_size=1, max_size=2)),
+                              st.lists(st.integers(MAX_VOCAB, 10**6) | st.integers(max_value=-1), min_size=1, max_size=2)),
     "allowed_token_ids": argument(st.none() | st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=5),
-                                  st.lists(st.integers(VOCAB, 10**6) | st.text(max_size=1), min_size=1, max_size=2)),
-    "vocab_size": argument(st.none() | st.integers(VOCAB, 1000),
+                                  st.lists(st.integers(MAX_VOCAB, 10**6) | st.text(max_size=1), min_size=1, max_size=2)),
+    "vocab_size": argument(st.none() | st.integers(VOCAB, MAX_VOCAB),
                            st.integers(max_value=0) | st.just(2**24 + 1) | st.just(2**63) | st.just(1.5)),
     "reward_timeout": argument(
         st.none() | st.floats(0.5, 60), st.sampled_from([0, -1.0, math.inf, math.nan, True, "1"])

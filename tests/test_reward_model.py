@@ -318,7 +318,7 @@ def test_save_is_atomic_and_keeps_the_old_model_on_failure(trained_rm, tmp_path,
     before = (target / "model.safetensors").read_bytes()
     trainer = RewardModelTrainer(str(data), tiny_config(num_train_epochs=1))
 
-    def broken(self, tmp, metadata):
+    def broken(self, tmp, metadata, logs=None):
         (tmp / "model.safetensors").write_bytes(b"partial")
         raise OSError("disk full")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -26,7 +27,9 @@ class DialogueEnv(TextRendering, gym.Env[dict[str, np.ndarray], int]):
     ``MossChat-v0``: cheer up a user (SmolLM2-135M-Instruct under a persona prompt) who opens with a complaint;
     3 agent turns; reward = VADER sentiment of the user's last reply minus a length cost.
     ``MossGuess-v0`` / ``MossGuessWords-v0``: find the game master's secret word by yes/no questions; reward 1 for
-    naming it, less for every turn it took.
+    naming it, less for every turn it took. A turn's guess is the first animal of the game it names, and only that
+    one counts: naming several animals in one turn is one guess (the first named), so listing every candidate does
+    not win.
 
     This env is one row of :class:`textenv.dialogue_vector_env.DialogueVectorEnv`, which documents the contract in
     full; the single env unbatches it.
@@ -101,18 +104,23 @@ class DialogueEnv(TextRendering, gym.Env[dict[str, np.ndarray], int]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if options is not None and not isinstance(options, Mapping):
+            raise ValueError(f"options must be a dict or None, got {type(options).__name__}: {options!r}")
         options = dict(options or {})
         index = options.pop("prompt_index", None)
         if options:
             raise ValueError(f"unknown reset options {sorted(options)}; expected prompt_index")
+        # a rejected reset changes nothing: the generator (and its seed) as they were, the row's included
+        saved = (self._np_random, self._np_random_seed, self.core._rngs[0])
         state = None if self._np_random is None else self._np_random.bit_generator.state
         super().reset(seed=seed)
         self.core._rngs[0] = self.np_random  # the row draws from this env's generator
         try:
             obs, infos = self.core.reset(options=None if index is None else {"prompt_index": [index]})
-        except Exception:
-            if state is not None and seed is None:
-                self.np_random.bit_generator.state = state
+        except BaseException:
+            self._np_random, self._np_random_seed, self.core._rngs[0] = saved
+            if state is not None:
+                self._np_random.bit_generator.state = state
             raise
         self._needs_reset = False
         return _row(obs), _row_info(infos)

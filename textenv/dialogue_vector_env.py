@@ -3,7 +3,7 @@ step in which any row's turn ended."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -148,6 +148,8 @@ class DialogueVectorEnv(TextRendering, VectorEnv):
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if options is not None and not isinstance(options, Mapping):
+            raise ValueError(f"options must be a dict or None, got {type(options).__name__}: {options!r}")
         options = dict(options or {})
         mask = self._reset_mask(options.pop("reset_mask", None))
         indices = options.pop("prompt_index", None)

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from textenv.files import default_mode
+
 
 def encode_record(record: Mapping[str, Any]) -> bytes:
     """One JSONL line (UTF-8, ending in a newline); NaN and infinities are refused, as JSON has none."""
@@ -43,6 +45,10 @@ def write_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]])
     """Replace ``path`` with ``records`` atomically: a temporary file in the same folder, fsync'd, renamed over
     it. Readers see the old file or the new one, never a mix. Returns the number of records written."""
     target = Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"cannot write {str(target)!r}: the folder {str(folder)!r} {what}")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
     count = 0
     try:
@@ -62,11 +68,7 @@ def write_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]])
 
 def _file_mode(target: Path) -> int:
     """The replaced file's permissions, or those a new file gets (mkstemp's own are owner-only)."""
-    if target.exists():
-        return target.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return target.stat().st_mode & 0o777 if target.exists() else default_mode()
 
 
 def drop_partial_line(path: str | os.PathLike) -> int:

@@ -15,7 +15,10 @@ Two kinds of name are accepted everywhere a model is named:
 * anything else is passed to transformers' ``from_pretrained`` (a local directory or a hub id; set
   ``HF_HUB_OFFLINE=1`` to make sure nothing is downloaded).
 
-``trust_remote_code`` is off unless the caller turns it on.
+``trust_remote_code`` is off unless the caller turns it on, and it is always passed to transformers explicitly:
+left unset, transformers would ask on stdin whether to run the Python file of a directory whose config names one
+(``auto_map``). Every load from a path goes through :func:`from_pretrained`, which passes it and turns a directory
+that asks to run code into a one-line :class:`RemoteCodeError`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from textenv.files import set_default_modes
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "tiny-random-smollm2"
@@ -62,6 +67,14 @@ TINY_CONFIG: dict[str, Any] = {
 
 class ModelNotFoundError(FileNotFoundError):
     """A model name that is neither built in nor an existing directory (offline) could not be loaded."""
+
+
+class RemoteCodeError(ValueError):
+    """A model, tokenizer or config directory asks to run Python shipped with it, and ``trust_remote_code`` is off."""
+
+
+class ModelLoadError(ValueError):
+    """transformers refused a model, tokenizer or config directory (e.g. an unknown ``model_type``); one line."""
 
 
 def cache_dir() -> Path:
@@ -107,8 +120,12 @@ def _convert_gguf(target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _gguf_path()
-    tokenizer = _fix_smollm2_tokenizer(AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name))
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = _fix_smollm2_tokenizer(
+        from_pretrained(AutoTokenizer, gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+    )
+    loaded = from_pretrained(
+        AutoModelForCausalLM, gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
+    )
     # save_pretrained refuses a GGUF-flagged model: rebuild a plain one from its config (without the GGUF
     # quantization entry, which transformers 5 keeps in the config) and weights.
     config = loaded.config
@@ -117,7 +134,7 @@ def _convert_gguf(target: Path) -> None:
     config.eos_token_id = tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
     config.bos_token_id = tokenizer.bos_token_id
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False)
     model.load_state_dict(loaded.state_dict())
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -131,6 +148,7 @@ def _convert_gguf(target: Path) -> None:
         settings_file = tmp / "tokenizer_config.json"
         settings = json.loads(settings_file.read_text(encoding="utf-8"))
         settings_file.write_text(json.dumps({**settings, **_SMOLLM2_TOKENIZER_SETTINGS}, indent=2), encoding="utf-8")
+        set_default_modes(tmp)
         try:
             os.rename(tmp, target)  # atomic: the cache is either whole or absent
         except OSError:
@@ -169,21 +187,44 @@ def resolve_model_path(name_or_path: str) -> str:
     return name
 
 
-def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
+def from_pretrained(loader: Any, name: str | os.PathLike, *, trust_remote_code: bool, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(name, trust_remote_code=..., **kwargs)`` (``loader``: a transformers ``Auto*`` class
+    or model class), with one-line errors.
+
+    ``trust_remote_code`` has no default: every caller passes the user's choice (False unless the user's own flag
+    says so), so transformers never asks on stdin.
+
+    Raises:
+        ModelNotFoundError: no such directory or cached hub id.
+        RemoteCodeError: the directory asks to run Python shipped with it and ``trust_remote_code`` is False.
+        ModelLoadError: transformers refused it otherwise (an unknown ``model_type``, a bad config value).
+    """
     try:
-        return loader.from_pretrained(name, **kwargs)
+        return loader.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
     except OSError as err:
         raise ModelNotFoundError(
-            f"could not load {name!r}: {err}. Expected a local model directory, a cached hub id, or a built-in "
-            f"name: {', '.join(BUILTIN_MODELS)}"
+            f"could not load {str(name)!r}: {_one_line(err)}. Expected a local model directory, a cached hub id, or "
+            f"a built-in name: {', '.join(BUILTIN_MODELS)}"
         ) from err
+    except ValueError as err:
+        if "trust_remote_code" in str(err) and not trust_remote_code:
+            raise RemoteCodeError(
+                f"{str(name)!r} asks to run Python code shipped with it (its config's auto_map); a model directory is "
+                "read as data, so it is refused unless you allow remote code (trust_remote_code=True, or the "
+                "command's --trust-remote-code flag)"
+            ) from None
+        raise ModelLoadError(f"could not load {str(name)!r}: {_one_line(err)}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 @functools.lru_cache(maxsize=16)
 def _cached_tokenizer(path: str, trust_remote_code: bool) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = _from_pretrained(AutoTokenizer, path, trust_remote_code=trust_remote_code)
+    tokenizer = from_pretrained(AutoTokenizer, path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -225,9 +266,7 @@ def load_causal_lm(
         model = make_tiny_causal_lm(seed=seed, dtype=dtype)
     else:
         path = resolve_model_path(name_or_path)
-        model = _from_pretrained(
-            AutoModelForCausalLM, path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
-        )
+        model = from_pretrained(AutoModelForCausalLM, path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
     if device is not None:
         model = model.to(device)
     return model
@@ -238,7 +277,7 @@ def make_tiny_causal_lm(seed: int = 0, dtype: Any = None, **overrides: Any) -> A
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    base = AutoConfig.from_pretrained(ensure_default_model())
+    base = from_pretrained(AutoConfig, ensure_default_model(), trust_remote_code=False)
     settings = {**TINY_CONFIG, **overrides}
     config = type(base)(
         vocab_size=base.vocab_size,
@@ -249,7 +288,7 @@ def make_tiny_causal_lm(seed: int = 0, dtype: Any = None, **overrides: Any) -> A
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32, trust_remote_code=False)
     model.generation_config.eos_token_id = base.eos_token_id
     model.generation_config.pad_token_id = base.pad_token_id
     return model

@@ -23,16 +23,16 @@ identical teach nothing: they are counted and dropped with a warning.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from textenv.files import parse_json
 from textenv.jsonl import append_records, drop_partial_line, iter_lines, write_records
+from textenv.user_warnings import warn_caller
 
 TEXT_FIELDS = ("prompt", "chosen", "rejected")
 NUMBER_FIELDS = ("margin", "gold_chosen", "gold_rejected")
@@ -142,11 +142,9 @@ def load_preferences(
     if result.skipped:
         shown = "\n  ".join(str(err) for err in result.skipped[:10])
         more = f"\n  ... and {len(result.skipped) - 10} more" if len(result.skipped) > 10 else ""
-        warnings.warn(f"skipped {len(result.skipped)} invalid line(s) of {path}:\n  {shown}{more}", stacklevel=2)
+        warn_caller(f"skipped {len(result.skipped)} invalid line(s) of {path}:\n  {shown}{more}")
     if result.identical:
-        warnings.warn(
-            f"dropped {result.identical} pair(s) of {path} whose chosen and rejected texts are identical", stacklevel=2
-        )
+        warn_caller(f"dropped {result.identical} pair(s) of {path} whose chosen and rejected texts are identical")
     if not result.pairs:
         raise PreferenceDataError("no usable preference pairs in the file", path)
     return result.pairs
@@ -177,14 +175,11 @@ def read_preferences(
 
 
 def _decode_line(raw: bytes, path: Any, line: int) -> Any:
+    where = f"{path}:{line}"
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise PreferenceDataError(f"not UTF-8 text ({err.reason} at byte {err.start})", path, line) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise PreferenceDataError(f"invalid JSON ({err.msg} at column {err.colno})", path, line) from None
+        return parse_json(raw, where)
+    except ValueError as err:  # bad UTF-8, bad JSON, a too-long integer, nesting too deep
+        raise PreferenceDataError(str(err).removeprefix(f"{where}: "), path, line) from None
 
 
 def _resolve_tokenizer(tokenizer: Any) -> Any:
@@ -217,6 +212,7 @@ def parse_record(
             if not value.strip():
                 hint = " (leave the field out for pairs without a prompt)" if name == "prompt" else ""
                 raise error(f"empty text{hint}", name)
+            _check_unicode(value, name, error)
         elif isinstance(value, list):
             _check_messages(value, name, error)
         else:
@@ -230,10 +226,9 @@ def parse_record(
     numbers_: dict[str, float | None] = {}
     for name in NUMBER_FIELDS:
         value = record.get(name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-        ):
-            raise error(f"expected a finite number, got {type(value).__name__}: {value!r:.60}", name)
+        if value is not None and not _finite_float(value):
+            shown = f"an integer of {len(str(abs(value)))} digits" if isinstance(value, int) else f"{value!r:.60}"
+            raise error(f"expected a finite number, got {type(value).__name__}: {shown}", name)
         numbers_[name] = None if value is None else float(value)
 
     if any(kinds.values()):
@@ -258,6 +253,25 @@ def parse_record(
     )
 
 
+def _finite_float(value: Any) -> bool:
+    """A real number that is finite as a float (a 400-digit integer is a real number but overflows a float)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _check_unicode(text: str, name: str, error: Any) -> None:
+    """Text that is valid Unicode: JSON's ``"\\ud800"`` escapes decode to a lone surrogate, which no UTF-8
+    encoder (a tokenizer, a JSON writer) accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise error(f"invalid Unicode: a lone surrogate {text[err.start]!r} at character {err.start}", name) from None
+
+
 def _check_messages(messages: list[Any], name: str, error: Any) -> None:
     if not messages:
         raise error("empty message list", name)
@@ -270,6 +284,8 @@ def _check_messages(messages: list[Any], name: str, error: Any) -> None:
             raise error(f"message {i}: 'role' must be a non-empty string, got {role!r:.40}", name)
         if not isinstance(content, str):
             raise error(f"message {i}: 'content' must be a string, got {type(content).__name__}", name)
+        _check_unicode(content, name, error)
+        _check_unicode(role, name, error)
     if not any(message["content"].strip() for message in messages):
         raise error("empty text (every message's content is blank)", name)
 

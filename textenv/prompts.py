@@ -16,13 +16,14 @@ whitespace-only) prompt is refused with an error naming its position.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Union
+
+from textenv.files import parse_json
 
 BUILTIN_PROMPTS_FILE = "moss_review_prompts.txt"
 BUILTIN_TEST_SIZE = 40  # the last 40 built-in prompts are held out ("builtin:test")
@@ -106,10 +107,7 @@ def _read_file(path: Path) -> list[Prompt]:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+            record = parse_json(line, f"{path}:{number}")  # a ValueError naming file:line
             prompts.append(_from_record(record, f"{path}:{number}"))
         return prompts
     raise ValueError(f"prompt file {str(path)!r} has suffix {path.suffix!r}; expected '.txt' or '.jsonl'")

@@ -65,14 +65,16 @@ DIALOGUE_ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {
             "prompts": str(_DATA / "guess_words" / "openings.jsonl"),
             "responder": "word_game",  # knows the secret word and its attributes (data/guess_words/attributes.json)
             "reward": "guessed_word",
-            "reward_kwargs": {"turn_cost": 0.1},
+            # a turn's guess is the first animal it names: listing all 16 in one turn is one guess, not a win
+            "reward_kwargs": {"turn_cost": 0.1, "candidates": str(_DATA / "guess_words" / "attributes.json")},
             "reply_after_last_turn": False,
             "max_turns": 5,
             "max_turn_tokens": 16,
             "max_total_tokens": 128,
             "max_prompt_tokens": 64,
         },
-        "guess the secret animal by yes/no questions (SmolLM2 tokenizer); 1 for naming it, 0.1 less per extra turn",
+        "guess the secret animal by yes/no questions (SmolLM2 tokenizer); 1 for naming it, 0.1 less per extra turn; "
+        "a turn's guess is the first animal it names",
     ),
     "MossGuessWords-v0": (
         {
@@ -81,7 +83,7 @@ DIALOGUE_ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {
             "responder": "word_game",
             "responder_kwargs": {"attributes": str(_DATA / "guess_words_small" / "attributes.json")},
             "reward": "guessed_word",
-            "reward_kwargs": {"turn_cost": 0.1},
+            "reward_kwargs": {"turn_cost": 0.1, "candidates": str(_DATA / "guess_words_small" / "attributes.json")},
             "reply_after_last_turn": False,
             "chat_template": False,
             "max_turns": 3,
@@ -150,6 +152,13 @@ TASK_ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {
 
 #: every registered id: single-turn, multi-turn and task-library envs
 ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {**SINGLE_TURN_ENV_IDS, **DIALOGUE_ENV_IDS, **TASK_ENV_IDS}
+
+
+def with_reward(env_kwargs: dict[str, Any], reward: Any) -> dict[str, Any]:
+    """``env_kwargs`` with ``reward`` replacing the env's reward. The env's own ``reward_kwargs`` (the arguments
+    its registered reward takes, e.g. ``turn_cost`` of MossGuess-v0's ``guessed_word``) go with the reward they
+    belong to: they are dropped unless ``env_kwargs`` gives ``reward_kwargs`` itself."""
+    return {"reward_kwargs": None, **env_kwargs, "reward": reward}
 
 
 def register_envs() -> None:

@@ -13,7 +13,6 @@ replays the same conversations. Three come with textenv:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from rewards.conversation import AGENT, OTHER, Conversation, first_naming_turn
+from rewards.conversation import AGENT, OTHER, Conversation, first_naming_turn, named_guess
+from textenv.files import parse_json
 from textenv.models import DEFAULT_MODEL
 
 DATA_DIR = Path(__file__).with_name("data")
@@ -89,8 +89,11 @@ class ScriptedResponder(Responder):
 class WordGameResponder(Responder):
     """The game master of guess-the-word: it knows the secret word (the conversation's ``reference``).
 
-    To each agent turn it answers ``correct`` (and the task is solved) when the turn names the secret word, else
-    ``yes`` when the turn names one of the secret's attributes, else ``no``.
+    A turn's guess is the first word of the game (a key of ``attributes``) it names; only that one counts, so
+    naming several words in one turn is one guess, the first named. To each agent turn it answers ``correct`` (and
+    the task is solved) when the turn's guess is the secret word, else ``yes`` when the turn names one of the
+    secret's attributes, else ``no``. (The ``guessed_word`` reward with the same words as ``candidates`` pays by the
+    same rule.)
 
     Arguments:
         attributes: ``{word: [attribute, ...]}`` or a path to such a JSON file (default: the package's
@@ -108,7 +111,7 @@ class WordGameResponder(Responder):
         if attributes is None:
             attributes = DATA_DIR / "guess_words" / "attributes.json"
         if isinstance(attributes, (str, Path)):
-            attributes = json.loads(Path(attributes).read_text(encoding="utf-8"))
+            attributes = parse_json(Path(attributes).read_bytes(), str(attributes))
         if not isinstance(attributes, Mapping) or not attributes:
             raise ValueError(
                 f"attributes must be a non-empty {{word: [attribute, ...]}} mapping, got {attributes!r:.100}"
@@ -128,7 +131,7 @@ class WordGameResponder(Responder):
                     f"(known: {sorted(self.attributes)[:8]}...)"
                 )
             last = conversation.agent_messages[-1]
-            if first_naming_turn([last], secret) == 0:
+            if named_guess(last, self.attributes) == secret:
                 out.append(Reply(self.correct.format(secret=secret), solved=True))
             elif any(first_naming_turn([last], attribute) == 0 for attribute in self.attributes[secret]):
                 out.append(Reply(self.yes))

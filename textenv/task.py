@@ -14,7 +14,6 @@ observation to the model unchanged.
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ import rewards
 from rewards.base import check_timeout
 from textenv.models import DEFAULT_MODEL, load_tokenizer
 from textenv.prompts import Prompt, PromptSource, load_prompts
+from textenv.user_warnings import warn_caller
 
 TRUNCATION_MODES = ("left", "error")
 
@@ -179,9 +179,8 @@ class TextTask:
                     f"{where} is {ids.size} tokens long, more than max_prompt_tokens={self.max_prompt_tokens}: "
                     f"{text[:60]!r}... Raise max_prompt_tokens or pass prompt_truncation='left'."
                 )
-            warnings.warn(
-                f"{where} is {ids.size} tokens long; keeping its last max_prompt_tokens={self.max_prompt_tokens}",
-                stacklevel=3,
+            warn_caller(
+                f"{where} is {ids.size} tokens long; keeping its last max_prompt_tokens={self.max_prompt_tokens}"
             )
             ids = ids[-self.max_prompt_tokens :]
         return ids

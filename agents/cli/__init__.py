@@ -2,7 +2,8 @@
 
 Sub-commands: ``envs``, ``rewards``, ``sample``, ``train``, ``compare``, ``eval`` (:mod:`agents.cli.run_commands`);
 ``pairs``, ``label`` (:mod:`agents.cli.preference_commands`); ``train-rm``, ``overoptimization``
-(:mod:`agents.cli.reward_model_commands`); all listed in :data:`SUBCOMMANDS`. Errors a user can act on (unknown
+(:mod:`agents.cli.reward_model_commands`); ``export`` (:mod:`agents.cli.export_commands`); all listed in
+:data:`SUBCOMMANDS`. Errors a user can act on (unknown
 names, bad values, a damaged checkpoint, a run directory made for another run or asking to run code) print one line
 and exit with code 2; Ctrl-C keeps partial results, marks them, and exits with 130.
 
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agents.cli import preference_commands, reward_model_commands, run_commands
+from agents.cli import export_commands, preference_commands, reward_model_commands, run_commands
 from agents.cli.common import CLIError
 
 #: every sub-command, in the order ``textenv --help`` lists them: a function adding its parser to the sub-parsers
@@ -31,6 +32,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     run_commands.add_eval_parser,
     preference_commands.register,
     reward_model_commands.register,
+    export_commands.register,
 )
 
 

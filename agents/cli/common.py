@@ -1,5 +1,5 @@
 """What every ``textenv`` sub-command shares: the one-line user error, ``KEY=VALUE`` arguments, env-id and env-argument
-checks."""
+checks, the ``--out`` folder check."""
 
 from __future__ import annotations
 
@@ -23,9 +23,20 @@ def parse_kwargs(pairs: Sequence[str] | None, what: str = "--env-kwargs") -> dic
             raise CLIError(f"{what} takes KEY=VALUE pairs, got {pair!r}")
         try:
             kwargs[key] = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON (or too deep, or an int too long): the text itself
             kwargs[key] = raw
     return kwargs
+
+
+def parse_reward_spec(text: str, flag: str = "--gold") -> Any:
+    """A ``--gold`` or ``--reward`` value: a JSON list or object (a weighted spec, a plugin with arguments such as
+    ``{"name": "reward_model", "kwargs": {"path": DIR}}``), else the string itself (a name or ``module:attr``)."""
+    if text.lstrip()[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError) as err:
+            raise CLIError(f"{flag} {text!r}: not valid JSON ({getattr(err, 'msg', err)})") from err
+    return text
 
 
 def env_ids() -> list[str]:
@@ -105,3 +116,13 @@ def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
 def check_positive(flag: str, value: float) -> None:
     if not value > 0:
         raise CLIError(f"{flag} must be > 0, got {value}")
+
+
+def check_out(out: str, command: str, markers: tuple[str, ...] = ()) -> None:
+    """``--out``: a new or empty folder or an earlier output of ``command``, checked before any work."""
+    from agents.checkpoint import check_output_dir
+
+    try:
+        check_output_dir(out, command, markers=markers)
+    except ValueError as err:  # OutputDirError, or a damaged marker file
+        raise CLIError(f"--out {err}") from err

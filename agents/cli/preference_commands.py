@@ -14,17 +14,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from agents.cli.common import CLIError, check_env_id, check_env_kwargs, parse_kwargs
-
-
-def parse_reward_spec(text: str) -> Any:
-    """A ``--gold`` value: a JSON list or object (a weighted spec), else the string itself."""
-    if text.lstrip()[:1] in ("[", "{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise CLIError(f"--gold {text!r}: not valid JSON ({err.msg})") from err
-    return text
+from agents.cli.common import CLIError, check_env_id, check_env_kwargs, parse_kwargs, parse_reward_spec
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
@@ -73,6 +63,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     from agents.preferences.labelling import LabelFileError, export_labels, label_session
 
     data = {"tokenizer": args.tokenizer, "skip_invalid": args.skip_invalid}
+    if args.seed < 0:
+        raise CLIError(f"--seed {args.seed}: expected an int >= 0 (it draws the A/B order of each pair)")
     try:
         with warnings_as_lines():
             if args.export:

@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any
 
-from agents.cli.common import CLIError
+from agents.cli.common import CLIError, check_out
 
 
 def register(subparsers: Any) -> None:
@@ -30,8 +30,16 @@ def register(subparsers: Any) -> None:
         "TRL's GRPOTrainer(reward_funcs=DIR).",
     )
     train.add_argument("--data", required=True, help="preference JSONL: chosen, rejected, optional prompt and margin")
-    train.add_argument("--out", required=True, help="the reward-model directory to write (atomically)")
+    train.add_argument(
+        "--out", required=True,
+        help="the reward-model directory to write (atomically): a new or empty folder, or an earlier train-rm output "
+        "(only what train-rm wrote there is replaced)",
+    )
     train.add_argument("--skip-invalid", action="store_true", help="skip (and report) invalid lines instead of failing")
+    train.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="allow --model to be a directory whose config asks to run Python shipped with it (off: refused)",
+    )
     _add_config_options(train, RewardModelConfig, skip={"output_dir"})
     train.set_defaults(func=cmd_train_rm)
 
@@ -56,6 +64,8 @@ def _add_config_options(parser: argparse.ArgumentParser, config_class: type, ski
         kind = _base_type(hints[f.name])
         if kind is bool:
             group.add_argument(flag, type=_parse_bool, default=f.default, metavar="{true,false}", help=help_text)
+        elif dataclasses.is_dataclass(kind):  # e.g. --lora '{"r": 8}' (or true): JSON, checked by the config
+            group.add_argument(flag, type=_parse_json, default=f.default, metavar="JSON", help=help_text)
         else:
             group.add_argument(flag, type=_optional(kind), default=f.default, help=help_text)
 
@@ -79,6 +89,14 @@ def _optional(kind: type) -> Any:
     return parse
 
 
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"expected JSON (true, or an object such as '{{\"r\": 8}}'), got {text!r}") \
+            from err
+
+
 def _parse_bool(text: str) -> bool:
     if text.lower() in ("true", "1", "yes"):
         return True
@@ -88,10 +106,14 @@ def _parse_bool(text: str) -> bool:
 
 
 def cmd_train_rm(args: argparse.Namespace) -> int:
+    from agents.checkpoint import OutputDirError
     from agents.reward_model import RewardModelConfig, RewardModelTrainer
+    from agents.reward_model.trainer import COMMAND
+    from rewards.builtin.reward_model import METADATA_FILE
     from textenv.models import ModelNotFoundError
     from textenv.preferences import PreferenceDataError
 
+    check_out(args.out, COMMAND, (METADATA_FILE,))
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RewardModelConfig) if hasattr(args, f.name)}
     try:
         config = RewardModelConfig(**values, output_dir=args.out)
@@ -99,13 +121,17 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from err
     try:
-        trainer = RewardModelTrainer(args.data, config, skip_invalid=args.skip_invalid)
+        trainer = RewardModelTrainer(
+            args.data, config, skip_invalid=args.skip_invalid, trust_remote_code=args.trust_remote_code
+        )
     except (FileNotFoundError, ModelNotFoundError, PreferenceDataError) as err:
         raise CLIError(f"--data {args.data!r}: {err}" if isinstance(err, PreferenceDataError) else str(err)) from err
-    except ValueError as err:
+    except (ValueError, ImportError) as err:
         raise CLIError(str(err)) from err
     try:
         result = trainer.train()
+    except OutputDirError as err:  # the folder changed while the model trained
+        raise CLIError(f"--out {err}") from err
     except KeyboardInterrupt:
         print(
             f"textenv: interrupted; nothing written to {args.out} (a previous model there is untouched)",
@@ -127,10 +153,16 @@ def cmd_train_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_overoptimization(args: argparse.Namespace) -> int:
-    from agents.reward_model.overoptimization import run_from_args
+    from agents.reward_model.overoptimization import COMMAND, OUTPUT_FILES, config_from_args, run
 
     try:
-        summary = run_from_args(args)
+        config = config_from_args(args)
+        config.validate()  # every value, before any pair is sampled or model trained
+    except (ValueError, TypeError) as err:
+        raise CLIError(str(err)) from err
+    check_out(config.out, COMMAND, OUTPUT_FILES)
+    try:
+        summary = run(config)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from err
     print(json.dumps(summary, indent=2))

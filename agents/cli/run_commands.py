@@ -16,7 +16,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from agents.cli.common import CLIError, check_positive, make_env, parse_kwargs
+from agents.cli.common import CLIError, check_out, check_positive, make_env, parse_kwargs, parse_reward_spec
 
 
 # -- envs / rewards -----------------------------------------------------------------------------------------
@@ -81,7 +81,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_positive("--temperature", args.temperature)
     env_kwargs = parse_kwargs(args.env_kwargs)
     if args.reward:
-        env_kwargs["reward"] = args.reward
+        from textenv.registration import with_reward
+
+        env_kwargs = with_reward(env_kwargs, parse_reward_spec(args.reward, "--reward"))
     env = make_env(args.env, env_kwargs)
     act = _policy(args, env)
     total = 0.0
@@ -143,18 +145,18 @@ def _run_spec(args: argparse.Namespace, agent: str, seed: int) -> Any:
             steps=args.steps,
             seed=seed,
             env_kwargs=env_kwargs,
-            reward=args.reward,
+            reward=parse_reward_spec(args.reward, "--reward") if args.reward else None,
             model=args.model,
             agent_kwargs=agent_kwargs,
         )
         check_agent_kwargs(agent, agent_kwargs)
     except (UnknownAgentError, ValueError) as err:
         raise CLIError(str(err)) from err
-    if args.reward:
+    if spec.reward is not None:
         import rewards
 
         try:
-            rewards.make(args.reward)
+            rewards.make(spec.reward)
         except (ValueError, TypeError, ImportError) as err:
             raise CLIError(f"--reward {args.reward!r}: {err}") from err
     make_env(args.env, spec.full_env_kwargs()).close()
@@ -171,8 +173,8 @@ def _save_schedule(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from agents.checkpoint import DamagedCheckpointError
-    from agents.runs.runner import RunArgumentError, RunMismatchError, train
+    from agents.checkpoint import DamagedCheckpointError, OutputDirError
+    from agents.runs.runner import COMMAND, RUN_FILE, RunArgumentError, RunMismatchError, train
 
     if args.help_agent:
         return _help_agent(args.agent)
@@ -181,6 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     ]
     if missing:
         raise CLIError(f"train needs {', '.join(missing)} (see textenv train --help)")
+    check_out(args.out, COMMAND, (RUN_FILE,))
     spec = _run_spec(args, args.agent, args.seed)
     try:
         summary = train(spec, args.out, progress_bar=not args.no_progress, save=_save_schedule(args))
@@ -189,7 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"textenv: interrupted; checkpoint and partial curve kept in {args.out} (rerun to resume)", file=sys.stderr
         )
         return 130
-    except (RunMismatchError, RunArgumentError, DamagedCheckpointError) as err:
+    except (RunMismatchError, RunArgumentError, DamagedCheckpointError, OutputDirError) as err:
         raise CLIError(str(err)) from err
     print(json.dumps(summary, indent=2))
     return 0
@@ -206,8 +209,9 @@ def _help_agent(agent: str) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from agents.runs.compare import SUMMARY_MD, compare
+    from agents.runs.compare import COMMAND, COMPARE_FILE, SUMMARY_MD, compare
 
+    check_out(args.out, COMMAND, (COMPARE_FILE,))
     agents = [a.strip() for a in args.agents.split(",") if a.strip()]
     if not agents:
         raise CLIError("--agents needs at least one agent name")
@@ -244,7 +248,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_positive("--samples", args.samples)
     try:
         result = evaluate(
-            args.checkpoint, args.prompts, samples_per_prompt=args.samples, seed=args.seed, reward=args.reward,
+            args.checkpoint, args.prompts, samples_per_prompt=args.samples, seed=args.seed,
+            reward=parse_reward_spec(args.reward, "--reward") if args.reward else None,
             trust_remote_code=args.trust_remote_code,
         )
     except (OSError, ValueError) as err:  # no run, a damaged checkpoint, a run asking to run code, bad prompts

@@ -16,7 +16,6 @@ import contextlib
 import copy
 import json
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,11 +41,13 @@ from agents.lm.frozen_trunk import (
     trunk_states,
 )
 from agents.lm.logger import MetricsLogger
+from agents.lm.lora import LoRAAdapter
 from agents.modeling.decoding import filter_logits, masked_logits
 from agents.lm.rollout import Rollout, RolloutEngine, completion_logits, text_vector_env
 from agents.lm.schedule import LearningRateSchedule
 from agents.lm.seeding import IterationSeeds
 from agents.lm.turns import last_token_index
+from textenv.user_warnings import warn_caller
 
 POLICY_DIR = "policy"
 
@@ -93,6 +94,7 @@ class LMTrainer:
         self.processes = Processes(self.accelerator, self.num_envs)
         self._check_batch_layout()
 
+        self.adapter: LoRAAdapter | None = None  # config.lora's adapter in the policy (agents.lm.lora)
         self.policy = self._load_policy(model)
         # the frozen initial policy: the KL anchor, and the model the completions' perplexity is measured under
         self.reference = self._make_reference() if self.uses_reference() else None
@@ -141,6 +143,7 @@ class LMTrainer:
             )
 
     def _load_policy(self, model: Any) -> Any:
+        name = str(model) if isinstance(model, (str, Path)) else getattr(model, "name_or_path", None) or None
         if isinstance(model, (str, Path)):
             model = textenv.load_causal_lm(str(model))
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "get_output_embeddings"):
@@ -149,6 +152,8 @@ class LMTrainer:
             )
         model = model.to(self.device)
         model.eval()  # dropout off for good: rollouts and the loss must see the same function
+        if self.config.lora is not None:
+            self.adapter = LoRAAdapter(model, self.config.lora, base_model=name, seed=self.config.seed)
         return model
 
     def uses_reference(self) -> bool:
@@ -156,7 +161,10 @@ class LMTrainer:
         return self.config.reference_metrics or self.config.reference_fluency_weight > 0
 
     def _make_reference(self) -> Any:
-        """A frozen copy of the policy as passed in (a resumed run rebuilds it the same way)."""
+        """A frozen copy of the policy as passed in (a resumed run rebuilds it the same way); with a LoRA adapter,
+        the policy itself with the adapter switched off (no copy)."""
+        if self.adapter is not None:
+            return self.adapter.base_view()
         reference = copy.deepcopy(self.policy).eval()
         reference.requires_grad_(False)
         return reference
@@ -167,7 +175,8 @@ class LMTrainer:
     def parameter_groups(self) -> list[dict[str, Any]]:
         """AdamW parameter groups of the one optimiser: the policy's, at the config's learning rate and epsilon."""
         cfg = self.config
-        return [{"params": list(self.policy.parameters()), "lr": cfg.learning_rate, "eps": cfg.adam_eps}]
+        params = list(self.policy.parameters()) if self.adapter is None else self.adapter.trainable_parameters()
+        return [{"params": params, "lr": cfg.learning_rate, "eps": cfg.adam_eps}]
 
     @property
     def unwrapped_policy(self) -> Any:
@@ -255,11 +264,10 @@ class LMTrainer:
         float32 = next(policy.parameters()).dtype == torch.float32 and self.accelerator.mixed_precision == "no"
         difference = matches_full_forward(full, top, mask, 1e-4 if float32 else 2e-2)
         if difference is not None:
-            warnings.warn(
+            warn_caller(
                 f"share_frozen_trunk: {type(policy).__name__}'s log-probs from its frozen blocks' output differ from "
                 f"the full forward's by up to {difference:.3g} (its forward changes inputs_embeds, e.g. by adding "
-                "position embeddings); every forward runs the whole model instead",
-                stacklevel=3,
+                "position embeddings); every forward runs the whole model instead"
             )
         return difference is None
 
@@ -482,8 +490,8 @@ class LMTrainer:
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def checkpoint_models(self) -> dict[str, Any]:
-        """Name -> model (unwrapped) saved in the checkpoint; subclasses add theirs."""
-        return {POLICY_DIR: self.unwrapped_policy}
+        """Name -> model (unwrapped) saved in the checkpoint, or its LoRA adapter; subclasses add theirs."""
+        return {POLICY_DIR: self.unwrapped_policy if self.adapter is None else self.adapter}
 
     def checkpoint_state(self) -> dict[str, Any]:
         """JSON-able trainer state; subclasses add theirs."""
@@ -537,9 +545,10 @@ class LMTrainer:
     def _warn_config_differences(self, saved: dict[str, Any]) -> None:
         current = self.config.to_dict()
         ignored = {"output_dir", "save_every", "save_every_minutes", "save_at_end", "progress_bar"}
-        changed = sorted(k for k in current if k not in ignored and json.dumps(saved.get(k)) != json.dumps(current[k]))
+        changed = sorted(k for k in current if k not in ignored
+                         and json.dumps(saved.get(k), sort_keys=True) != json.dumps(current[k], sort_keys=True))
         if changed:
-            warnings.warn(f"resuming with a config that differs from the checkpoint's in {changed}", stacklevel=3)
+            warn_caller(f"resuming with a config that differs from the checkpoint's in {changed}")
 
     def close(self) -> None:
         """Close the environments and, under ``accelerate launch``, leave the process group cleanly.

@@ -9,7 +9,9 @@ Layout of a checkpoint directory::
     trainer_state.json      trainer counters, numpy and Python RNG states; written last (the completeness marker)
 
 Models save and load themselves: anything with ``save_pretrained(path, safe_serialization=True)`` and a
-``from_pretrained(path, dtype=...)`` classmethod (transformers models, :class:`agents.lm.value_model.ValueModel`).
+``from_pretrained(path, dtype=...)`` classmethod (transformers models, :class:`agents.lm.value_model.ValueModel`), or
+a ``load_saved(path)`` method that copies what ``save_pretrained`` wrote back in place (a LoRA adapter and the
+trainable-weights saver of :mod:`agents.lm.lora`: a few megabytes of safetensors instead of the whole model).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class SavesPretrained(Protocol):
     def save_pretrained(self, save_directory: Any, safe_serialization: bool = True) -> None: ...
 
     @classmethod
-    def from_pretrained(cls, path: Any, dtype: Any = None) -> Any: ...
+    def from_pretrained(cls, path: Any, dtype: Any = None, trust_remote_code: bool = False) -> Any: ...
 
 
 def write_trainer_checkpoint(
@@ -90,7 +92,10 @@ def read_trainer_checkpoint(
 
 def load_weights(model: SavesPretrained, directory: Path) -> None:
     """Copy the weights ``model.save_pretrained(directory)`` wrote into ``model``, in place."""
-    saved = type(model).from_pretrained(directory, dtype=next(model.parameters()).dtype)
+    if hasattr(model, "load_saved"):
+        model.load_saved(directory)
+        return
+    saved = type(model).from_pretrained(directory, dtype=next(model.parameters()).dtype, trust_remote_code=False)
     model.load_state_dict(saved.state_dict())
 
 

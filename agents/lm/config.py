@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.lm.lora import LoRASettings
 from agents.lm.schedule import LR_SCHEDULES
 
 REWARD_NORMALIZATIONS = ("normalize", "scale", "none")
@@ -133,6 +134,16 @@ class LMAgentConfig:
         "frozen blocks are compared with the policy's. No effect when the whole policy trains."},
     )
 
+    lora: LoRASettings | None = field(
+        default=None,
+        metadata={"help": "Train a LoRA adapter instead of the policy's weights (:mod:`agents.lm.lora`; needs "
+        "``pip install 'textenv[lora]'``): ``true`` for the defaults, or the fields of "
+        ":class:`~agents.lm.lora.LoRASettings` (``r``, ``alpha``, ``dropout``, ``target_modules``, ``blocks``). "
+        "The optimiser holds the adapter only, the reference is the policy with its adapter switched off (no "
+        "second copy), LM-PPO's value model gets its own adapter on the same base weights, and checkpoints hold "
+        "the adapters (``textenv export`` merges one into a plain model). ``None``: no adapter."},
+    )
+
     # -- logging and checkpoints -----------------------------------------------------------------------------
     output_dir: str | None = field(
         default=None,
@@ -208,6 +219,10 @@ class LMAgentConfig:
         _check_nonneg(self, "reference_fluency_weight")
         if not isinstance(self.save_at_end, bool):
             raise ValueError(f"{type(self).__name__}.save_at_end={self.save_at_end!r}; expected True or False")
+        self.lora = LoRASettings.coerce(self.lora, f"{type(self).__name__}.lora")
+        if self.lora is not None and self.lora.dropout:
+            raise ValueError(f"{type(self).__name__}.lora.dropout={self.lora.dropout!r}; the LM agents keep the "
+                             "policy in eval mode (sampling and the loss must see the same function): expected 0")
 
     def to_dict(self) -> dict[str, Any]:
         return {"config_class": type(self).__name__, **dataclasses.asdict(self)}

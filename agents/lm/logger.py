@@ -6,11 +6,11 @@ from __future__ import annotations
 import csv
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 from agents.lm.callbacks import Callback
+from textenv.user_warnings import warn_caller
 
 PROGRESS_CSV = "progress.csv"
 TENSORBOARD_DIR = "tensorboard"
@@ -123,7 +123,7 @@ class MetricsLogger(Callback):
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # the tensorboard package is optional: the CSV still has everything
-                warnings.warn("tensorboard is not installed; logging to progress.csv only", stacklevel=3)
+                warn_caller("tensorboard is not installed; logging to progress.csv only")
                 self._tb_missing = True
                 return
             assert self.output_dir is not None

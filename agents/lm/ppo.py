@@ -32,6 +32,7 @@ import torch
 
 from agents.lm.base import LMTrainer
 from agents.lm.config import LMPPOConfig
+from agents.lm.lora import TrainableWeights, copy_sharing_frozen
 from agents.lm.core import (
     AdaptiveKLController,
     FixedKLController,
@@ -91,6 +92,7 @@ class LMPPOTrainer(LMTrainer):
 
     def _build_models(self) -> None:
         cfg = self.config
+        self.value_adapter_only = False  # the value model trains (and saves) an adapter and its head only
         self.value_model = self._make_value_model(self._value_model_source).to(self.device).eval()
         self.pretrain = None
         if self._pretrain_source is not None:
@@ -101,9 +103,10 @@ class LMPPOTrainer(LMTrainer):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """One AdamW, two parameter groups (MOSS-RLHF): the policy's and the critic's learning rate and epsilon."""
         cfg = self.config
-        critic = {
-            "params": list(self.value_model.parameters()), "lr": cfg.critic_learning_rate, "eps": cfg.critic_adam_eps
-        }
+        params = list(self.value_model.parameters())
+        if self.value_adapter_only:  # never the base weights it shares with the policy
+            params = [p for p in params if p.requires_grad]
+        critic = {"params": params, "lr": cfg.critic_learning_rate, "eps": cfg.critic_adam_eps}
         return [*super().parameter_groups(), critic]
 
     def uses_reference(self) -> bool:
@@ -113,6 +116,9 @@ class LMPPOTrainer(LMTrainer):
         if isinstance(value_model, ValueModel):
             return value_model
         source = self.config.value_model_init if value_model is None else value_model
+        if source == "policy" and self.adapter is not None:  # its own adapter on the policy's (shared) base weights
+            self.value_adapter_only = True
+            return ValueModel.from_policy(self.policy, copy_backbone=copy_sharing_frozen)
         if source == "policy":
             return ValueModel.from_policy(self.policy)
         if isinstance(source, (str, Path)):
@@ -285,7 +291,10 @@ class LMPPOTrainer(LMTrainer):
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def checkpoint_models(self) -> dict[str, Any]:
-        return {**super().checkpoint_models(), VALUE_DIR: self.accelerator.unwrap_model(self.value_model)}
+        value_model = self.accelerator.unwrap_model(self.value_model)
+        if self.value_adapter_only:
+            value_model = TrainableWeights(value_model)  # its adapter and head: the base weights are the policy's
+        return {**super().checkpoint_models(), VALUE_DIR: value_model}
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {

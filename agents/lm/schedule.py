@@ -20,10 +20,11 @@ decay; a later call planned past the end of the decay trains at learning rate 0 
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
+
+from textenv.user_warnings import warn_caller
 
 LR_SCHEDULES = ("constant", "linear")
 
@@ -69,10 +70,9 @@ class LearningRateSchedule:
             self.unit, self.total = unit, max(int(total), 1)
             return
         if unit == self.unit and total > self.total:
-            warnings.warn(
+            warn_caller(
                 f"the linear learning-rate decay ends after {self.total} {self.unit}; this run is planned for "
-                f"{total} and trains at learning rate 0 past the end (set lr_decay_iterations for a longer decay)",
-                stacklevel=4,
+                f"{total} and trains at learning rate 0 past the end (set lr_decay_iterations for a longer decay)"
             )
 
     # -- stepping ------------------------------------------------------------------------------------------------

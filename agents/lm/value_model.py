@@ -66,11 +66,16 @@ class ValueModel(nn.Module):
 
     # -- construction ------------------------------------------------------------------------------------------
     @classmethod
-    def from_policy(cls, policy: nn.Module) -> ValueModel:
-        """A separate copy of ``policy``'s backbone with a zero-initialised head, so ``V = 0`` at the start."""
-        backbone = copy.deepcopy(policy.base_model)
-        for parameter in backbone.parameters():
-            parameter.requires_grad_(True)
+    def from_policy(cls, policy: nn.Module, copy_backbone: Any = None) -> ValueModel:
+        """A separate copy of ``policy``'s backbone with a zero-initialised head, so ``V = 0`` at the start; every
+        parameter trains. ``copy_backbone``: makes the copy instead of ``copy.deepcopy``, and what it leaves
+        trainable trains (:func:`agents.lm.lora.copy_sharing_frozen`: a LoRA policy's adapter copied, its frozen
+        base weights shared)."""
+        if copy_backbone is not None:
+            backbone = copy_backbone(policy.base_model)
+        else:
+            backbone = copy.deepcopy(policy.base_model)
+            backbone.requires_grad_(True)
         weight = next(backbone.parameters())
         head = nn.Linear(backbone.config.hidden_size, 1, device=weight.device, dtype=weight.dtype)
         nn.init.zeros_(head.weight)
@@ -79,26 +84,37 @@ class ValueModel(nn.Module):
 
     @classmethod
     def from_classifier(
-        cls, path: str | os.PathLike, tokenizer: Any = None, dtype: Any = None, device: Any = None
+        cls,
+        path: str | os.PathLike,
+        tokenizer: Any = None,
+        dtype: Any = None,
+        device: Any = None,
+        *,
+        trust_remote_code: bool = False,
     ) -> ValueModel:
         """The backbone and score head of a sequence-classification reward model directory.
 
         A one-label classifier's head is copied; a two-label one becomes ``logit[1] - logit[0]`` (the log-odds of
         the positive class). ``tokenizer``: the policy's; the classifier's own tokenizer (if saved) must match it.
+        ``trust_remote_code`` (default False): let transformers run Python shipped in ``path``.
         """
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from rewards.builtin.reward_model import load_classifier, read_metadata
 
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"value_model_init={str(path)!r} is not a model directory (no config.json)")
-        classifier = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype or torch.float32)
+        classifier = load_classifier(  # a LoRA one merged
+            path, read_metadata(path), dtype or torch.float32, trust_remote_code=trust_remote_code
+        )
         score = getattr(classifier, "score", None) or getattr(classifier, "classifier", None)
         if not isinstance(score, nn.Linear) or score.out_features not in (1, 2):
             raise ValueError(
                 f"{path}: expected a sequence classifier whose head is a Linear with 1 or 2 outputs, got {score!r}"
             )
         if tokenizer is not None:
-            _check_same_tokenizer(path, tokenizer, classifier.config, AutoTokenizer)
+            _check_same_tokenizer(path, tokenizer, classifier.config, AutoTokenizer, trust_remote_code)
         backbone = classifier.base_model
         head = nn.Linear(score.in_features, 1, dtype=score.weight.dtype)
         with torch.no_grad():
@@ -122,13 +138,17 @@ class ValueModel(nn.Module):
         save_file({name: t.detach().contiguous().cpu() for name, t in self.head.state_dict().items()}, path / HEAD_FILE)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: Any = None, device: Any = None) -> ValueModel:
+    def from_pretrained(
+        cls, path: str | os.PathLike, dtype: Any = None, device: Any = None, *, trust_remote_code: bool = False
+    ) -> ValueModel:
         from transformers import AutoModel
+
+        from textenv.models import from_pretrained
 
         path = Path(path)
         if not (path / HEAD_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a saved ValueModel (no {HEAD_FILE})")
-        backbone = AutoModel.from_pretrained(path, dtype=dtype or torch.float32)
+        backbone = from_pretrained(AutoModel, path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code)
         state = load_file(path / HEAD_FILE)
         head = nn.Linear(state["weight"].shape[1], 1, dtype=state["weight"].dtype)
         head.load_state_dict(state)
@@ -136,7 +156,9 @@ class ValueModel(nn.Module):
         return model.to(device) if device is not None else model
 
 
-def _check_same_tokenizer(path: Path, tokenizer: Any, config: Any, auto_tokenizer: Any) -> None:
+def _check_same_tokenizer(
+    path: Path, tokenizer: Any, config: Any, auto_tokenizer: Any, trust_remote_code: bool = False
+) -> None:
     vocab = len(tokenizer)
     if getattr(config, "vocab_size", vocab) < vocab:
         raise ValueError(
@@ -144,7 +166,9 @@ def _check_same_tokenizer(path: Path, tokenizer: Any, config: Any, auto_tokenize
             f"{vocab}: the value model must read the policy's token ids (use a classifier built on the same tokenizer)"
         )
     if any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
-        own = auto_tokenizer.from_pretrained(path)
+        from textenv.models import from_pretrained
+
+        own = from_pretrained(auto_tokenizer, path, trust_remote_code=trust_remote_code)
         if own.get_vocab() != tokenizer.get_vocab():
             raise ValueError(
                 f"the classifier in {path} uses a different tokenizer from the policy's; the value model must read "

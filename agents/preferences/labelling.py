@@ -17,9 +17,15 @@ being written. An answer is ``{"pair": i, "key": ..., "a": "chosen"|"rejected", 
 "preferred": "chosen"|"rejected"|null, "time": ...}``; ``key`` is a hash of the pair's texts (the log is
 checked against the pairs file it belongs to) and ``a`` says which text of the pairs file was shown as A.
 An undo appends ``{"undo": i}``, which takes back the latest remaining answer (to pair ``i``). The state
-is the log replayed: a rerun shows the first pair without an answer.
+is the log replayed: a rerun shows the first pair without an answer. A labels file is checked whole before
+anything is written to it (a file that is not a labels log, the pairs file itself, or the log of other pairs is
+refused untouched).
 
-:func:`labels_to_preferences` turns the answers into preference pairs (ties and skips left out).
+Keys are read whole: an escape sequence (arrow, function, Home/End keys, Alt+key, a bracketed paste) or a
+non-ASCII character is one unknown key, never an answer.
+
+:func:`labels_to_preferences` turns the answers into preference pairs (ties and skips left out);
+:func:`export_labels` writes them to a new file (never over one of its inputs).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -37,11 +44,15 @@ from typing import IO, Any
 
 import numpy as np
 
-from textenv.jsonl import append_records, drop_partial_line, iter_lines
-from textenv.preferences import PreferencePair, load_preferences, write_preferences
+from textenv.files import parse_json
+from textenv.jsonl import append_records, drop_partial_line
+from textenv.preferences import PreferencePair, load_preferences, read_preferences, write_preferences
 
 KEYS = {"a": "a", "b": "b", "t": "tie", "s": "skip"}
 HELP = "[a] A better  [b] B better  [t] tie  [s] skip  [u] undo  [q] quit"
+RECORD_STARTS = (b'{"pair":', b'{"undo":')  # how every line of a labels log begins (json.dumps of the records)
+ESC = 0x1B
+SEQUENCE_WAIT = 0.05  # seconds to wait for the rest of an escape sequence after ESC (a lone Esc key sends no more)
 
 
 class LabelFileError(ValueError):
@@ -71,26 +82,41 @@ class LabelState:
 
 
 def read_labels(path: str | os.PathLike, pairs: Sequence[PreferencePair]) -> LabelState:
-    """Replay the labels log at ``path`` (missing file: no answers), checking it against ``pairs``."""
+    """Replay the labels log at ``path`` (missing file: no answers), checking it against ``pairs``.
+
+    A last line without its newline (an answer a kill cut while it was written) is left out if it begins like a
+    labels record; anything else that is not a labels record raises :class:`LabelFileError` naming the line.
+    """
     state = LabelState()
     if not Path(path).exists():
         return state
+    if Path(path).is_dir():
+        raise LabelFileError(f"{path} is a folder; expected a labels file (JSONL)")
     keys = [pair_key(pair) for pair in pairs]
-    for number, raw in iter_lines(path):
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    cut = lines.pop()  # b"" after a final newline; else the part of a line a kill cut
+    if cut.strip() and not cut.lstrip(b"\xef\xbb\xbf").startswith(RECORD_STARTS):
+        raise LabelFileError(f"{path}:{len(lines) + 1}: not a labels record: {cut[:60]!r}")
+    for number, raw in enumerate(lines, start=1):
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        if not raw.strip():
+            continue
         where = f"{path}:{number}"
         try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise LabelFileError(f"{where}: not a labels record ({err})") from None
+            record = parse_json(raw, where)
+        except ValueError as err:
+            raise LabelFileError(f"{err} (not a labels record)") from None
         if not isinstance(record, dict):
             raise LabelFileError(f"{where}: not a labels record: {record!r:.60}")
         if "undo" in record:
             if not state.history or state.history[-1] != record["undo"]:
-                raise LabelFileError(f"{where}: undo of pair {record['undo']!r}, which is not the latest answer")
+                raise LabelFileError(f"{where}: undo of pair {record['undo']!r:.20}, which is not the latest answer")
             del state.answers[state.history.pop()]
             continue
         index = record.get("pair")
-        if not isinstance(index, int) or record.get("answer") not in KEYS.values():
+        if isinstance(index, bool) or not isinstance(index, int) or record.get("answer") not in KEYS.values():
             raise LabelFileError(f"{where}: not a labels record: {record!r:.80}")
         if not 0 <= index < len(pairs) or record.get("key") != keys[index]:
             raise LabelFileError(
@@ -102,6 +128,14 @@ def read_labels(path: str | os.PathLike, pairs: Sequence[PreferencePair]) -> Lab
         state.answers[index] = record
         state.history.append(index)
     return state
+
+
+def check_not_input(path: str | os.PathLike, inputs: dict[str, str | os.PathLike], what: str) -> None:
+    """Refuse to write ``path`` when it is one of ``inputs`` (``{flag: path}``): the same file by any name."""
+    target = Path(path)
+    for flag, source in inputs.items():
+        if target.exists() and Path(source).exists() and os.path.samefile(target, source):
+            raise LabelFileError(f"{what} {str(path)!r} is {flag} itself; writing it would destroy that input")
 
 
 def answer_record(pair: PreferencePair, index: int, a_chosen: bool, answer: str) -> dict[str, Any]:
@@ -151,15 +185,76 @@ def single_keys(stream: IO[str]) -> Iterator[None]:
 
 
 def read_key(stream: IO[str]) -> str:
-    """The next key from ``stream`` that is not blank, lower-cased (one byte at a time, unbuffered: use
-    :func:`single_keys` on a terminal). End of input reads as ``q``."""
+    """The next key from ``stream`` that is not blank, lower-cased, read whole (unbuffered: use
+    :func:`single_keys` on a terminal). End of input reads as ``q``.
+
+    A key is one ASCII character, one UTF-8 character (``"é"``), or a whole escape sequence (``"\\x1b[A"`` for
+    Up; a bracketed paste ``ESC[200~ ... ESC[201~`` is one key, its text never read as answers), so a key that is
+    not an answer is refused once, as one key.
+    """
     fd = stream.fileno()
     while True:
         data = os.read(fd, 1)
         if not data:
             return "q"
+        if data[0] == ESC:
+            return _escape_sequence(fd)
+        if data[0] >= 0x80:
+            return _utf8_character(fd, data)
         if not data.isspace():
-            return data.decode("utf-8", "replace").lower()
+            return data.decode("ascii").lower()
+
+
+def _read_more(fd: int, wait: float = SEQUENCE_WAIT) -> bytes:
+    """One more byte of a key already begun, or ``b""`` when none comes within ``wait`` seconds (or at EOF)."""
+    ready, _, _ = select.select([fd], [], [], wait)
+    return os.read(fd, 1) if ready else b""
+
+
+def _escape_sequence(fd: int) -> str:
+    """The rest of a sequence that began with ESC: CSI (``ESC [`` parameters, then a final byte in ``@``-``~``),
+    SS3 (``ESC O`` and one byte), Alt+key (``ESC`` and one byte), or a lone Esc key. A bracketed paste is read to
+    its end marker."""
+    sequence = b"\x1b" + _read_more(fd)
+    if sequence == b"\x1b[":
+        while len(sequence) < 32:
+            byte = _read_more(fd)
+            sequence += byte
+            if not byte or 0x40 <= byte[0] <= 0x7E:
+                break
+        if sequence == b"\x1b[200~":  # bracketed paste: everything up to ESC[201~ is the pasted text
+            pasted = b""
+            while not pasted.endswith(b"\x1b[201~"):
+                byte = os.read(fd, 1)
+                if not byte:
+                    break
+                pasted += byte
+            return "\x1b[200~" + pasted.decode("utf-8", "replace")
+    elif sequence == b"\x1bO":
+        sequence += _read_more(fd)
+    return sequence.decode("utf-8", "replace")
+
+
+def _utf8_character(fd: int, first: bytes) -> str:
+    """A whole UTF-8 character from its first byte (2, 3 or 4 bytes long); a stray byte alone."""
+    length = 2 if first[0] >= 0xC0 else 1
+    length = 3 if first[0] >= 0xE0 else length
+    length = 4 if first[0] >= 0xF0 else length
+    data = first
+    while len(data) < length:
+        byte = _read_more(fd)
+        if not byte:
+            break
+        data += byte
+    return data.decode("utf-8", "replace")
+
+
+def describe_key(key: str) -> str:
+    """How a key is echoed and named: itself when printable, else its escape (``'\\x1b[A'``), a paste by its
+    length."""
+    if key.startswith("\x1b[200~"):
+        return f"pasted text ({len(key) - 6} characters)"
+    return key if key.isprintable() else repr(key)[1:-1]
 
 
 def show_pair(out: IO[str], pair: PreferencePair, index: int, num_pairs: int, answered: int, a_chosen: bool) -> None:
@@ -186,10 +281,13 @@ def label_session(
 
     Returns counts: ``answered`` (after the session), ``pairs``, ``left``, ``this_session`` (answers given).
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r}; expected an int >= 0 (it draws the A/B order of each pair)")
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     pairs = load_preferences(pairs_path, tokenizer=tokenizer, skip_invalid=skip_invalid)
+    check_not_input(labels_path, {"the pairs file": pairs_path}, "the labels file")
+    state = read_labels(labels_path, pairs)  # the whole file is checked before anything is written to it
     drop_partial_line(labels_path)  # an answer cut by a kill is lost, the answers before it are kept
-    state = read_labels(labels_path, pairs)
     with single_keys(stdin):
         given = _ask(pairs, state, labels_path, seed, stdin, stdout)
     left = len(pairs) - len(state.answers)
@@ -215,7 +313,7 @@ def _ask(
         a_chosen = a_is_chosen(seed, index)
         show_pair(stdout, pairs[index], index, len(pairs), len(state.answers), a_chosen)
         key = read_key(stdin)
-        stdout.write(f"{key}\n")
+        stdout.write(f"{describe_key(key)}\n")
         if key == "q":
             break
         if key == "u":
@@ -228,7 +326,7 @@ def _ask(
             stdout.write(f"undid the answer to pair {undone + 1}\n")
             continue
         if key not in KEYS:
-            stdout.write(f"unknown key {key!r}; {HELP}\n")
+            stdout.write(f"unknown key '{describe_key(key)}'; {HELP}\n")
             continue
         record = answer_record(pairs[index], index, a_chosen, KEYS[key])
         append_records(labels_path, [record])
@@ -236,6 +334,22 @@ def _ask(
         state.history.append(index)
         given += 1
     return given
+
+
+def _check_earlier_export(out: str | os.PathLike) -> None:
+    """An existing ``out`` is replaced only when it is a preference file (an earlier export)."""
+    target = Path(out)
+    if not target.exists() or (target.is_file() and target.stat().st_size == 0):
+        return
+    try:
+        if target.is_dir():
+            raise ValueError("it is a folder")
+        read_preferences(target)
+    except ValueError as err:
+        raise LabelFileError(
+            f"--export {str(out)!r} exists and is not a preference file ({err}); choose a new file or an earlier "
+            "export to replace"
+        ) from None
 
 
 def export_labels(
@@ -247,10 +361,16 @@ def export_labels(
     skip_invalid: bool = False,
 ) -> dict[str, int]:
     """Write the labelled pairs of ``labels_path`` as a preference file ``out`` (ties and skips left out).
-    ``tokenizer`` and ``skip_invalid`` must be those the pairs were labelled with."""
+    ``tokenizer`` and ``skip_invalid`` must be those the pairs were labelled with.
+
+    ``out`` is a new file or an earlier export (a preference file), never one of the inputs: anything else raises
+    :class:`LabelFileError` with nothing written.
+    """
     pairs = load_preferences(pairs_path, tokenizer=tokenizer, skip_invalid=skip_invalid)
     if not Path(labels_path).exists():
         raise FileNotFoundError(f"labels file {str(labels_path)!r} does not exist")
+    check_not_input(out, {"the pairs file": pairs_path, "the labels file (--out)": labels_path}, "--export")
+    _check_earlier_export(out)
     state = read_labels(labels_path, pairs)
     labelled = labels_to_preferences(pairs, state)
     if not labelled:

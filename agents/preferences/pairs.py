@@ -31,12 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from textenv.files import parse_json
 from textenv.jsonl import drop_partial_line, iter_lines, write_records
 from textenv.models import DEFAULT_MODEL
 from textenv.preferences import PreferencePair, write_preferences
 
 LABELS = ("deterministic", "bt")
 RESUME_FIELDS = ("gen_round", "gen_index")
+MAX_ROWS = 4096  # sequences sampled together in a round (prompts_per_batch * k): checked before anything is built
 
 
 @dataclass
@@ -78,6 +80,16 @@ class PairConfig:
         for name, value, ok, expected in checks:
             if not ok or isinstance(value, bool):
                 raise ValueError(f"{name}={value!r}; expected {expected}")
+        if self.k * self.prompts_per_batch > MAX_ROWS:
+            raise ValueError(
+                f"k={self.k} completions for each of prompts_per_batch={self.prompts_per_batch} prompts is "
+                f"{self.k * self.prompts_per_batch:,} sequences sampled at once (and {self.pairs_per_round:,} pairs); "
+                f"expected k * prompts_per_batch <= {MAX_ROWS}"
+            )
+
+    @property
+    def pairs_per_round(self) -> int:
+        return self.prompts_per_batch * self.k * (self.k - 1) // 2
 
     def settings(self) -> dict[str, Any]:
         """The settings that fix the file's content (JSON; everything but ``pairs``; ``min_gap`` only when it is set,
@@ -130,13 +142,14 @@ class PairGenerator:
 
         import textenv  # noqa: F401  (registers the env ids)
         from agents.lm.rollout import RolloutEngine
+        from textenv.registration import with_reward
 
         self.config = config
         if model is None:
             from textenv.models import load_causal_lm
 
             model = load_causal_lm(config.policy, seed=config.seed)
-        env_kwargs = dict(config.env_kwargs, reward=config.gold)
+        env_kwargs = with_reward(config.env_kwargs, config.gold)  # the env's own reward_kwargs are not the gold's
         if config.prompts is not None:
             env_kwargs["prompts"] = config.prompts
         self.env = gym.make_vec(
@@ -171,7 +184,7 @@ class PairGenerator:
         rollout = self.engine.collect(generator, seed=round_seed(cfg.seed, round_, "env"), prompt_indices=rows)
         gold = rollout.scores.double().cpu().tolist()
         combos = list(itertools.combinations(range(cfg.k), 2))
-        count = cfg.prompts_per_batch * len(combos)
+        count = cfg.pairs_per_round
         draws = np.random.default_rng(round_seed(cfg.seed, round_, "labels")).random((count, 2))
         pairs = []
         for index in range(count):
@@ -210,17 +223,21 @@ class PairGenerator:
 
 def resume_point(out: Path, config: PairConfig) -> tuple[int, tuple[int, int] | None]:
     """``(pairs already in the file, (round, index) of the last one)``, after cutting a partial last line and
-    checking that the file was written with the same settings."""
+    checking that the file was written with the same settings. Writes nothing for a new file (its settings are
+    written with its first pair)."""
     stored = settings_path(out)
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; expected a JSONL file to write pairs to")
     if not out.exists() or out.stat().st_size == 0:
-        write_records(stored, [config.settings()])
         return 0, None
     if not stored.exists():
         raise ValueError(
             f"{out} exists but has no {stored.name} beside it, so it was not written by `textenv pairs`; "
             "choose another output file"
         )
-    previous = json.loads(stored.read_text())
+    previous = parse_json(stored.read_bytes(), str(stored))
+    if not isinstance(previous, dict):
+        raise ValueError(f"{stored} is not a settings file (a JSON object)")
     current = config.settings()
     changed = {
         key: (previous.get(key), current.get(key)) for key in {**previous, **current}
@@ -232,8 +249,8 @@ def resume_point(out: Path, config: PairConfig) -> tuple[int, tuple[int, int] | 
     drop_partial_line(out)
     count, last = 0, None
     for number, raw in iter_lines(out):
-        record = json.loads(raw)
-        if not all(isinstance(record.get(name), int) for name in RESUME_FIELDS):
+        record = parse_json(raw, f"{out}:{number}")
+        if not isinstance(record, dict) or not all(isinstance(record.get(name), int) for name in RESUME_FIELDS):
             raise ValueError(f"{out}:{number}: no {' and '.join(RESUME_FIELDS)}; not a file written by `textenv pairs`")
         count, last = count + 1, (record["gen_round"], record["gen_index"])
     return count, last
@@ -249,7 +266,10 @@ def generate_pairs(
     from tqdm.auto import tqdm
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"cannot write {out}: a part of its folder path is a file") from None
     existing, last = resume_point(out, config)
     started, written, rounds, empty_rounds = time.perf_counter(), 0, 0, 0
     round_ = 0 if last is None else last[0]
@@ -265,11 +285,13 @@ def generate_pairs(
             rounds += 1
             empty_rounds = 0 if pairs else empty_rounds + 1
             if empty_rounds >= 20:
-                raise RuntimeError(
+                raise ValueError(
                     f"20 rounds in a row gave no usable pair (dropped so far: {generator.dropped}); the gold reward "
                     f"{config.gold!r} cannot tell these completions apart"
                 )
             for pair in pairs[: config.pairs - existing - written]:
+                if existing + written == 0:  # the file's first pair: its settings first, beside it
+                    write_records(settings_path(out), [config.settings()])
                 write_preferences(out, [pair], append=True)
                 written += 1
                 bar.update(1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.lm.config import _check_int, _check_nonneg, _check_positive, _check_unit
+from agents.lm.lora import LoRASettings
 from agents.reward_model.scoring import POOLINGS
 
 DEFAULT_RM_MODEL = "smollm2-135m-instruct"
@@ -77,6 +78,15 @@ class RewardModelConfig:
             "block. On 2,000 VADER pairs SmolLM2's block 16 of 30, frozen, scored better than its last block "
             "(README, reward-model accuracy)."
         },
+    )
+
+    lora: LoRASettings | None = field(
+        default=None,
+        metadata={"help": "Train a LoRA adapter (``true`` for the defaults, or the fields of "
+                  ":class:`~agents.lm.lora.LoRASettings` as a JSON object) in the top trainable_blocks blocks (None: "
+                  "all), with the score head in full, instead of those blocks' weights; the final norm stays frozen. "
+                  "The directory then holds the adapter and head (PEFT's format) and names its base model; the "
+                  "reward_model reward and textenv export read it. Needs pip install 'textenv[lora]'."},
     )
 
     pooling: str = field(
@@ -211,6 +221,13 @@ class RewardModelConfig:
             _check_int(self, "eval_steps", minimum=1)
         if self.early_stopping_patience is not None:
             _check_int(self, "early_stopping_patience", minimum=1)
+        self.lora = LoRASettings.coerce(self.lora, "RewardModelConfig.lora")
+        if self.lora is not None and self.lora.blocks is not None:
+            raise ValueError(f"RewardModelConfig.lora.blocks={self.lora.blocks!r}; a reward model's adapter goes "
+                             "in its trainable_blocks top blocks: set trainable_blocks instead")
+        if self.lora is not None and self.trainable_blocks == 0:
+            raise ValueError("RewardModelConfig.trainable_blocks=0 with lora: the adapter goes in the top "
+                             "trainable_blocks blocks; expected an int >= 1 or None (every block)")
         flags = ("token_scores", "use_margin", "share_prompt_forward", "cache_frozen_blocks", "group_by_prompt",
                  "progress_bar")
         for name in flags:

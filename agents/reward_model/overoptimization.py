@@ -37,6 +37,9 @@ from agents.reward_model.trainer import json_safe
 
 RL_ALGORITHMS = ("grpo", "lm-ppo")
 BON_FORM, RL_FORM = "bon", "rl"
+COMMAND = "overoptimization"  # the command whose output folder ``out`` is (agents.checkpoint.claim_output_dir)
+OUTPUT_FILES = ("partial_results.json",)  # written by every run that got past training: marks an earlier output
+MAX_ROWS = 4096  # sequences sampled in one batch (k per prompt, best-of-n samples, RL episodes): checked up front
 
 
 @dataclass
@@ -98,10 +101,28 @@ class OveroptimizationConfig:
         )
 
     def validate(self) -> None:
+        """Check every setting (types, ranges, sizes, the env id, the gold reward, the models and files named), so
+        that a bad value fails before any pair is sampled or model trained."""
         counts = list(self.pair_counts)
         if not counts or any(isinstance(n, bool) or not isinstance(n, int) or n < 4 for n in counts):
             raise ValueError(f"pair_counts={self.pair_counts!r}; expected integers >= 4")
-        if self.bon_max_n < 1 or self.bon_max_n & (self.bon_max_n - 1):
+        for name, low, high in (
+            ("k", 2, MAX_ROWS), ("rm_epochs", 1, 10**6), ("bon_prompts", 1, MAX_ROWS), ("bon_max_n", 1, MAX_ROWS),
+            ("rl_num_envs", 2, MAX_ROWS), ("eval_prompts", 1, MAX_ROWS), ("max_new_tokens", 1, 10**6),
+            ("rl_eval_every", 1, 10**9), ("rl_iterations", 0, 10**9), ("ensemble_members", 0, 64),
+            ("rm_trainable_blocks", 1, 10**6), ("rl_trainable_blocks", 1, 10**6), ("seed", 0, 2**32 - 1),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name}={value!r}; expected an int in [{low}, {high}]")
+        for name in ("rm_learning_rate", "rl_learning_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name}={value!r}; expected a finite number > 0")
+        lam = self.ensemble_lam
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam < math.inf:
+            raise ValueError(f"ensemble_lam={lam!r}; expected a finite number >= 0")
+        if self.bon_max_n & (self.bon_max_n - 1):
             raise ValueError(f"bon_max_n={self.bon_max_n!r}; expected a power of 2")
         unknown = [a for a in self.rl_algorithms if a not in RL_ALGORITHMS]
         if unknown:
@@ -114,6 +135,32 @@ class OveroptimizationConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is too small")
         if self.rl_num_envs % 2:
             raise ValueError(f"rl_num_envs={self.rl_num_envs}; expected an even number (GRPO groups of 2+)")
+        self._validate_names()
+
+    def _validate_names(self) -> None:
+        """The env id, the gold reward, the models and the pairs file name things that exist."""
+        import rewards
+        from rewards.builtin.reward_model import POOLINGS
+        from textenv.models import resolve_model_path
+        from textenv.registration import ENV_IDS
+
+        if self.rm_pooling not in POOLINGS:
+            raise ValueError(f"rm_pooling={self.rm_pooling!r}; expected one of {POOLINGS}")
+        if self.env not in ENV_IDS:
+            raise ValueError(f"env={self.env!r} is not a textenv env; expected one of {', '.join(ENV_IDS)}")
+        try:
+            rewards.make(self.gold)
+        except (ValueError, TypeError, ImportError) as err:
+            raise ValueError(f"gold={self.gold!r}: {err}") from err
+        for name in ("policy", "rm_model"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    resolve_model_path(value)
+                except (OSError, TypeError) as err:
+                    raise ValueError(f"{name}: {err}") from err
+        if self.pairs_file is not None and not Path(self.pairs_file).is_file():
+            raise ValueError(f"pairs_file={self.pairs_file!r} does not exist")
 
 
 # -- Gao et al.'s functional forms -----------------------------------------------------------------------------
@@ -171,10 +218,11 @@ class Experiment:
     """Runs the parts in order; ``results`` collects everything ``results.json`` holds."""
 
     def __init__(self, config: OveroptimizationConfig) -> None:
+        from agents.checkpoint import claim_output_dir
+
         config.validate()
         self.config = config
-        self.out = Path(config.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out = claim_output_dir(config.out, COMMAND, markers=OUTPUT_FILES)  # refuses anything but our own
         self.timings: dict[str, float] = {}
         self.frozen_cache: Any = None  # shared by the proxies (same base model and trainable blocks)
         self.proxies: dict[str, Any] = {}
@@ -278,14 +326,15 @@ class Experiment:
 
         import textenv
         from agents.lm.rollout import RolloutEngine
+        from textenv.registration import with_reward
 
         cfg = self.config
         prompts = [p.text for p in textenv.load_prompts("builtin:test")][:prompt_count]
         rows = len(prompts) * per_prompt
         env = gym.make_vec(
             cfg.env, num_envs=min(rows, 64), vectorization_mode="vector_entry_point",
-            autoreset_mode=gym.vector.AutoresetMode.DISABLED, prompts=prompts, reward=cfg.gold,
-            max_new_tokens=cfg.max_new_tokens,
+            autoreset_mode=gym.vector.AutoresetMode.DISABLED,
+            **with_reward({"prompts": prompts, "max_new_tokens": cfg.max_new_tokens}, cfg.gold),
         )
         engine = RolloutEngine(env, policy, temperature=1.0)
         order = np.repeat(np.arange(len(prompts)), per_prompt)
@@ -338,6 +387,7 @@ class Experiment:
     def rl(self, algorithm: str, label: str) -> dict[str, Any]:
         from agents import lm
         from agents.reward_model.scoring import freeze_lower_blocks
+        from textenv.registration import with_reward
 
         cfg = self.config
         policy = copy.deepcopy(self.reference).requires_grad_(True)
@@ -352,10 +402,8 @@ class Experiment:
         else:  # MOSS-RLHF's critic-from-RM: the value model starts as the proxy reward model
             config = lm.LMPPOConfig(value_model_init=self.proxies[label], critic_learning_rate=1e-4, **common)
             trainer_class = lm.LMPPOTrainer
-        env_kwargs = {
-            "prompts": "builtin:train", "max_new_tokens": cfg.max_new_tokens,
-            "reward": self.proxy_spec(label),
-        }
+        env_kwargs = with_reward({"prompts": "builtin:train", "max_new_tokens": cfg.max_new_tokens},
+                                 self.proxy_spec(label))
         trainer = trainer_class(cfg.env, policy, config, env_kwargs=env_kwargs)
         if algorithm == "lm-ppo":
             critic = trainer.accelerator.unwrap_model(trainer.value_model)
@@ -502,11 +550,16 @@ def config_from_args(args: argparse.Namespace) -> OveroptimizationConfig:
     return dataclasses.replace(base, **overrides)
 
 
-def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the experiment as the command line asks; return a summary (the table rows and the timings)."""
-    results = Experiment(config_from_args(args)).run()
+def run(config: OveroptimizationConfig) -> dict[str, Any]:
+    """Run the experiment; return a summary (the table rows and the timings)."""
+    results = Experiment(config).run()
     summary = {"out": results["config"]["out"], "timings": results["timings"], "proxies": results.get("proxies")}
     return json_safe({**summary, "fits": results["fits"]})
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the experiment as the command line asks; return a summary (the table rows and the timings)."""
+    return run(config_from_args(args))
 
 
 def main(argv: list[str] | None = None) -> None:

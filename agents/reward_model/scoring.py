@@ -26,7 +26,16 @@ from torch import nn
 
 from agents.modeling.decoding import lm_forward
 from agents.modeling.model_blocks import final_norm, transformer_blocks
-from rewards.builtin.reward_model import POOLINGS, encode_prompt_completion, pool_hidden, token_score_sum
+from rewards.builtin.reward_model import (
+    POOLINGS,
+    classifier_from_backbone,
+    encode_prompt_completion,
+    is_classifier_dir,
+    load_classifier,
+    pool_hidden,
+    read_metadata,
+    token_score_sum,
+)
 
 
 @dataclass(frozen=True)
@@ -218,9 +227,12 @@ class PairScorer(nn.Module):
 
 # -- building the model ---------------------------------------------------------------------------------------
 def load_reward_model(
-    name_or_path: str, dtype: Any = None, seed: int = 0, blocks: int | None = None
+    name_or_path: str, dtype: Any = None, seed: int = 0, blocks: int | None = None, *, trust_remote_code: bool = False
 ) -> tuple[nn.Module, Any]:
     """``(model, tokenizer)``: a one-output ``AutoModelForSequenceClassification`` for ``name_or_path``.
+
+    ``trust_remote_code`` (default False) is passed to every load: a directory asking to run Python shipped with
+    it raises :class:`textenv.models.RemoteCodeError` unless it is True.
 
     A reward-model directory (a sequence classifier with one label) is loaded as it is. Anything else is a causal
     LM (built-in name, directory or hub id, loaded by :func:`textenv.load_causal_lm`): its config becomes a
@@ -228,20 +240,16 @@ def load_reward_model(
     its first ``blocks`` transformer blocks, if given: :func:`keep_first_blocks`), and the score head is
     initialised from ``seed``.
     """
-    import json
-    from pathlib import Path
-
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     from textenv.models import load_causal_lm, load_tokenizer
 
     dtype = dtype or torch.float32
-    tokenizer = load_tokenizer(name_or_path)
-    config_file = Path(str(name_or_path)) / "config.json"
-    if config_file.is_file() and any(
-        a.endswith("ForSequenceClassification") for a in json.loads(config_file.read_text()).get("architectures") or []
-    ):
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=dtype)
+    tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+    if is_classifier_dir(name_or_path):
+        model = load_classifier(  # a LoRA one merged
+            name_or_path, read_metadata(name_or_path), dtype, trust_remote_code=trust_remote_code
+        )
         if model.config.num_labels != 1:
             raise ValueError(
                 f"{name_or_path} is a classifier with {model.config.num_labels} labels; a reward model has 1"
@@ -250,19 +258,20 @@ def load_reward_model(
             raise ValueError(f"base_blocks={blocks}, but {name_or_path} is a reward model with "
                              f"{len(transformer_blocks(model))} blocks; expected None or that number")
         return model, tokenizer
-    causal = load_causal_lm(name_or_path, dtype=dtype, seed=seed)
+    causal = load_causal_lm(name_or_path, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code)
     if blocks is not None:
         keep_first_blocks(causal, blocks)
-    config = AutoConfig.for_model(**causal.config.to_dict())
+    settings = causal.config.to_dict()
+    if not trust_remote_code:
+        settings.pop("auto_map", None)  # the classifier is built from the known model type, never from shipped code
+    config = AutoConfig.for_model(**settings)
     config.num_labels = 1
     config.pad_token_id = tokenizer.pad_token_id
     config.architectures = None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
-    missing, unexpected = model.base_model.load_state_dict(causal.base_model.state_dict(), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{name_or_path}: backbone weights do not fit a sequence classifier ({missing}, {unexpected})")
+    try:
+        model = classifier_from_backbone(config, causal.base_model.state_dict(), dtype, seed)
+    except ValueError as err:
+        raise ValueError(f"{name_or_path}: {err}") from err
     return model, tokenizer
 
 

@@ -11,14 +11,13 @@ With ``pooling="mean"`` or ``token_scores=True`` only the ``reward_model`` plugi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import shutil
-import tempfile
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.checkpoint import check_output_dir, claim_output_dir, write_directory_atomically
 from agents.lm.logger import MetricsLogger
+from agents.lm.lora import LoRAAdapter
 from agents.reward_model.config import RewardModelConfig
 from agents.reward_model.frozen_trunk import CachedPairBatch, CachedPairScorer, FrozenTrunkCache, cache_is_exact
 from agents.reward_model.loss import bradley_terry_loss, pairwise_accuracy
@@ -50,8 +51,10 @@ from rewards.builtin.reward_model import (
     load_token_scores,
     read_metadata,
 )
+from textenv.user_warnings import warn_caller
 
 LOGS_DIR = "logs"
+COMMAND = "train-rm"  # the command whose output folder a reward-model directory is (agents.checkpoint)
 
 
 @dataclass
@@ -118,6 +121,12 @@ class RewardModelTrainer:
         frozen_cache: a :class:`FrozenTrunkCache` to reuse (and extend) instead of a new one, e.g. across several
             trainings from the same base model with the same ``trainable_blocks``. It is checked against this model
             on real pairs like a new one.
+        trust_remote_code: let transformers run Python shipped in ``config.model``'s directory (default False:
+            such a directory is refused).
+
+    Raises:
+        agents.checkpoint.OutputDirError: ``config.output_dir`` is a file, or a folder holding anything but an
+            earlier reward model (checked before anything is loaded).
     """
 
     def __init__(
@@ -130,23 +139,22 @@ class RewardModelTrainer:
         skip_invalid: bool = False,
         accelerator: Any = None,
         frozen_cache: FrozenTrunkCache | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         from accelerate import Accelerator
 
         self.config = config = config or RewardModelConfig()
         config.validate()
+        if config.output_dir is not None:
+            check_output_dir(config.output_dir, COMMAND, markers=(METADATA_FILE,))
+        self.trust_remote_code = trust_remote_code
         self.accelerator = accelerator if accelerator is not None else Accelerator()
-        if model is None:
-            model, tokenizer = load_reward_model(config.model, seed=config.seed, blocks=config.base_blocks)
-        elif tokenizer is None:
+        if model is not None and tokenizer is None:
             raise ValueError("pass the tokenizer of the model you pass")
-        self.model, self.tokenizer = model, tokenizer
-        if config.head_init_positive is not None:
-            from textenv.models import load_causal_lm
+        if tokenizer is None:  # the data is read (and checked) before the model is loaded
+            from textenv.models import load_tokenizer
 
-            lm_head = load_causal_lm(config.model).get_output_embeddings().weight.detach()
-            init_head_from_words(model, tokenizer, lm_head, config.head_init_positive, config.head_init_negative)
-        self.trainable_parameters = freeze_lower_blocks(model, config.trainable_blocks)
+            tokenizer = load_tokenizer(config.model, trust_remote_code=trust_remote_code)
 
         if isinstance(pairs, (str, os.PathLike)):
             from textenv.preferences import load_preferences
@@ -160,12 +168,6 @@ class RewardModelTrainer:
         self.pairs = list(pairs)
         if len(self.pairs) < 2:
             raise ValueError(f"reward-model training needs at least 2 preference pairs, got {len(self.pairs)}")
-        self.encoded = self.encode(self.pairs)
-        if config.eval_fraction > 0:
-            self.train_index, self.eval_index = split_by_prompt(self.pairs, config.eval_fraction, config.seed)
-        else:
-            self.train_index, self.eval_index = list(range(len(self.pairs))), []
-
         if config.pooling == "mean" or config.token_scores:
             unprompted = next((p for p in self.pairs if not p.prompt), None)
             if unprompted is not None:
@@ -179,6 +181,30 @@ class RewardModelTrainer:
         if saved_table and not config.token_scores:
             raise ValueError(f"{config.model} is a reward model with a token-score table; train it further with "
                              "token_scores=True (without it the table would be dropped)")
+
+        if model is None:
+            model, tokenizer = load_reward_model(
+                config.model, seed=config.seed, blocks=config.base_blocks, trust_remote_code=trust_remote_code
+            )
+        self.model, self.tokenizer = model, tokenizer
+        if config.head_init_positive is not None:
+            from textenv.models import load_causal_lm
+
+            lm_head = load_causal_lm(config.model, trust_remote_code=trust_remote_code).get_output_embeddings()
+            lm_head = lm_head.weight.detach()
+            init_head_from_words(model, tokenizer, lm_head, config.head_init_positive, config.head_init_negative)
+        self.adapter: LoRAAdapter | None = None
+        if config.lora is not None:  # the adapter in the top trainable_blocks blocks; the score head trains in full
+            self.adapter = LoRAAdapter(model, config.lora, "SEQ_CLS", base_model=config.model,
+                                       blocks=config.trainable_blocks, seed=config.seed)
+            self.trainable_parameters = sum(p.numel() for p in self.adapter.trainable_parameters())
+        else:
+            self.trainable_parameters = freeze_lower_blocks(model, config.trainable_blocks)
+        self.encoded = self.encode(self.pairs)
+        if config.eval_fraction > 0:
+            self.train_index, self.eval_index = split_by_prompt(self.pairs, config.eval_fraction, config.seed)
+        else:
+            self.train_index, self.eval_index = list(range(len(self.pairs))), []
         self.token_scores = self._token_scores(model, saved_table) if config.token_scores else None
         self.scorer = PairScorer(model, share_prompt_forward=config.share_prompt_forward, pooling=config.pooling,
                                  token_scores=self.token_scores)
@@ -220,10 +246,9 @@ class RewardModelTrainer:
         cache.model = self.model
         probe = [self.encoded[i] for i in (self.train_index + self.eval_index)[:8]]
         if not cache_is_exact(self.scorer, cache, probe):
-            warnings.warn(
+            warn_caller(
                 f"cache_frozen_blocks: {type(self.model).__name__} does not give the same scores from cached block "
-                "outputs (its forward adds to inputs_embeds); training with full forwards",
-                stacklevel=3,
+                "outputs (its forward adds to inputs_embeds); training with full forwards"
             )
             return
         cache.fill(self.encoded)
@@ -326,8 +351,10 @@ class RewardModelTrainer:
         """Train, keep the best held-out weights, write ``config.output_dir`` (if set); return the metrics."""
         cfg = self.config
         logs = Path(cfg.output_dir) / LOGS_DIR if cfg.output_dir else None
-        if logs is not None and logs.exists() and self.accelerator.is_main_process:
-            shutil.rmtree(logs)
+        if logs is not None and self.accelerator.is_main_process:
+            claim_output_dir(cfg.output_dir, COMMAND, markers=(METADATA_FILE,))  # refuses anything but our own
+            if logs.exists():  # an earlier reward model's logs: this run's replace them
+                shutil.rmtree(logs)
         logger = MetricsLogger(str(logs) if logs else None, self.accelerator.is_main_process, progress_bar=False)
         bar = None
         if cfg.progress_bar and self.accelerator.is_main_process:
@@ -453,7 +480,8 @@ class RewardModelTrainer:
     def save(self, output_dir: str | os.PathLike, result: RewardModelResult | None = None) -> Path:
         """Write the model (safetensors), config, tokenizer and ``textenv_reward_model.json`` to ``output_dir``,
         atomically: into a temporary directory beside it, then renamed into place (a previous model there is
-        replaced only once the new one is whole)."""
+        replaced only once the new one is whole; files the user added to it are kept). ``output_dir`` must be new,
+        empty or an earlier reward model (:class:`agents.checkpoint.OutputDirError`)."""
         target = Path(output_dir)
         stats = self.score_stats()
         if not self.accelerator.is_main_process:
@@ -474,6 +502,9 @@ class RewardModelTrainer:
             "settings": self.config.to_dict(),
             "score_stats": stats,
         }
+        if self.adapter is not None:  # what the reward_model reward rebuilds the base model from
+            metadata["lora"] = {"base_model": self.config.model, "base_seed": self.config.seed,
+                                "settings": dataclasses.asdict(self.adapter.settings)}
         if result is not None:
             metadata["metrics"] = {
                 "best_eval_accuracy": result.best_eval_accuracy,
@@ -483,14 +514,22 @@ class RewardModelTrainer:
                 "train_seconds": result.train_seconds,
             }
             metadata["history"] = result.history
-        write_directory_atomically(target, lambda tmp: self._write(tmp, metadata))
+        own_dir = self.config.output_dir is not None and Path(self.config.output_dir).resolve() == target.resolve()
+        logs = target / LOGS_DIR if own_dir else None
+        write_directory_atomically(
+            target, COMMAND, lambda tmp: self._write(tmp, metadata, logs), markers=(METADATA_FILE,)
+        )
         self.accelerator.wait_for_everyone()
         return target
 
-    def _write(self, directory: Path, metadata: dict[str, Any]) -> None:
+    def _write(self, directory: Path, metadata: dict[str, Any], logs: Path | None = None) -> None:
         model = self.unwrapped_model
         model.config.architectures = [type(model).__name__]
-        model.save_pretrained(directory, safe_serialization=True)
+        if self.adapter is None:
+            model.save_pretrained(directory, safe_serialization=True)
+        else:  # the classifier's config, then the adapter and score head: the base weights are the base model's
+            model.config.save_pretrained(directory)
+            self.adapter.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         if self.token_scores is not None:
             from safetensors.torch import save_file
@@ -498,33 +537,14 @@ class RewardModelTrainer:
             table = self.token_scores.weight.detach().float().cpu().contiguous()
             save_file({TOKEN_SCORES_KEY: table}, str(directory / TOKEN_SCORES_FILE))
         (directory / METADATA_FILE).write_text(json.dumps(json_safe(metadata), indent=2))
+        if logs is not None and logs.is_dir():  # this run's logs, written beside the model it replaces
+            shutil.copytree(logs, directory / LOGS_DIR)
 
 
 def _gold_gap(pair: Any) -> float | None:
     if pair.gold_chosen is None or pair.gold_rejected is None:
         return None
     return abs(pair.gold_chosen - pair.gold_rejected)
-
-
-def write_directory_atomically(target: Path, write: Any) -> None:
-    """``write(tmp)`` into a temporary directory beside ``target``, then swap it in with ``rename``. The logs
-    folder of an existing ``target`` is carried over."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    old = target.parent / f".{target.name}.old"
-    try:
-        write(tmp)
-        if (target / LOGS_DIR).is_dir():
-            shutil.copytree(target / LOGS_DIR, tmp / LOGS_DIR)
-        if old.exists():
-            shutil.rmtree(old)
-        if target.exists():
-            os.rename(target, old)
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def json_safe(value: Any) -> Any:

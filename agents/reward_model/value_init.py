@@ -9,7 +9,12 @@ from agents.lm.value_model import ValueModel
 
 
 def value_model_from_reward_model(
-    path: str | os.PathLike, tokenizer: Any = None, dtype: Any = None, device: Any = None
+    path: str | os.PathLike,
+    tokenizer: Any = None,
+    dtype: Any = None,
+    device: Any = None,
+    *,
+    trust_remote_code: bool = False,
 ) -> ValueModel:
     """A :class:`ValueModel` with the reward model's backbone and score head: its value at a sequence's last token
     is the reward model's score of that sequence. A model trained with ``pooling="mean"`` or ``token_scores=True``
@@ -21,10 +26,15 @@ def value_model_from_reward_model(
     Args:
         path: a reward-model directory (one-output sequence classifier, e.g. from ``textenv train-rm``).
         tokenizer: the policy's tokenizer; the reward model's must be the same.
+        trust_remote_code: let transformers run Python shipped in ``path`` (default False: refused).
     """
     from transformers import AutoConfig
 
-    num_labels = AutoConfig.from_pretrained(path).num_labels
+    from textenv.models import from_pretrained
+
+    num_labels = from_pretrained(AutoConfig, path, trust_remote_code=trust_remote_code).num_labels
     if num_labels != 1:
         raise ValueError(f"{path}: a reward model has one output, this classifier has num_labels={num_labels}")
-    return ValueModel.from_classifier(path, tokenizer=tokenizer, dtype=dtype, device=device)
+    return ValueModel.from_classifier(
+        path, tokenizer=tokenizer, dtype=dtype, device=device, trust_remote_code=trust_remote_code
+    )

@@ -24,8 +24,12 @@ from typing import IO, Any
 
 import numpy as np
 
-from agents.runs.runner import read_curve, read_summary
+from agents.checkpoint import claim_output_dir
+from agents.runs.runner import COMMAND as RUN_COMMAND
+from agents.runs.runner import RUN_FILE, read_curve, read_summary
 
+COMMAND = "compare"  # the command whose output folder a comparison is (agents.checkpoint.claim_output_dir)
+COMPARE_FILE = "compare.json"
 SUMMARY_MD = "summary.md"
 SUMMARY_CSV = "summary.csv"
 CURVES_PNG = "learning_curves.png"
@@ -86,7 +90,9 @@ def run_pairs(
         while todo or running:
             while todo and len(running) < jobs:
                 pair = todo.pop(0)
-                pair.out_dir.mkdir(parents=True, exist_ok=True)
+                # the run's folder (inside this comparison's) is a `train` output; one an older version left with
+                # only its train.log is one too
+                claim_output_dir(pair.out_dir, RUN_COMMAND, markers=(RUN_FILE, "train.log"))
                 command = [
                     sys.executable, "-m", "agents", "train", "--agent", pair.agent, "--seed", str(pair.seed),
                     "--out", str(pair.out_dir), "--no-progress", *train_args,
@@ -231,11 +237,15 @@ def compare(
     train_args: list[str] | None = None,
     progress_bar: bool = True,
 ) -> tuple[list[dict[str, Any]], list[Pair]]:
-    """Run every (agent, seed) pair (skipping finished ones) and write the summary; return rows and failures."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Run every (agent, seed) pair (skipping finished ones) and write the summary; return rows and failures.
+
+    Raises:
+        agents.checkpoint.OutputDirError: ``out_dir`` is a file, or a folder holding anything but an earlier
+            comparison (nothing is written).
+    """
+    out = claim_output_dir(out_dir, COMMAND, markers=(COMPARE_FILE,))
     pairs = [Pair(agent, seed, out / "runs" / agent / f"seed{seed}") for agent in agents for seed in range(seeds)]
-    (out / "compare.json").write_text(
+    (out / COMPARE_FILE).write_text(
         json.dumps({"env": env_id, "agents": agents, "seeds": seeds, "budget": budget}, indent=2)
     )
     args = ["--env", env_id, "--steps", str(budget), *(train_args or [])]

@@ -69,7 +69,7 @@ def evaluate(
         texts = [p.text for p in load_prompts(prompts)] * samples_per_prompt
         env_kwargs, episodes = {**spec.full_env_kwargs(), "prompts": texts}, len(texts)
     if spec.agent in LM_AGENTS:
-        result = _evaluate_lm(spec, checkpoint, env_kwargs, episodes, seed, batch_size)
+        result = _evaluate_lm(spec, checkpoint, env_kwargs, episodes, seed, batch_size, trust_remote_code)
     else:
         result = _evaluate_sb3(spec, checkpoint, env_kwargs, episodes, seed)
     return {"agent": spec.agent, "env": spec.env, "checkpoint": str(checkpoint), "episodes": episodes, **result}
@@ -102,19 +102,27 @@ def _split_size(env_id: str, env_kwargs: dict[str, Any]) -> int:
 
 
 def _evaluate_lm(
-    spec: Any, checkpoint: Path, env_kwargs: dict[str, Any], episodes: int, seed: int, batch_size: int
+    spec: Any,
+    checkpoint: Path,
+    env_kwargs: dict[str, Any],
+    episodes: int,
+    seed: int,
+    batch_size: int,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     import gymnasium as gym
     import torch
     from transformers import AutoModelForCausalLM
 
     from agents.lm.rollout import RolloutEngine, sequence_logprobs
-    from textenv.models import load_causal_lm
+    from textenv.models import from_pretrained, load_causal_lm
     from textenv.registration import ENV_IDS
 
-    policy = AutoModelForCausalLM.from_pretrained(checkpoint / "policy", use_safetensors=True).eval()
+    policy = from_pretrained(
+        AutoModelForCausalLM, checkpoint / "policy", use_safetensors=True, trust_remote_code=trust_remote_code
+    ).eval()
     base_model = spec.model or env_kwargs.get("tokenizer") or ENV_IDS[spec.env][0]["tokenizer"]
-    reference = load_causal_lm(base_model, seed=spec.seed).eval()
+    reference = load_causal_lm(base_model, seed=spec.seed, trust_remote_code=trust_remote_code).eval()
     generator = torch.Generator().manual_seed(seed)
     rewards, kls, completions, ref_logprob_sum, tokens = [], [], [], 0.0, 0
     components: dict[str, list[float]] = {}

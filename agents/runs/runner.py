@@ -44,6 +44,7 @@ LM_AGENTS = ("lm-ppo", "grpo", "rloo")
 AGENTS = SB3_AGENTS + LM_AGENTS
 
 RUN_FILE = "run.json"
+COMMAND = "train"  # the command whose output folder a run directory is (agents.checkpoint.claim_output_dir)
 CURVE_FILE = "curve.csv"
 SUMMARY_FILE = "summary.json"
 CURVE_FIELDS = ("timesteps", "episodes", "reward_mean")
@@ -116,12 +117,25 @@ class RunSpec:
             raise ValueError(f"steps must be a positive int, got {self.steps!r}")
 
     def full_env_kwargs(self) -> dict[str, Any]:
-        return {**self.env_kwargs, **({"reward": self.reward} if self.reward is not None else {})}
+        """The env's arguments, with ``reward`` (if given) replacing the env's reward and its ``reward_kwargs``."""
+        from textenv.registration import with_reward
+
+        return dict(self.env_kwargs) if self.reward is None else with_reward(self.env_kwargs, self.reward)
 
 
 def read_summary(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """``summary.json`` of a run directory; ``None`` when there is none or it is not whole (it is written last, so
+    the run is then not finished: a rerun resumes it and writes it again)."""
+    from textenv.files import parse_json
+
     path = Path(out_dir) / SUMMARY_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        summary = parse_json(path.read_bytes(), str(path))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def read_curve(out_dir: str | os.PathLike) -> list[dict[str, float]]:
@@ -174,16 +188,18 @@ def train(
     """Train (or resume) the run ``spec`` in ``out_dir``; return its summary. Ctrl-C saves and marks it.
 
     Raises:
+        OutputDirError: ``out_dir`` is a file, or a folder holding anything but an earlier run (nothing is written).
         RunMismatchError: ``out_dir`` holds a run made with other arguments.
         RunArgumentError: the agent refuses one of the run's arguments.
         DamagedCheckpointError: no checkpoint in ``out_dir`` is whole.
     """
-    from agents.checkpoint import recover_checkpoint
+    from agents.checkpoint import check_output_dir, claim_output_dir, recover_checkpoint
 
     out = Path(out_dir)
+    check_output_dir(out, COMMAND, markers=(RUN_FILE,))
     check_reuse(out, spec)
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(out, COMMAND, markers=(RUN_FILE,))
     recover_checkpoint(out)
     summary = read_summary(out)
     if (
@@ -270,10 +286,12 @@ def check_reuse(out: Path, spec: RunSpec) -> None:
 
 
 def _read_run_file(path: Path) -> dict[str, Any]:
+    from textenv.files import parse_json
+
     try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{str(path)!r} is damaged ({err})") from err
+        saved = parse_json(path.read_bytes(), repr(str(path)))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{str(path)!r} is damaged ({str(err).removeprefix(repr(str(path)) + ': ')})") from err
     if not isinstance(saved, dict):
         raise ValueError(f"{str(path)!r} is not a textenv run file (a JSON object)")
     return saved

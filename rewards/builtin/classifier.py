@@ -85,8 +85,10 @@ class ClassifierReward:
     def _load_config(self) -> Any:
         from transformers import AutoConfig
 
+        from textenv.models import from_pretrained
+
         try:
-            return AutoConfig.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
+            return from_pretrained(AutoConfig, self.model, trust_remote_code=self.trust_remote_code)
         except OSError as err:
             raise FileNotFoundError(
                 f"classifier reward: could not load model {self.model!r}: it is neither an existing model "
@@ -117,7 +119,9 @@ class ClassifierReward:
         if self._model is None:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
+            from textenv.models import from_pretrained
+
+            tokenizer = from_pretrained(AutoTokenizer, self.model, trust_remote_code=self.trust_remote_code)
             tokenizer.padding_side = "right"
             tokenizer.truncation_side = "left"
             if tokenizer.pad_token_id is None:
@@ -125,8 +129,8 @@ class ClassifierReward:
                 if fallback is None:
                     raise ValueError(f"classifier reward: the tokenizer of {self.model!r} has no pad, eos or unk token")
                 tokenizer.pad_token = fallback
-            model = AutoModelForSequenceClassification.from_pretrained(
-                self.model, trust_remote_code=self.trust_remote_code
+            model = from_pretrained(
+                AutoModelForSequenceClassification, self.model, trust_remote_code=self.trust_remote_code
             )
             if model.config.pad_token_id is None:
                 model.config.pad_token_id = tokenizer.pad_token_id

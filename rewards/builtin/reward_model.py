@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -10,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from rewards.builtin._models import check_model_path
-from rewards.builtin._util import check_choice, check_int
+from rewards.builtin._util import check_bool, check_choice, check_int
 from rewards.registry import register
 
 AGGREGATES = ("mean", "min", "mean_minus_std")
 METADATA_FILE = "textenv_reward_model.json"  # written beside the weights by ``textenv train-rm``
 TOKEN_SCORES_FILE = "token_scores.safetensors"  # a model trained with token_scores=True: one score per token id
 TOKEN_SCORES_KEY = "token_scores"  # the tensor's name in that file
+ADAPTER_CONFIG = "adapter_config.json"  # a reward model trained with a LoRA adapter: PEFT's adapter files, no weights
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # its weights: read only as safetensors (peft would unpickle a .bin)
 
 
 def encode_prompt_completion(
@@ -89,14 +90,18 @@ def token_score_sum(table: Any, ids: Any, mask: Any) -> Any:
 def load_token_scores(path: str | os.PathLike, vocab_size: int) -> Any:
     """The token-score table of a reward-model directory whose metadata says ``token_scores: true``: a float32
     ``(vocab_size,)`` tensor read from ``token_scores.safetensors`` (safetensors only: data, never code), checked for
-    its shape and for finite values."""
+    its shape and for finite values. A damaged file raises ``ValueError`` naming it."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     file = Path(path) / TOKEN_SCORES_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{path}/{METADATA_FILE} says token_scores=true, but {file} is missing")
-    tensors = load_file(str(file))
+    try:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{file}: not a readable safetensors file ({' '.join(str(err).split())})") from None
     table = tensors.get(TOKEN_SCORES_KEY)
     if table is None or tuple(table.shape) != (vocab_size,):
         found = {k: tuple(v.shape) for k, v in tensors.items()}
@@ -107,10 +112,110 @@ def load_token_scores(path: str | os.PathLike, vocab_size: int) -> Any:
     return table.float()
 
 
+def classifier_from_backbone(config: Any, backbone_state: dict[str, Any], dtype: Any = None, seed: int = 0) -> Any:
+    """A sequence classifier of ``config`` whose backbone holds ``backbone_state`` (a causal LM's
+    ``base_model.state_dict()``; blocks beyond ``config``'s count are left out) and whose score head is drawn from
+    ``seed``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_config(
+            config, dtype=dtype or torch.float32, trust_remote_code=False  # built from the known model type
+        )
+    wanted = model.base_model.state_dict()
+    missing = sorted(set(wanted) - set(backbone_state))
+    if missing:
+        raise ValueError(f"backbone weights do not fit a {type(model).__name__}: missing {missing[:3]}")
+    model.base_model.load_state_dict({name: backbone_state[name] for name in wanted})
+    return model
+
+
+def is_classifier_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a directory holding a sequence classifier (its ``config.json`` says so)."""
+    from textenv.files import parse_json
+
+    config = Path(str(path)) / "config.json"
+    if not config.is_file():
+        return False
+    saved = parse_json(config.read_bytes(), str(config))
+    architectures = saved.get("architectures") if isinstance(saved, dict) else None
+    return isinstance(architectures, list) and any(
+        isinstance(a, str) and a.endswith("ForSequenceClassification") for a in architectures
+    )
+
+
+def load_classifier(
+    path: str | os.PathLike, metadata: dict[str, Any], dtype: Any = None, *, trust_remote_code: bool = False
+) -> Any:
+    """The reward model of a directory: ``AutoModelForSequenceClassification.from_pretrained``, or -- for a model
+    trained with a LoRA adapter (``adapter_config.json`` beside ``config.json``, no weights) -- the base model its
+    metadata names, rebuilt as the classifier of ``config.json``, with the adapter (and the score head saved with it)
+    merged in (needs ``peft``: ``pip install 'textenv[lora]'``). Nothing is run from disk unless
+    ``trust_remote_code``; an adapter is read from safetensors only (never unpickled)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from textenv.models import from_pretrained, load_causal_lm
+
+    trust = trust_remote_code
+    if not (Path(path) / ADAPTER_CONFIG).is_file():
+        return from_pretrained(AutoModelForSequenceClassification, path, dtype=dtype, trust_remote_code=trust)
+    if not (Path(path) / ADAPTER_WEIGHTS).is_file():
+        raise ValueError(f"reward_model reward: {path} holds {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS} (adapters are "
+                         "read from safetensors only)")
+    try:
+        from peft import PeftModel
+    except ImportError as err:
+        raise ImportError(f"reward_model reward: {path} is a LoRA reward model; reading it needs the peft library: "
+                          "pip install 'textenv[lora]'") from err
+    lora = metadata.get("lora")
+    if not isinstance(lora, dict) or not isinstance(lora.get("base_model"), str):
+        raise ValueError(f"reward_model reward: {path} holds an adapter, but {METADATA_FILE} names no base model "
+                         "(lora.base_model)")
+    base, seed = lora["base_model"], lora.get("base_seed", 0)
+    if is_classifier_dir(base):  # a reward model trained further
+        backbone = load_classifier(base, read_metadata(base), dtype, trust_remote_code=trust).base_model
+    else:
+        backbone = load_causal_lm(base, seed=seed if isinstance(seed, int) else 0, dtype=dtype,
+                                  trust_remote_code=trust).base_model
+    config = from_pretrained(AutoConfig, path, trust_remote_code=trust)
+    model = classifier_from_backbone(config, backbone.state_dict(), dtype)
+    # peft reads adapter_config.json (data: no auto_map) and the safetensors checked above
+    return PeftModel.from_pretrained(model, str(path), is_trainable=False).merge_and_unload()
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """``textenv_reward_model.json`` of a reward-model directory, or ``{}`` for a directory without one."""
+    """``textenv_reward_model.json`` of a reward-model directory, or ``{}`` for a directory without one.
+
+    The fields that change how the model is read are checked (a damaged or edited file raises ``ValueError``
+    naming it): ``pooling`` one of :data:`POOLINGS` (or the older ``"last_token"``), ``token_scores`` true or false
+    (a JSON boolean), ``score_stats`` an object with a finite ``mean`` and a finite ``std`` > 0.
+    """
+    from textenv.files import parse_json
+
     file = Path(path) / METADATA_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
+    if not file.is_file():
+        return {}
+    metadata = parse_json(file.read_bytes(), str(file))
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{file}: expected a JSON object, got {type(metadata).__name__}")
+    pooling = metadata.get("pooling", "last")
+    if pooling not in (*POOLINGS, "last_token"):
+        raise ValueError(f"{file}: pooling={pooling!r}; expected one of {POOLINGS}")
+    if not isinstance(metadata.get("token_scores", False), bool):
+        raise ValueError(f"{file}: token_scores={metadata['token_scores']!r}; expected true or false")
+    stats = metadata.get("score_stats")
+    if stats is not None:
+        ok = isinstance(stats, dict) and all(_finite(stats.get(key)) for key in ("mean", "std"))
+        if not ok or not stats["std"] > 0:
+            raise ValueError(f"{file}: score_stats={stats!r:.120}; expected {{\"mean\": a finite number, "
+                             "\"std\": a finite number > 0}")
+    return metadata
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @register("reward_model")
@@ -143,6 +248,11 @@ class RewardModelReward:
         batch_size: texts per forward pass (default 32).
         max_length: maximum tokens per text (default 512).
         device: torch device (default ``"cpu"``).
+        trust_remote_code: let transformers run Python shipped in a directory (default False: a directory whose
+            config asks for it is refused when the plugin is made, without asking).
+
+    A damaged directory (unreadable ``config.json``, ``textenv_reward_model.json`` or token-score table) raises a
+    ``ValueError`` naming the file.
     """
 
     def __init__(
@@ -156,7 +266,9 @@ class RewardModelReward:
         batch_size: int = 32,
         max_length: int = 512,
         device: str = "cpu",
+        trust_remote_code: bool = False,
     ) -> None:
+        self.trust_remote_code = check_bool("trust_remote_code", trust_remote_code)
         if (path is None) == (paths is None):
             raise ValueError("reward_model reward: give exactly one of path (one directory) or paths (an ensemble)")
         if paths is not None and (isinstance(paths, (str, bytes)) or not list(paths)):
@@ -177,15 +289,17 @@ class RewardModelReward:
         self.stats = [self._score_stats(p) for p in self.paths] if normalize else None
         self._members: list[tuple[Any, Any, str, Any]] | None = None
 
-    @staticmethod
-    def _check_dir(path: Any) -> str:
+    def _check_dir(self, path: Any) -> str:
         directory = check_model_path(path, "reward_model reward")
         config = Path(directory) / "config.json"
         if not config.is_file():
             raise FileNotFoundError(f"reward_model reward: {directory!r} is not a model directory (no config.json)")
         from transformers import AutoConfig
 
-        num_labels = AutoConfig.from_pretrained(directory).num_labels
+        from textenv.models import from_pretrained
+
+        read_metadata(directory)  # a damaged metadata file is named now, not at the first call
+        num_labels = from_pretrained(AutoConfig, directory, trust_remote_code=self.trust_remote_code).num_labels
         if num_labels != 1:
             raise ValueError(
                 f"reward_model reward: {directory!r} has num_labels={num_labels}; expected a reward model with one "
@@ -201,21 +315,23 @@ class RewardModelReward:
                 f"reward_model reward: normalize=True needs the score statistics in {path}/{METADATA_FILE}, "
                 "written by textenv train-rm"
             )
-        return float(stats["mean"]), max(float(stats["std"]), 1e-8)
+        return float(stats["mean"]), float(stats["std"])  # read_metadata checked: finite, std > 0
 
     def _load(self) -> list[tuple[Any, Any, str, Any]]:
         if self._members is None:
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+            from transformers import AutoTokenizer
+
+            from textenv.models import from_pretrained
 
             members = []
             for path in self.paths:
-                tokenizer = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForSequenceClassification.from_pretrained(path)
+                metadata, table = read_metadata(path), None
+                tokenizer = from_pretrained(AutoTokenizer, path, trust_remote_code=self.trust_remote_code)
+                model = load_classifier(path, metadata, trust_remote_code=self.trust_remote_code)
                 if tokenizer.pad_token_id is None:
                     tokenizer.pad_token = tokenizer.eos_token
                 if model.config.pad_token_id is None:
                     model.config.pad_token_id = tokenizer.pad_token_id
-                metadata, table = read_metadata(path), None
                 if metadata.get("token_scores"):
                     table = load_token_scores(path, model.get_input_embeddings().num_embeddings).to(self.device)
                 members.append((tokenizer, model.to(self.device).eval(), self._pooling(path, metadata), table))
@@ -227,11 +343,7 @@ class RewardModelReward:
         """How the directory's model was trained to read its score (``pooling`` in its metadata; ``last`` for a
         directory without one, as transformers' sequence classifiers read it)."""
         pooling = metadata.get("pooling", "last")
-        pooling = "last" if pooling == "last_token" else pooling
-        if pooling not in POOLINGS:
-            raise ValueError(f"reward_model reward: {path}/{METADATA_FILE} has pooling={pooling!r}; expected one of "
-                             f"{POOLINGS}")
-        return pooling
+        return "last" if pooling == "last_token" else pooling  # read_metadata checked it
 
     def member_scores(self, prompts: Sequence[str], completions: Sequence[str]) -> Any:
         """Every member's score of every text: a float64 array ``(members, texts)``."""
