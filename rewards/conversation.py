@@ -41,12 +41,15 @@ class Conversation:
         agent_token_ids: the token ids of each agent turn (its end-of-turn token included when it wrote one).
         reference: the task's hidden reference (the secret word of a guessing game), or ``None``.
         solved: whether the other side declared the task's goal reached (a terminal state of the task).
+        outcome: the task's result as the other side reported it when the task ended (JSON-like data, e.g. a
+            game's ``{"reward": 1.0, "reason": ...}``), or ``None`` while it goes on.
     """
 
     messages: tuple[dict[str, str], ...]
     agent_token_ids: tuple[tuple[int, ...], ...] = ()
     reference: str | None = None
     solved: bool = False
+    outcome: dict[str, Any] | None = None
 
     @property
     def opening(self) -> str:
@@ -87,6 +90,7 @@ class Conversation:
             self.agent_token_ids,
             self.reference,
             self.solved,
+            self.outcome,
         )
 
 

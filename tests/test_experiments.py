@@ -392,3 +392,18 @@ def test_fluency_agreement_smoke_puts_every_difference_down_to_tokenisation(tmp_
     assert results["completions"] == 16 and 0 < results["agree_share"] <= 1
     assert results["differing"] == results["differing_with_other_tokenisation"]
     assert results["differing"] == round((1 - results["agree_share"]) * 16)
+
+
+def test_rlvr_tasks_grpo_run_and_summary(tmp_path):
+    """One tiny GRPO run on the reasoning-gym env with held-out evaluations, then the study's table and plot."""
+    out = tmp_path / "grpo_chain_sum_seed0"
+    run_study("experiments.rlvr_tasks.train_grpo", "--env", "chain_sum", "--answer-format", "last_number",
+              "--model", "tiny-random-smollm2", "--cpu-seconds", "0.01", "--num-envs", "4", "--generations", "2",
+              "--eval-samples", "1", "--train-layers", "1", "--env-kwargs", '{"test_size": 4, "max_new_tokens": 4}',
+              "--out", str(out))
+    results = json.loads((out / "results.json").read_text())
+    assert results["iterations"] == 1 and [p["iteration"] for p in results["held_out_curve"]] == [0, 1]
+    assert results["after"]["episodes"] == 4 and 0 <= results["after"]["exact_accuracy"] <= 1
+    assert set(results["after"]["exact_accuracy_by_extraction"]) == {"answer_tag", "last_line", "last_number", "whole"}
+    table = run_study("experiments.rlvr_tasks.summarise", "--results", str(tmp_path))
+    assert "| chain_sum | 0 | 1 |" in table and (tmp_path / "heldout_curves.png").stat().st_size > 5_000

@@ -59,7 +59,8 @@ class DialogueEnv(TextRendering, gym.Env[dict[str, np.ndarray], int]):
 
     ## Episode End
 
-    * Termination: ``max_turns`` agent turns are done, or the responder marked the task solved.
+    * Termination: ``max_turns`` agent turns are done, or the responder marked the task solved or over (a game
+      ended: its reply carries an ``outcome``).
     * Truncation: the ``max_total_tokens`` conversation slots are full, or the next reply does not fit.
 
     An agent turn ends at an end-of-turn token or after ``max_turn_tokens`` tokens. ``step`` after the end raises

@@ -63,7 +63,8 @@ class DialogueVectorEnv(TextRendering, VectorEnv):
     ``max_turn_tokens`` tokens (the env then writes the end-of-turn token itself, as an inserted token). Then:
 
     * Termination: the agent finished ``max_turns`` turns (a conversation of that many turns is the task), or the
-      responder's reply marked the task solved (e.g. the secret word was named). With
+      responder's reply marked the task solved (e.g. the secret word was named) or over (a reply with an
+      ``outcome``: a game ended, won or lost). With
       ``reply_after_last_turn`` the responder answers the last turn too; that reply is in ``info["conversation"]``
       for the reward, not in the observation.
     * Truncation: the ``max_total_tokens`` conversation slots are full (the agent's turn is cut there), or the
@@ -248,9 +249,13 @@ class DialogueVectorEnv(TextRendering, VectorEnv):
                 raise TypeError(f"the responder returned {replies!r:.200}; expected {len(repliers)} Reply objects")
             for row, reply in zip(repliers, replies):
                 pending[row] = pending[row].with_message(OTHER, reply.text)
-                if reply.solved:
+                if reply.solved or reply.outcome is not None:
                     pending[row] = Conversation(
-                        pending[row].messages, pending[row].agent_token_ids, pending[row].reference, True
+                        pending[row].messages,
+                        pending[row].agent_token_ids,
+                        pending[row].reference,
+                        reply.solved,
+                        None if reply.outcome is None else dict(reply.outcome),
                     )
                     terminated[row] = True
                 elif row not in last_turn:

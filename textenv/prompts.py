@@ -7,16 +7,17 @@ A prompt source is any of:
 * a list (or tuple) of strings;
 * a path to a ``.txt`` file (one prompt per line, blank lines skipped) or a ``.jsonl`` file (one object per
   line with a ``"prompt"`` field and an optional ``"reference"`` field);
-* any iterable of dicts with a ``"prompt"`` key and an optional ``"reference"`` key.
+* any iterable of dicts with a ``"prompt"`` key and an optional ``"reference"`` key;
+* a :class:`PromptPool`: prompts generated on demand (reasoning-gym questions, game openings), used as it is.
 
-Every prompt is checked once, when the source is loaded: an empty (or whitespace-only) prompt is refused
-with an error naming its position.
+Every prompt is checked once, when the source is loaded (a pool's, when it is generated): an empty (or
+whitespace-only) prompt is refused with an error naming its position.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,6 +37,41 @@ class Prompt:
 
     text: str
     reference: str | None = None
+
+
+class PromptPool(Sequence[Prompt]):
+    """A sequence of prompts generated on demand and cached: ``pool[i]`` is made the first time it is read.
+
+    Subclasses set ``size`` and implement :meth:`generate`. Environments only ever read ``len(pool)`` and
+    ``pool[i]``, so a pool of a million procedurally generated questions costs only the ones that are used.
+    """
+
+    size: int = 0
+
+    def generate(self, index: int) -> Prompt:
+        """Prompt ``index`` (``0 <= index < size``); called once per index."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.size))]
+        if isinstance(index, bool) or not isinstance(index, int) or not -self.size <= index < self.size:
+            raise IndexError(f"prompt index {index!r} is out of range for a pool of {self.size} prompts")
+        index %= self.size
+        cache: dict[int, Prompt] = self.__dict__.setdefault("_generated", {})
+        prompt = cache.get(index)
+        if prompt is None:
+            prompt = self.generate(index)
+            if not isinstance(prompt.text, str) or not prompt.text.strip():
+                raise ValueError(f"prompt #{index} is empty ({prompt.text!r}); every prompt needs some text")
+            cache[index] = prompt
+        return prompt
+
+    def __iter__(self) -> Any:
+        return (self[i] for i in range(self.size))
 
 
 def _builtin_prompts(split: str) -> list[Prompt]:
@@ -77,8 +113,13 @@ def _read_file(path: Path) -> list[Prompt]:
     raise ValueError(f"prompt file {str(path)!r} has suffix {path.suffix!r}; expected '.txt' or '.jsonl'")
 
 
-def load_prompts(source: PromptSource = None) -> list[Prompt]:
-    """Materialise a prompt source (see the module docstring) into a validated list of :class:`Prompt`."""
+def load_prompts(source: PromptSource = None) -> Sequence[Prompt]:
+    """Materialise a prompt source (see the module docstring) into a validated list of :class:`Prompt` (a
+    :class:`PromptPool` is returned as it is: it checks each prompt when it generates it)."""
+    if isinstance(source, PromptPool):
+        if len(source) == 0:
+            raise ValueError(f"the prompt pool {source!r} holds no prompts")
+        return source
     if source is None:
         prompts = _builtin_prompts("all")
     elif isinstance(source, (str, os.PathLike)):
@@ -100,3 +141,21 @@ def load_prompts(source: PromptSource = None) -> list[Prompt]:
         if not isinstance(prompt.text, str) or not prompt.text.strip():
             raise ValueError(f"prompt #{i} is empty ({prompt.text!r}); every prompt needs some text")
     return prompts
+
+
+def prompt_records(
+    prompts: Iterable[Prompt], chat: bool = False, system_prompt: str | None = None
+) -> list[dict[str, Any]]:
+    """Dataset rows of prompts, e.g. for TRL's trainers (``datasets.Dataset.from_list``): ``{"prompt": text,
+    "reference": reference}``; with ``chat``, the prompt as chat messages (a system message first when
+    ``system_prompt`` is given), which TRL renders with the tokenizer's chat template as a textenv env with
+    ``chat_template=True`` does."""
+    rows = []
+    for prompt in prompts:
+        text: Any = prompt.text
+        if chat:
+            text = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+                {"role": "user", "content": prompt.text}
+            ]
+        rows.append({"prompt": text, "reference": prompt.reference})
+    return rows

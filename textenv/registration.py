@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,62 @@ DIALOGUE_ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-#: every registered id, single-turn and multi-turn
-ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {**SINGLE_TURN_ENV_IDS, **DIALOGUE_ENV_IDS}
+@dataclass(frozen=True)
+class TaskFamily:
+    """Envs made from a third-party task library (an extra): its id, entry points, defaults and description."""
+
+    env_id: str
+    entry_point: str
+    vector_entry_point: str
+    kwargs: dict[str, Any]
+    description: str
+    library: str  # the import name of the library the env needs
+    extra: str  # the textenv extra that installs it
+
+
+# Envs over third-party task libraries (textenv/tasks/). Registered whether or not the library is installed; making
+# one without it says which extra to install.
+TASK_FAMILIES: dict[str, TaskFamily] = {
+    "reasoning-gym": TaskFamily(
+        env_id="textenv/ReasoningGym-v0",
+        entry_point="textenv.tasks.reasoning_gym_env:ReasoningGymEnv",
+        vector_entry_point="textenv.tasks.reasoning_gym_env:ReasoningGymVectorEnv",
+        kwargs={
+            "tokenizer": "smollm2-135m-instruct",
+            "task": "chain_sum",
+            "chat_template": True,
+            "max_new_tokens": 32,
+            # SmolLM2's chat template with its default system prompt, plus a short question and the instruction
+            "max_prompt_tokens": 128,
+        },
+        description="any reasoning-gym dataset (task=..., task_config=...), single-turn, scored by the task's own "
+        "score_answer",
+        library="reasoning_gym",
+        extra="tasks",
+    ),
+    "textarena": TaskFamily(
+        env_id="textenv/TextArena-v0",
+        entry_point="textenv.tasks.textarena_env:TextArenaEnv",
+        vector_entry_point="textenv.tasks.textarena_env:TextArenaVectorEnv",
+        kwargs={
+            "tokenizer": "smollm2-135m-instruct",
+            "game": "GuessTheNumber-v0",
+            "max_turn_tokens": 16,
+            "max_total_tokens": 256,
+            "max_prompt_tokens": 256,  # a game's rules (and board) as the chat template renders them
+        },
+        description="a single-player TextArena game (game=...), multi-turn: each agent turn is a move, the game's "
+        "reward ends the episode",
+        library="textarena",
+        extra="tasks",
+    ),
+}
+TASK_ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {
+    family.env_id: (family.kwargs, family.description) for family in TASK_FAMILIES.values()
+}
+
+#: every registered id: single-turn, multi-turn and task-library envs
+ENV_IDS: dict[str, tuple[dict[str, Any], str]] = {**SINGLE_TURN_ENV_IDS, **DIALOGUE_ENV_IDS, **TASK_ENV_IDS}
 
 
 def with_reward(env_kwargs: dict[str, Any], reward: Any) -> dict[str, Any]:
@@ -107,7 +162,8 @@ def with_reward(env_kwargs: dict[str, Any], reward: Any) -> dict[str, Any]:
 
 
 def register_envs() -> None:
-    """Register every id in :data:`SINGLE_TURN_ENV_IDS` and :data:`DIALOGUE_ENV_IDS` (idempotent)."""
+    """Register every id in :data:`SINGLE_TURN_ENV_IDS`, :data:`DIALOGUE_ENV_IDS` and :data:`TASK_FAMILIES`
+    (idempotent)."""
     for env_id, (kwargs, _description) in SINGLE_TURN_ENV_IDS.items():
         if env_id not in gym.registry:
             gym.register(
@@ -120,4 +176,12 @@ def register_envs() -> None:
                 entry_point=DIALOGUE_ENTRY_POINT,
                 vector_entry_point=DIALOGUE_VECTOR_ENTRY_POINT,
                 kwargs=dict(kwargs),
+            )
+    for family in TASK_FAMILIES.values():
+        if family.env_id not in gym.registry:
+            gym.register(
+                id=family.env_id,
+                entry_point=family.entry_point,
+                vector_entry_point=family.vector_entry_point,
+                kwargs=dict(family.kwargs),
             )

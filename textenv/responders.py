@@ -39,10 +39,14 @@ class Reply:
     Attributes:
         text: the reply's text (the env tokenises it and inserts it into the observation).
         solved: the task's goal is reached (a terminal state: the episode ends, terminated, after this reply).
+        outcome: the task's result, when this reply ends the task whether or not its goal was reached (a game
+            over: ``{"reward": ..., ...}``, JSON-like). A reply with an outcome ends the episode, terminated, like
+            ``solved``; the outcome goes into :attr:`rewards.conversation.Conversation.outcome` for the reward.
     """
 
     text: str
     solved: bool = False
+    outcome: dict[str, Any] | None = None
 
 
 class Responder:

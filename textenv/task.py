@@ -91,7 +91,7 @@ class TextTask:
         self.tokenizer_name = tokenizer if isinstance(tokenizer, str) else None
         self.trust_remote_code = trust_remote_code
         self.tokenizer = self._load_tokenizer() if isinstance(tokenizer, str) else tokenizer
-        self.prompts: list[Prompt] = load_prompts(prompts)
+        self.prompts: Sequence[Prompt] = load_prompts(prompts)
         self.reward_model = rewards.make(reward, **(reward_kwargs or {}))
         if reward_timeout is not None:
             self.reward_model = self.reward_model.with_timeout(reward_timeout)

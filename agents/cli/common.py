@@ -52,22 +52,44 @@ def check_env_id(env_id: str) -> None:
         raise CLIError(f"unknown env {env_id!r}; registered textenv envs: {', '.join(env_ids())}")
 
 
-def check_env_kwargs(env_kwargs: dict[str, Any], env_id: str | None = None) -> None:
-    """Unknown env arguments and values of the wrong type are named, with what was expected (the arguments of a
-    multi-turn env's task for a multi-turn ``env_id``)."""
+def env_arguments(env_id: str | None = None) -> dict[str, Any]:
+    """The keyword arguments env ``env_id`` takes, with their defaults: its entry point's own settings (a task
+    env's ``settings_class``) and those of the task it builds on (:class:`textenv.dialogue_task.DialogueTask` for a
+    multi-turn env, else :class:`textenv.task.TextTask`), plus ``render_mode``. Without an id: the single-turn
+    env's."""
+    import dataclasses
     import inspect
 
+    from textenv.dialogue_env import DialogueEnv
     from textenv.dialogue_task import DialogueTask
-    from textenv.registration import DIALOGUE_ENV_IDS
     from textenv.task import TextTask
 
-    task = DialogueTask if env_id in DIALOGUE_ENV_IDS else TextTask
-    params = inspect.signature(task.__init__).parameters
-    valid = [name for name in params if name != "self"] + ["render_mode"]
+    env_class = None if env_id is None else gym.spec(env_id).entry_point
+    if isinstance(env_class, str):
+        from gymnasium.envs.registration import load_env_creator
+
+        env_class = load_env_creator(env_class)
+    task_class = DialogueTask if isinstance(env_class, type) and issubclass(env_class, DialogueEnv) else TextTask
+    arguments: dict[str, Any] = {}
+    settings = getattr(env_class, "settings_class", None)
+    if settings is not None:
+        arguments.update(
+            {f.name: f.default if f.default is not dataclasses.MISSING else None for f in dataclasses.fields(settings)}
+        )
+    for name, param in inspect.signature(task_class.__init__).parameters.items():
+        if name != "self":
+            arguments[name] = param.default
+    arguments["render_mode"] = None
+    return arguments
+
+
+def check_env_kwargs(env_kwargs: dict[str, Any], env_id: str | None = None) -> None:
+    """Unknown env arguments and values of the wrong type are named, with what was expected."""
+    arguments = env_arguments(env_id)
     for key, value in env_kwargs.items():
-        if key not in valid:
-            raise CLIError(f"unknown env argument {key!r}; valid: {', '.join(valid)}")
-        default = params[key].default if key in params else None
+        if key not in arguments:
+            raise CLIError(f"unknown env argument {key!r}; valid: {', '.join(arguments)}")
+        default = arguments[key]
         expected = type(default) if isinstance(default, (bool, int, float)) else None
         if expected is not None and not (
             isinstance(value, expected) and not (expected is int and isinstance(value, bool))
@@ -78,13 +100,16 @@ def check_env_kwargs(env_kwargs: dict[str, Any], env_id: str | None = None) -> N
 
 def make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     """``gym.make`` with errors a user can act on (bad kwarg names the argument and the expected type)."""
+    from textenv.extras import MissingExtraError
+
     check_env_id(env_id)
     check_env_kwargs(env_kwargs, env_id)
     try:
         return gym.make(env_id, **env_kwargs)
     except TypeError as err:
         raise CLIError(f"bad env argument for {env_id}: {err}") from err
-    except (ValueError, OSError, MemoryError, OverflowError) as err:  # FileNotFoundError is an OSError
+    except (ValueError, MissingExtraError, OSError, MemoryError, OverflowError) as err:  # FileNotFoundError is an
+        # OSError
         raise CLIError(f"{env_id}: {err}") from err
 
 

@@ -8,6 +8,7 @@ Trusted: the code installed here and the flags on the command line. Untrusted: e
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -20,13 +21,48 @@ from agents.cli.common import CLIError, check_out, check_positive, make_env, par
 
 # -- envs / rewards -----------------------------------------------------------------------------------------
 def cmd_envs(args: argparse.Namespace) -> int:
-    from textenv.registration import ENV_IDS
+    from textenv.registration import ENV_IDS, TASK_FAMILIES
 
+    if args.family:
+        return _list_family(args.family)
     for env_id, (kwargs, description) in ENV_IDS.items():
         print(f"{env_id}: {description}")
         for key, value in kwargs.items():
             print(f"    {key} = {value!r}")
+    print("\ntask families (third-party libraries; `textenv envs FAMILY` lists a family's tasks):")
+    for name, family in TASK_FAMILIES.items():
+        installed = importlib.util.find_spec(family.library) is not None
+        state = "installed" if installed else f'not installed: pip install "textenv[{family.extra}]"'
+        print(f"    {name:<14} {family.env_id:<24} {family.library} {state}")
     return 0
+
+
+def _list_family(name: str) -> int:
+    from textenv.extras import MissingExtraError
+    from textenv.registration import TASK_FAMILIES
+
+    if name not in TASK_FAMILIES:
+        raise CLIError(f"unknown task family {name!r}; expected one of: {', '.join(TASK_FAMILIES)}")
+    try:
+        if name == "reasoning-gym":
+            from textenv.tasks.reasoning_gym_data import curriculum_names, task_names
+
+            with_curriculum = set(curriculum_names())
+            for task in task_names():
+                print(f"{task}{'  (curriculum)' if task in with_curriculum else ''}")
+            return 0
+        from textenv.tasks.textarena_games import NotSinglePlayerError, game_ids, probe_game
+
+        print("# single-player TextArena games that run here (each is started once, offline)", file=sys.stderr)
+        for game in game_ids():
+            error = probe_game(game)
+            if error is None:
+                print(game)
+            elif not isinstance(error, NotSinglePlayerError):
+                print(f"# {error}", file=sys.stderr)
+        return 0
+    except MissingExtraError as err:
+        raise CLIError(str(err)) from err
 
 
 def cmd_rewards(args: argparse.Namespace) -> int:
@@ -224,7 +260,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # -- parser -------------------------------------------------------------------------------------------------
 def add_envs_parser(sub: Any) -> None:
-    sub.add_parser("envs", help="list registered environments and their key arguments").set_defaults(func=cmd_envs)
+    envs = sub.add_parser("envs", help="list registered environments and their key arguments, and the task families")
+    envs.add_argument(
+        "family", nargs="?", help="list one task family's tasks: reasoning-gym (datasets) or textarena (games)"
+    )
+    envs.set_defaults(func=cmd_envs)
 
 
 def add_rewards_parser(sub: Any) -> None:

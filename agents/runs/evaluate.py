@@ -21,6 +21,9 @@ import numpy as np
 from agents.runs.diversity import diversity_metrics
 from agents.runs.runner import LM_AGENTS, load_spec
 
+#: ``prompts="split:test"``: the held-out split of an env that has one (its own questions or game seeds)
+SPLIT_PREFIX = "split:"
+
 
 def _stats(values: list[float]) -> dict[str, float]:
     x = np.asarray(values, dtype=float)
@@ -37,7 +40,9 @@ def evaluate(
     reward: Any = None,
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the latest checkpoint of ``run_dir`` on ``prompts`` (any textenv prompt source).
+    """Evaluate the latest checkpoint of ``run_dir`` on ``prompts``: any textenv prompt source, or ``"split:test"``
+    (``split:NAME``) for an env with its own splits (``textenv/ReasoningGym-v0``, ``textenv/TextArena-v0``): every
+    prompt of that split once per sample, with its reference (the verifiable reward reads its entry from it).
 
     ``run_dir`` is data: ``reward`` replaces its reward and ``trust_remote_code`` allows remote code it asks for
     (:func:`agents.runs.untrusted.check_untrusted_spec`). A damaged latest checkpoint raises
@@ -57,13 +62,43 @@ def evaluate(
     if checkpoint is None:
         raise FileNotFoundError(f"no checkpoint in {str(run_dir)!r}")
     check_checkpoint(checkpoint)
-    texts = [p.text for p in load_prompts(prompts)] * samples_per_prompt
-    env_kwargs = {**spec.full_env_kwargs(), "prompts": texts}
-    if spec.agent in LM_AGENTS:
-        result = _evaluate_lm(spec, checkpoint, env_kwargs, len(texts), seed, batch_size, trust_remote_code)
+    if isinstance(prompts, str) and prompts.startswith(SPLIT_PREFIX):
+        env_kwargs = {**spec.full_env_kwargs(), "split": _split_name(spec.env, prompts)}
+        episodes = _split_size(spec.env, env_kwargs) * samples_per_prompt
     else:
-        result = _evaluate_sb3(spec, checkpoint, env_kwargs, len(texts), seed)
-    return {"agent": spec.agent, "env": spec.env, "checkpoint": str(checkpoint), "episodes": len(texts), **result}
+        texts = [p.text for p in load_prompts(prompts)] * samples_per_prompt
+        env_kwargs, episodes = {**spec.full_env_kwargs(), "prompts": texts}, len(texts)
+    if spec.agent in LM_AGENTS:
+        result = _evaluate_lm(spec, checkpoint, env_kwargs, episodes, seed, batch_size, trust_remote_code)
+    else:
+        result = _evaluate_sb3(spec, checkpoint, env_kwargs, episodes, seed)
+    return {"agent": spec.agent, "env": spec.env, "checkpoint": str(checkpoint), "episodes": episodes, **result}
+
+
+def _split_name(env_id: str, prompts: str) -> str:
+    """The split ``split:NAME`` names, checked against the env's settings."""
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    entry_point = gym.spec(env_id).entry_point
+    env_class = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+    if not hasattr(getattr(env_class, "settings_class", None), "split"):
+        raise ValueError(
+            f"{prompts!r}: env {env_id!r} has no splits; give a prompt file, or use an env with a train/test split "
+            "(textenv/ReasoningGym-v0, textenv/TextArena-v0)"
+        )
+    return prompts[len(SPLIT_PREFIX):]
+
+
+def _split_size(env_id: str, env_kwargs: dict[str, Any]) -> int:
+    """How many prompts (questions, game seeds) the env's split holds: the held-out episodes, one each."""
+    import gymnasium as gym
+
+    env = gym.make(env_id, **env_kwargs)
+    try:
+        return len(env.unwrapped.task.prompts)
+    finally:
+        env.close()
 
 
 def _evaluate_lm(
@@ -90,17 +125,21 @@ def _evaluate_lm(
     reference = load_causal_lm(base_model, seed=spec.seed, trust_remote_code=trust_remote_code).eval()
     generator = torch.Generator().manual_seed(seed)
     rewards, kls, completions, ref_logprob_sum, tokens = [], [], [], 0.0, 0
+    components: dict[str, list[float]] = {}
     for start in range(0, episodes, batch_size):
         rows = min(batch_size, episodes - start)
         env = gym.make_vec(
             spec.env, num_envs=rows, vectorization_mode="vector_entry_point",
             autoreset_mode=gym.vector.AutoresetMode.DISABLED, **env_kwargs,
         )
-        rollout = RolloutEngine(env, policy).collect(generator, prompt_indices=np.arange(start, start + rows))
+        indices = np.arange(start, start + rows) % len(env.unwrapped.task.prompts)  # samples repeat the prompts
+        rollout = RolloutEngine(env, policy).collect(generator, prompt_indices=indices)
         with torch.no_grad():
             policy_lp = sequence_logprobs(policy, rollout)
             reference_lp = sequence_logprobs(reference, rollout)
         rewards += rollout.scores.tolist()
+        for name, values in rollout.reward_components.items():
+            components.setdefault(name, []).extend(values.tolist())
         completions += rollout.completions
         kls += ((policy_lp - reference_lp) * rollout.mask).sum(1).tolist()
         ref_logprob_sum += float((reference_lp * rollout.mask).sum())
@@ -108,6 +147,7 @@ def _evaluate_lm(
         env.close()
     return {
         "reward": _stats(rewards),
+        "reward_components": {name: float(np.mean(values)) for name, values in components.items()},
         "kl_to_reference": _stats(kls),
         "perplexity_under_reference": math.exp(-ref_logprob_sum / max(tokens, 1)),
         "diversity": diversity_metrics(completions),

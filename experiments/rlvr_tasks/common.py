@@ -1,0 +1,130 @@
+"""What the study's scripts share: the envs it reports, held-out evaluation of a policy on an env's test split, and
+a random-token policy.
+
+Held-out = the env's ``split="test"``: the test questions of a reasoning-gym task (never in its train split, by
+question text) or the held-out seeds of a TextArena game. Every test prompt is played ``samples`` times, sampled at
+the policy's training temperature (1.0), in batches through the env's vector entry point, and scored by the env's
+own reward: exact accuracy is the share of episodes whose ``correct`` component (the task's ``score_answer``) is 1.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import rewards
+import textenv  # noqa: F401  (registers the ids)
+from agents.lm import RolloutEngine
+from rewards.builtin.answer_extraction import EXTRACTIONS
+
+# 2-term one-digit chain_sum: about 200 distinct questions, 50 held out
+CHAIN_SUM = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+ENVS: dict[str, tuple[str, dict[str, Any]]] = {
+    "chain_sum": (
+        "textenv/ReasoningGym-v0",
+        {"task": "chain_sum", "task_config": CHAIN_SUM, "test_size": 50, "max_new_tokens": 24},
+    ),
+    "letter_counting": (
+        "textenv/ReasoningGym-v0",
+        {"task": "letter_counting", "task_config": {"min_words": 1, "max_words": 3}, "test_size": 50,
+         "max_new_tokens": 24},
+    ),
+    "guess_the_number": (
+        "textenv/TextArena-v0",
+        # 6 guesses of at most 8 tokens each, and the game's answers, fit 160 conversation slots: the game, not the
+        # token budget, ends an episode (binary search needs at most 5 guesses for 1..20)
+        {"game": "GuessTheNumber-v0", "game_kwargs": {"max_turns": 6}, "test_size": 50, "max_turn_tokens": 8,
+         "max_total_tokens": 160},
+    ),
+}
+
+
+def env_spec(name: str, **overrides: Any) -> tuple[str, dict[str, Any]]:
+    env_id, kwargs = ENVS[name]
+    return env_id, {**kwargs, **overrides}
+
+
+def make_vec(env_id: str, env_kwargs: dict[str, Any], num_envs: int) -> Any:
+    return gym.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
+        autoreset_mode=gym.vector.AutoresetMode.DISABLED, **env_kwargs,
+    )
+
+
+def summary(scores: np.ndarray, components: dict[str, list[float]], texts: list[str], seconds: float) -> dict[str, Any]:
+    result: dict[str, Any] = {"episodes": int(scores.size), "reward_mean": float(scores.mean()), "seconds": seconds}
+    for name, values in components.items():
+        result[f"{name}_mean"] = float(np.mean(values))
+    if "correct" in components:
+        result["exact_accuracy"] = float(np.mean(np.asarray(components["correct"]) >= 1.0))
+    if "game_reward" in components:
+        result["win_rate"] = float(np.mean(np.asarray(components["game_reward"]) >= 1.0))
+    result["examples"] = texts[:6]
+    return result
+
+
+@torch.no_grad()
+def held_out(
+    policy: Any, env_id: str, env_kwargs: dict[str, Any], samples: int = 4, seed: int = 1234, batch: int = 50,
+    temperature: float = 1.0,
+) -> dict[str, Any]:
+    """The policy (a causal LM) on every test prompt ``samples`` times: reward components, exact accuracy."""
+    started = time.perf_counter()
+    kwargs = {**env_kwargs, "split": "test"}
+    env = make_vec(env_id, kwargs, batch)
+    n = len(env.unwrapped.task.prompts)
+    generator = torch.Generator().manual_seed(seed)
+    engine = RolloutEngine(env, policy, temperature=temperature)
+    scores: list[float] = []
+    components: dict[str, list[float]] = {}
+    texts: list[str] = []
+    references: list[str | None] = []
+    for start in range(0, n * samples, batch):
+        indices = np.arange(start, start + batch) % n
+        rollout = engine.collect(generator, prompt_indices=indices)
+        rows = min(batch, n * samples - start)
+        scores += rollout.scores[:rows].tolist()
+        for name, values in rollout.reward_components.items():
+            components.setdefault(name, []).extend(values[:rows].tolist())
+        texts += rollout.completions[:rows]
+        references += [env.unwrapped.task.prompts[int(i)].reference for i in indices[:rows]]
+    env.close()
+    result = summary(np.asarray(scores), components, texts, time.perf_counter() - started)
+    if env_id == "textenv/ReasoningGym-v0":
+        result["exact_accuracy_by_extraction"] = exact_by_extraction(texts, references)
+    return result
+
+
+def exact_by_extraction(completions: list[str], references: list[str | None]) -> dict[str, float]:
+    """The same completions' exact accuracy under every extraction: how much of a score is the answer format."""
+    return {
+        extraction: float(np.mean(rewards.make("reasoning_gym", extraction=extraction, partial_credit=False)(
+            [""] * len(completions), completions, references=references
+        )))
+        for extraction in EXTRACTIONS
+    }
+
+
+def random_policy(env_id: str, env_kwargs: dict[str, Any], samples: int = 4, seed: int = 1234) -> dict[str, Any]:
+    """Uniformly random tokens (EOS included) on every test prompt ``samples`` times, through the single env."""
+    started = time.perf_counter()
+    env = gym.make(env_id, **{**env_kwargs, "split": "test"})
+    n = len(env.unwrapped.task.prompts)
+    rng = np.random.default_rng(seed)
+    vocab = env.action_space.n
+    scores, components, texts = [], {}, []
+    for episode in range(n * samples):
+        env.reset(seed=seed + episode, options={"prompt_index": episode % n})
+        while True:
+            _, reward, terminated, truncated, info = env.step(int(rng.integers(vocab)))
+            if terminated or truncated:
+                break
+        scores.append(float(reward))
+        for name, value in info["reward_components"].items():
+            components.setdefault(name, []).append(float(value))
+        texts.append(str(info.get("completion", info.get("conversation", ""))))
+    return summary(np.asarray(scores), components, texts, time.perf_counter() - started)

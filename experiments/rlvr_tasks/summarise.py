@@ -1,0 +1,110 @@
+"""The study's tables and plot from its result files.
+
+    python -m experiments.rlvr_tasks.summarise --results experiments/rlvr_tasks/results
+
+Prints the baseline table and, per GRPO setting (a ``grpo_<name>_seed<k>`` directory family), held-out exact
+accuracy / mean score before and after each seed, with training CPU and wall seconds; writes
+``summary.json`` and ``heldout_curves.png`` (held-out exact accuracy against training CPU seconds, one line per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRICS = ("exact_accuracy", "correct_mean", "format_mean", "game_reward_mean", "win_rate")
+
+
+def baseline_table(path: Path) -> list[str]:
+    rows = json.loads(path.read_text())["rows"]
+    lines = ["| env | answer format | policy | episodes | exact accuracy | mean score | format | CPU s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        score = row.get("correct_mean", row.get("game_reward_mean", float("nan")))
+        exact = row.get("exact_accuracy", row.get("win_rate", float("nan")))
+        lines.append(
+            f"| {row['env']} | {row['answer_format'] or '-'} | {row['policy']} | {row['episodes']} | {exact:.3f} | "
+            f"{score:.3f} | {row.get('format_mean', float('nan')):.2f} | {row['cpu_seconds']:.0f} |"
+        )
+    return lines
+
+
+def runs(results: Path) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for path in sorted(results.glob("grpo_*/results.json")):
+        match = re.fullmatch(r"grpo_(.+)_seed(\d+)", path.parent.name)
+        if match:
+            found[match.group(1)].append({"seed": int(match.group(2)), **json.loads(path.read_text())})
+    return found
+
+
+def headline(point: dict[str, Any]) -> float:
+    return point.get("exact_accuracy", point.get("win_rate", float("nan")))
+
+
+def grpo_table(found: dict[str, list[dict[str, Any]]]) -> tuple[list[str], dict[str, Any]]:
+    lines = ["| setting | seed | iterations | train CPU s | train wall s | held-out exact before | after | mean score "
+             "before | after |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    summary: dict[str, Any] = {}
+    for name, items in found.items():
+        afters = []
+        for run in sorted(items, key=lambda r: r["seed"]):
+            before, after = run["before"], run["after"]
+            score = "correct_mean" if "correct_mean" in after else "game_reward_mean"
+            lines.append(
+                f"| {name} | {run['seed']} | {run['iterations']} | {run['train_cpu_seconds']:.0f} | "
+                f"{run['train_wall_seconds']:.0f} | {headline(before):.3f} | {headline(after):.3f} | "
+                f"{before[score]:.3f} | {after[score]:.3f} |"
+            )
+            afters.append(headline(after))
+        summary[name] = {"seeds": len(afters), "after_mean": float(np.mean(afters)), "after_min": float(np.min(afters)),
+                         "after": afters}
+    return lines, summary
+
+
+def plot(found: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(found), figsize=(5 * len(found), 3.6), dpi=100, squeeze=False)
+    for ax, (name, items) in zip(axes[0], found.items()):
+        for run in sorted(items, key=lambda r: r["seed"]):
+            curve = run["held_out_curve"]
+            ax.plot([p["train_cpu_seconds"] for p in curve], [headline(p) for p in curve], marker="o",
+                    label=f"seed {run['seed']}")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("training CPU seconds")
+        ax.set_ylabel("held-out exact accuracy (win rate for games)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="experiments/rlvr_tasks/results")
+    args = parser.parse_args()
+    results = Path(args.results)
+    if (results / "baselines.json").is_file():
+        print("\n".join(baseline_table(results / "baselines.json")))
+    found = runs(results)
+    if found:
+        lines, summary = grpo_table(found)
+        print("\n" + "\n".join(lines))
+        (results / "summary.json").write_text(json.dumps(summary, indent=1))
+        plot(found, results / "heldout_curves.png")
+
+
+if __name__ == "__main__":
+    main()
