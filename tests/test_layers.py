@@ -55,7 +55,7 @@ CORE_WITHOUT_AGENTS = textwrap.dedent(
         assert (terminated or info["turn"] == 1) and reward == reward, (env_id, terminated, info, reward)
         assert env.observation_space.contains(obs), env_id
         env.close()
-        print("made", env_id, env.spec.kwargs["reward"])
+        print("made", env_id, env.spec.kwargs.get("reward"))
     assert "topic_words" in rewards.available()
     loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set(BLOCKED))
     assert not loaded, loaded

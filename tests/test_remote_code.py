@@ -24,7 +24,7 @@ LIBRARY = ("textenv", "rewards", "agents")
 LOADERS = {"from_pretrained", "from_config", "pipeline"}
 # calls named like a loader that take no trust_remote_code: (file, the receiver's source) and why
 NO_REMOTE_CODE = {
-    ("agents/sb3/features.py", "nn.Embedding"): "builds an embedding from a tensor, reads no path",
+    ("agents/modeling/token_pooling.py", "nn.Embedding"): "builds an embedding from a tensor, reads no path",
     # peft has no trust_remote_code: it reads adapter_config.json as data and the weights we check are safetensors
     ("agents/lm/lora.py", "peft.PeftModel"): "a LoRA adapter onto a base model loaded with trust_remote_code",
     ("rewards/builtin/reward_model.py", "PeftModel"): "a LoRA adapter onto a base model loaded with trust_remote_code",

@@ -25,7 +25,7 @@ import torch
 import textenv
 from agents.lm import GRPOConfig, GRPOTrainer
 from agents.lm.callbacks import Callback
-from agents.reward_model.scoring import freeze_lower_blocks
+from agents.modeling.model_blocks import freeze_lower_blocks
 from agents.runs.machine import cpu_info
 from experiments.rlvr_tasks.common import ENVS, env_spec, held_out
 
