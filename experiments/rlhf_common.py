@@ -55,6 +55,9 @@ def freeze_lower_layers(model: Any, train_layers: int) -> int:
     return freeze_lower_blocks(model, min(train_layers, blocks) if train_layers > 0 else None)
 
 
+EVAL_CHUNK = 8  # held-out rows per log-prob forward
+
+
 @torch.no_grad()
 def evaluate(
     policy: Any, reference: Any, samples: int, seed: int, temperature: float, proxy: Any = None
@@ -67,10 +70,14 @@ def evaluate(
     rollout = lm.RolloutEngine(env, policy, temperature).collect(
         torch.Generator().manual_seed(seed), prompt_indices=np.arange(len(prompts))
     )
-    policy_lp = lm.sequence_logprobs(policy, rollout, temperature)
-    reference_lp = lm.sequence_logprobs(reference, rollout, temperature)
-    kl = ((policy_lp - reference_lp) * rollout.mask).sum(1)
-    ref_natural = lm.sequence_logprobs(reference, rollout)
+    kls, ref_natural = [], 0.0
+    for rows in np.array_split(np.arange(len(prompts)), math.ceil(len(prompts) / EVAL_CHUNK)):
+        part = rollout.select(rows)  # a few rows at a time: the evaluation's logits never set a run's peak memory
+        policy_lp = lm.sequence_logprobs(policy, part, temperature)
+        reference_lp = lm.sequence_logprobs(reference, part, temperature)
+        kls.append(((policy_lp - reference_lp) * part.mask).sum(1))
+        ref_natural += float((lm.sequence_logprobs(reference, part) * part.mask).sum())
+    kl = torch.cat(kls)
     env.close()
     proxy_scores = {} if proxy is None else {"proxy_mean": float(np.mean(proxy(rollout.prompts, rollout.completions)))}
     return {
@@ -78,7 +85,7 @@ def evaluate(
         "sentiment_mean": float(rollout.scores.mean()),
         "sentiment_std": float(rollout.scores.std()),
         "kl_to_reference": float(kl.mean()),
-        "perplexity_under_reference": math.exp(-float((ref_natural * rollout.mask).sum()) / rollout.num_tokens),
+        "perplexity_under_reference": math.exp(-ref_natural / rollout.num_tokens),
         "mean_length": float(rollout.lengths.float().mean()),
         **diversity_metrics(rollout.completions),
         "examples": [f"{p} >>> {c.strip()}" for p, c in zip(rollout.prompts[:4], rollout.completions[:4])],

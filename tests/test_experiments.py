@@ -407,3 +407,29 @@ def test_rlvr_tasks_grpo_run_and_summary(tmp_path):
     assert set(results["after"]["exact_accuracy_by_extraction"]) == {"answer_tag", "last_line", "last_number", "whole"}
     table = run_study("experiments.rlvr_tasks.summarise", "--results", str(tmp_path))
     assert "| chain_sum | 0 | 1 |" in table and (tmp_path / "heldout_curves.png").stat().st_size > 5_000
+
+
+def test_lora_study_smoke_measures_both_sides_and_tabulates(tmp_path):
+    """The LoRA study's top-8 and LoRA sides on the tiny model: each child's peak RSS, checkpoint bytes and curve,
+    then the table (the adapter's checkpoint is the smaller one)."""
+    pytest.importorskip("peft")
+    out = tmp_path / "lora"
+    table = run_study("experiments.lora.compare", "--sides", "top8,lora", "--seeds", "0", "--rounds", "2",
+                      "--eval-every", "1", "--no-initial-eval", "--model", "tiny-random-smollm2", "--rank", "2",
+                      "--alpha", "4", "--lora-blocks", "1", "--parallel", "2", "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"top8", "lora"} and "| lora | 1 |" in table
+    assert summary["lora"]["checkpoint_mb"][0] < summary["top8"]["checkpoint_mb"][0]
+    assert all(summary[side]["peak_rss_mb"][0] > 0 for side in summary)
+
+
+def test_async_rollouts_study_smoke_trains_scores_and_compares(tmp_path):
+    """One tiny async run and one tiny sync run, each scored from its snapshots, then the summary's ratios."""
+    for mode in ("async", "sync1"):
+        run_study("experiments.async_rollouts.compare", "--mode", mode, "--smoke", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "async_seed0" / "results.json").read_text())
+    assert results["mode"] == "async" and len(results["rounds"]) == 2
+    printed = run_study("experiments.async_rollouts.compare", "--summarise", str(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["modes"]) == {"async", "sync1"} and "async_to_sync1" in summary["ratios"]
+    assert "held-out VADER, round" in printed

@@ -1,9 +1,9 @@
 """Asynchronous actor-learner against synchronous GRPO on 2 CPU cores: wall seconds to a held-out reward, and
 the held-out reward at matched rounds (the off-policy cost).
 
-The setup is ``examples/rlhf_sentiment.py``'s (its defaults: SmolLM2-135M-Instruct, top 8 blocks trained, GRPO,
-16 completions per round, k = 4, 4 optimiser steps, lr 2e-4, beta 0.04, reward ``sentiment + 1.0 * repetition +
-0.5 * fluency``). One run is one ``--mode`` and one ``--seed``, in its own process:
+The setup is the RLHF example's (``experiments.rlhf_common``, its defaults: SmolLM2-135M-Instruct, top 8 blocks
+trained, GRPO, 16 completions per round, k = 4, 4 optimiser steps, lr 2e-4, beta 0.04, reward ``sentiment + 1.0 *
+repetition + 0.5 * fluency``). One run is one ``--mode`` and one ``--seed``, in its own process:
 
 * ``async``: ``async_rollouts=True``: the actor process and the learner, one thread each;
 * ``sync2``: the synchronous trainer with 2 threads in one process (the fair baseline: both cores);
@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save_file
 import textenv
 from agents.lm.callbacks import Callback
 from agents.runs.machine import cpu_info
-from examples.rlhf_sentiment import build_parser, evaluate, make_trainer
+from experiments.rlhf_common import build_parser, evaluate, make_trainer
 
 MODES = {"async": (True, 1), "sync2": (False, 2), "sync1": (False, 1)}  # mode -> (async_rollouts, torch threads)
 ROUND_KEYS = (
