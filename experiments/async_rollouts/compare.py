@@ -15,9 +15,8 @@ each snapshot is scored (``--score RUN_DIR`` resumes an interrupted scoring) on 
 (``builtin:test``, ``--eval-samples`` completions each, sampling seed 1234):
 mean VADER compound and KL to the untuned model. So no evaluation runs while the clock runs, in either mode.
 
-    # one run, trained under the measurement lock on a shared machine, then scored
-    flock /work/locks/measure .venv/bin/python -m experiments.async_rollouts.compare --mode async --seed 0 \\
-        --out runs/async_rollouts --no-score
+    # one run, trained (nothing else running on the machine), then scored
+    .venv/bin/python -m experiments.async_rollouts.compare --mode async --seed 0 --out runs/async_rollouts --no-score
     .venv/bin/python -m experiments.async_rollouts.compare --score runs/async_rollouts/async_seed0
     # the table from every run in a directory
     .venv/bin/python -m experiments.async_rollouts.compare --summarise runs/async_rollouts

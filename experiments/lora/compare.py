@@ -18,7 +18,7 @@ child's peak RSS and CPU time from ``wait4``. The child reports the CPU seconds 
 evaluations left out), the held-out VADER and KL to the untuned model every ``--eval-every`` rounds (one completion
 per ``builtin:test`` prompt, seed 1234, as the example), and the bytes of the checkpoint it writes at the end.
 
-    OMP_NUM_THREADS=1 flock /work/locks/measure .venv/bin/python -m experiments.lora.compare \\
+    OMP_NUM_THREADS=1 .venv/bin/python -m experiments.lora.compare \\
         --sides top8,lora,trl --seeds 0,1,2 --out runs/lora_study
     .venv/bin/python -m experiments.lora.compare --sides lora --seeds 0 --rounds 2 --eval-every 1 \\
         --model tiny-random-smollm2 --out /tmp/lora_smoke            # seconds

@@ -16,11 +16,12 @@ per update, minibatch 64, 4 epochs, lr 3e-3, gamma 1, GAE lambda 0.95, entropy 0
 Reward is measured twice: the mean of the last 100 training episodes (RLlib's ``episode_return_mean`` window;
 SB3's recorder over the same count) and the mean of 1000 fresh episodes sampled from the final policy (eval seed
 fixed, same episodes for every run). CPU seconds count the whole process tree (driver, Ray's daemons and
-workers) from the first update to the last; Ray's start and the algorithm's build are timed apart.
+workers, each from the first update or its start to the last iteration it was seen alive); Ray's start and the
+algorithm's build are timed apart.
 
 Run from the repository root in the rllib venv (``make test-rllib`` builds it):
 
-    flock /work/locks/measure env OMP_NUM_THREADS=1 .venv-rllib/bin/python -m experiments.rllib_vs_sb3.compare
+    OMP_NUM_THREADS=1 .venv-rllib/bin/python -m experiments.rllib_vs_sb3.compare
 
 It writes ``results.json`` next to this file and prints the table of REPORT.md.
 """
@@ -57,17 +58,31 @@ RESULTS = Path(__file__).with_name("results.json")
 Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
-def tree_cpu_seconds() -> float:
-    """User + system CPU seconds of this process and every live descendant (Ray's daemons and workers)."""
-    total = 0.0
-    me = psutil.Process()
-    for process in (me, *me.children(recursive=True)):
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
+class TreeCPU:
+    """User + system CPU seconds used by this process and its descendants (Ray's daemons and workers) since
+    construction. Each process is counted from its time at construction (0 if it started later) to the last
+    :meth:`sample` that saw it alive, so a worker that exits (an earlier run's, stopped meanwhile) neither takes
+    its earlier CPU time away nor adds it; sample after every training iteration."""
+
+    def __init__(self) -> None:
+        self.start = self._now()
+        self.last = dict(self.start)
+
+    @staticmethod
+    def _now() -> dict[tuple[int, float], float]:
+        me = psutil.Process()
+        times = {}
+        for process in (me, *me.children(recursive=True)):
+            try:  # keyed by pid and start time: a reused pid is another process
+                cpu = process.cpu_times()
+                times[(process.pid, process.create_time())] = cpu.user + cpu.system
+            except psutil.NoSuchProcess:
+                continue
+        return times
+
+    def sample(self) -> float:
+        self.last.update(self._now())
+        return sum(cpu - self.start.get(key, 0.0) for key, cpu in self.last.items())
 
 
 def evaluate(policy: Policy, seed: int = EVAL_SEED) -> float:
@@ -123,14 +138,15 @@ def run_rllib(setup: str, seed: int, budget: int) -> dict[str, Any]:
     algo = config.build_algo()
     build_seconds = time.perf_counter() - start
     try:
-        cpu, start = tree_cpu_seconds(), time.perf_counter()
+        cpu, start = TreeCPU(), time.perf_counter()
         curve: list[list[float]] = []
         steps = 0
         while steps < budget:
             result = algo.train()["env_runners"]
+            cpu.sample()
             steps = int(result["num_env_steps_sampled_lifetime"])
             curve.append([steps, float(result["episode_return_mean"])])
-        seconds, cpu_seconds = time.perf_counter() - start, tree_cpu_seconds() - cpu
+        seconds, cpu_seconds = time.perf_counter() - start, cpu.sample()
         module = algo.get_module()
 
         def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
