@@ -423,13 +423,12 @@ def test_lora_study_smoke_measures_both_sides_and_tabulates(tmp_path):
     assert all(summary[side]["peak_rss_mb"][0] > 0 for side in summary)
 
 
-def test_async_rollouts_study_smoke_trains_scores_and_compares(tmp_path):
-    """One tiny async run and one tiny sync run, each scored from its snapshots, then the summary's ratios."""
-    for mode in ("async", "sync1"):
-        run_study("experiments.async_rollouts.compare", "--mode", mode, "--smoke", "--out", str(tmp_path))
+def test_async_rollouts_study_smoke_trains_scores_and_summarises(tmp_path):
+    """One tiny async run, scored from its snapshots, then the summary."""
+    run_study("experiments.async_rollouts.compare", "--mode", "async", "--smoke", "--out", str(tmp_path))
     results = json.loads((tmp_path / "async_seed0" / "results.json").read_text())
     assert results["mode"] == "async" and len(results["rounds"]) == 2
+    assert all("held_out_vader" in point for point in results["curve"])
     printed = run_study("experiments.async_rollouts.compare", "--summarise", str(tmp_path))
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["modes"]) == {"async", "sync1"} and "async_to_sync1" in summary["ratios"]
-    assert "held-out VADER, round" in printed
+    assert set(summary["modes"]) == {"async"} and "held-out VADER, round" in printed
