@@ -18,7 +18,7 @@ Example::
 
     from agents.lm import GRPOConfig, GRPOTrainer, LoRASettings
 
-    config = GRPOConfig(learning_rate=2e-3, lora=LoRASettings(r=16, alpha=32))
+    config = GRPOConfig(learning_rate=2e-3, trainable_blocks=8, lora=LoRASettings(r=8, alpha=16))
     trainer = GRPOTrainer("MossText-v0", "smollm2-135m-instruct", config)
 """
 
@@ -57,13 +57,13 @@ class LoRASettings:
     here, under TRL's ``peft_config`` idea: pass the same values to both for a like-for-like comparison)."""
 
     r: int = field(
-        default=16,
-        metadata={"help": "Rank of each update ``B A`` (PEFT ``r``, default 8; 16 is TRL's examples' value)."},
+        default=8,
+        metadata={"help": "Rank of each update ``B A`` (PEFT ``r``; 8 is PEFT's default)."},
     )
     alpha: float = field(
-        default=32.0,
-        metadata={"help": "Scale: the update is ``(alpha / r) B A`` (PEFT ``lora_alpha``; 2 x r as in TRL's "
-                  "examples)."},
+        default=16.0,
+        metadata={"help": "Scale: the update is ``(alpha / r) B A`` (PEFT ``lora_alpha``; 2 x r, as TRL's examples "
+                  "set it)."},
     )
     dropout: float = field(
         default=0.0,
