@@ -10,7 +10,7 @@ RLLIB_STAMP := $(RLLIB_VENV)/.textenv-installed
 
 DOCS_STAMP := $(VENV)/.textenv-docs-installed
 
-.PHONY: setup demo test test-slow test-rllib bench docs docs-check clean-venv
+.PHONY: setup demo test test-slow test-studies test-rllib bench docs docs-check clean-venv
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ test: setup
 
 test-slow: setup
 	$(VPY) -m pytest -n 2 -q -m slow
+
+# The studies' scripts (experiments/) end to end on tiny budgets: their reports' commands still run.
+test-studies: setup
+	$(VPY) -m pytest -n 2 -q -m studies tests/test_experiments.py
 
 # The rllib extra (with sb3, for experiments/rllib_vs_sb3) in $(RLLIB_VENV); MossWords-v0 needs no model download.
 $(RLLIB_STAMP): pyproject.toml Makefile

@@ -13,6 +13,8 @@ import torch
 
 from test_examples import ENV, REPO
 
+pytestmark = pytest.mark.studies  # make test-studies (CI runs it); the default suite tests the library
+
 TIME_TO_TARGET = "experiments.grpo_vs_trl.rlhf_time_to_target"
 
 
