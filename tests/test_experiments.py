@@ -407,6 +407,11 @@ def test_rlvr_tasks_grpo_run_and_summary(tmp_path):
     assert results["iterations"] == 1 and [p["iteration"] for p in results["held_out_curve"]] == [0, 1]
     assert results["after"]["episodes"] == 4 and 0 <= results["after"]["exact_accuracy"] <= 1
     assert set(results["after"]["exact_accuracy_by_extraction"]) == {"answer_tag", "last_line", "last_number", "whole"}
+    run_study("experiments.rlvr_tasks.compact", str(out / "results.json"))  # what the repository keeps
+    compacted = json.loads((out / "results.json").read_text())
+    assert compacted["history_compacted"] and [p["exact_accuracy"] for p in compacted["held_out_curve"]] == [
+        round(p["exact_accuracy"], 4) for p in results["held_out_curve"]]
+    assert set(compacted["history"][0]) <= set(results["history"][0]) and "kl" in compacted["history"][0]
     table = run_study("experiments.rlvr_tasks.summarise", "--results", str(tmp_path))
     assert "| chain_sum | 0 | 1 |" in table and (tmp_path / "heldout_curves.png").stat().st_size > 5_000
 
