@@ -178,9 +178,8 @@ class LMTrainer:
         model = model.to(self.device)
         model.eval()  # dropout off for good: rollouts and the loss must see the same function
         if self.config.lora is not None:
-            # the adapter goes into the top trainable_blocks blocks unless lora.blocks says where
-            blocks = self.config.lora.blocks if self.config.lora.blocks is not None else self.config.trainable_blocks
-            self.adapter = LoRAAdapter(model, self.config.lora, base_model=name, blocks=blocks, seed=self.config.seed)
+            self.adapter = LoRAAdapter(model, self.config.lora, base_model=name, blocks=self.config.adapter_blocks(),
+                                       seed=self.config.seed)
         elif self.config.trainable_blocks is not None:
             freeze_lower_blocks(model, self.config.trainable_blocks)
         return model
@@ -285,8 +284,7 @@ class LMTrainer:
         differs = bool(blocks and allowed and self.reference is not None
                        and not self.frozen_blocks_match("reference", self.reference, blocks))
         if cfg.lora is not None:
-            lora_blocks = cfg.lora.blocks if cfg.lora.blocks is not None else cfg.trainable_blocks
-            trains = adapter_part(policy, cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules, lora_blocks)
+            trains = adapter_part(policy, cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules, cfg.adapter_blocks())
         else:
             trains = trained_part(policy, cfg.trainable_blocks)
         return ExecutionPlan((

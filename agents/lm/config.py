@@ -262,6 +262,13 @@ class LMAgentConfig:
                              f"{self.trainable_blocks} disagree; with lora, trainable_blocks says which top blocks get "
                              "the adapter: set one of them")
 
+    def adapter_blocks(self) -> int | None:
+        """The top blocks that get the LoRA adapter: ``lora.blocks``, else ``trainable_blocks`` (``None``: every
+        block)."""
+        if self.lora is None or self.lora.blocks is None:
+            return self.trainable_blocks
+        return self.lora.blocks
+
     def to_dict(self) -> dict[str, Any]:
         return {"config_class": type(self).__name__, **dataclasses.asdict(self)}
 

@@ -58,15 +58,20 @@ def block_range(start: int, stop: int) -> str:
 def trained_part(model: Any, trainable_blocks: int | None, also: tuple[str, ...] = ()) -> PlanPart:
     """What of ``model`` trains: its top ``trainable_blocks`` blocks and final norm, every parameter, or what was
     left trainable in the model as passed; and ``also`` (what trains beside those, e.g. a score head)."""
-    total = sum(p.numel() for p in model.parameters())
-    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    share = f"{trained / 1e6:.3g}M of {total / 1e6:.3g}M parameters"
+    trained, total, share = parameter_share(model)
     if trainable_blocks is not None:
         count = len(transformer_blocks(model))
         parts = (f"the top {trainable_blocks} of {count} blocks", "the final norm", *also)
         return PlanPart("trains", f"{_joined(parts)}, {share}", f"trainable_blocks={trainable_blocks}")
     what = "every parameter" if trained == total else "the parameters that require grad in the model as passed"
     return PlanPart("trains", f"{_joined((what, *also))}, {share}", "trainable_blocks=None")
+
+
+def parameter_share(model: Any) -> tuple[int, int, str]:
+    """``model``'s trained and total parameter counts, and ``"<trained>M of <total>M parameters"``."""
+    total = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trained, total, f"{trained / 1e6:.3g}M of {total / 1e6:.3g}M parameters"
 
 
 def _joined(items: tuple[str, ...]) -> str:
@@ -145,12 +150,11 @@ def reference_part(needed_by: list[str], adapter: bool = False) -> PlanPart:
 
 def adapter_part(model: Any, rank: int, alpha: float, target_modules: Any, blocks: int | None) -> PlanPart:
     """What a LoRA adapter trains: its rank, scale, target modules and blocks, and its share of the parameters."""
-    total = sum(p.numel() for p in model.parameters())
-    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    share = parameter_share(model)[2]
     targets = target_modules if isinstance(target_modules, str) else ", ".join(target_modules)
     where = "every block" if blocks is None else f"the top {blocks} of {len(transformer_blocks(model))} blocks"
-    return PlanPart("trains", f"a LoRA adapter (r={rank}, alpha={alpha:g}, {targets}) in {where}, "
-                    f"{trained / 1e6:.3g}M of {total / 1e6:.3g}M parameters; the base weights stay frozen", "lora")
+    return PlanPart("trains", f"a LoRA adapter (r={rank}, alpha={alpha:g}, {targets}) in {where}, {share}; the base "
+                    "weights stay frozen", "lora")
 
 
 def rollouts_part(async_rollouts: bool, importance_sampling_cap: float) -> PlanPart:
@@ -166,6 +170,7 @@ __all__ = [
     "ExecutionPlan",
     "PlanPart",
     "adapter_part",
+    "parameter_share",
     "block_range",
     "frozen_trunk_part",
     "prompt_forward_part",

@@ -45,7 +45,7 @@ from agents.lm.core import (
     process_advantages,
     shape_scores,
 )
-from agents.lm.execution_plan import ExecutionPlan, PlanPart, block_range
+from agents.lm.execution_plan import ExecutionPlan, PlanPart, block_range, parameter_share
 from agents.lm.ptx import PretrainCorpus
 from agents.modeling.decoding import position_ids
 from agents.modeling.model_blocks import freeze_lower_blocks, transformer_blocks
@@ -142,13 +142,10 @@ class LMPPOTrainer(LMTrainer):
             made = "passed in"
         else:
             made = "a copy of the policy's backbone" if source == "policy" else f"from {source}"
-        trained = sum(p.numel() for p in critic.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in critic.parameters())
         blocks, why = self.value_model_trunk(self.shareable_trunk_blocks())
         count = len(transformer_blocks(critic.backbone))
         runs = f"runs {block_range(blocks, count)}" + (" on the policy's frozen trunk" if blocks else "")
-        return PlanPart("value model", f"{made}, {trained / 1e6:.3g}M of {total / 1e6:.3g}M parameters trained, "
-                        f"{runs}", why)
+        return PlanPart("value model", f"{made}, {parameter_share(critic)[2]} trained, {runs}", why)
 
     def value_model_trunk(self, blocks: int) -> tuple[int, str]:
         """How many of the policy's ``blocks`` frozen-trunk blocks the value model starts from (0: it runs all its
