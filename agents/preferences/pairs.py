@@ -56,7 +56,7 @@ class PairConfig:
     min_gap: float = field(
         default=0.0,
         metadata={"help": "drop pairs whose gold scores differ by less than this (>= 0; 0 keeps all but deterministic "
-                  "ties). Issue 12's reward-model floor used VADER pairs with a gap of at least 0.3."},
+                  "ties)."},
     )
     seed: int = field(default=0, metadata={"help": "seed of prompt order, sampling and labels"})
     prompts: Any = field(default=None, metadata={"help": "prompt source overriding the env's (e.g. builtin:train)"})
