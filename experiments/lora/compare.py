@@ -2,8 +2,8 @@
 setup: peak RSS, checkpoint bytes, process CPU seconds per round, held-out VADER and KL at matched rounds.
 
 Every side trains SmolLM2-135M-Instruct with GRPO on the RLHF studies' setup (:mod:`experiments.rlhf_common`:
-MossText-v0, the training prompts, reward ``sentiment + 1.0 * repetition + 0.5 * fluency``, 16 completions per round, 4 per prompt, 4 optimiser steps per round, KL weight 0.04),
-for ``--rounds`` rounds:
+MossText-v0, the training prompts, reward ``sentiment + 1.0 * repetition + 0.5 * fluency``, 16 completions per
+round, 4 per prompt, 4 optimiser steps per round, KL weight 0.04), for ``--rounds`` rounds:
 
 * ``top8``: the setup as it is: the top 8 of 30 blocks (and the final norm) train; the reference is a frozen copy;
 * ``lora``: the same with ``GRPOConfig.lora`` (``--rank``, ``--alpha``, every linear layer of every block, no
