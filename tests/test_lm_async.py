@@ -115,6 +115,23 @@ def test_importance_weights_are_one_exactly_where_the_actors_weights_are_the_lea
     assert abs(stats["importance_weight_mean"] - 1.0) < 1e-5 and stats["importance_weight_clipped_fraction"] == 0.0
 
 
+def test_actor_old_logprobs_skip_the_proximal_forward_and_weigh_every_token_one():
+    """``experimental.async_old_logprobs="actor"``: the actor's log-probs are the ratio's old policy, so no proximal forward runs
+    and every importance weight is 1; the first round is the synchronous one, later rounds differ from the default
+    correction's (their ratio has another denominator), and the same seed gives the same run."""
+    history = learned(grpo(experimental={"async_old_logprobs": "actor"}).train(4))
+    for row in history:
+        assert row["importance_weight_mean"] == row["importance_weight_max"] == 1.0
+        assert not any(key.startswith("proximal_forward") for key in row)
+    default = learned(grpo().train(4))
+    assert history[0] == default[0]
+    assert any(mine["policy_loss"] != theirs["policy_loss"] for mine, theirs in zip(history[1:], default[1:]))
+    assert learned(grpo(experimental={"async_old_logprobs": "actor"}).train(4)) == history
+    with pytest.raises(ValueError, match=r"^GRPOConfig.experimental.async_old_logprobs='proximal'; expected one of "
+                                         r"\('learner', 'actor'\)$"):
+        GRPOConfig(experimental={"async_old_logprobs": "proximal"})
+
+
 # -- determinism and resumption ------------------------------------------------------------------------------------
 def test_the_same_seed_gives_the_same_run_whose_first_round_is_the_synchronous_one():
     history, weights = uninterrupted()

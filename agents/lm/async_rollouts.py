@@ -262,11 +262,11 @@ class RolloutActor:
 
 def correct_for_staleness(trainer: Any, rollout: Rollout, same_weights: bool) -> dict[str, float]:
     """Turn ``rollout`` (the actor's) into the learner's: its log-probs become the learner's policy's before the
-    update (one no-grad forward; the actor's own when ``same_weights``), the actor's are kept as
-    ``behaviour_logprobs``, and ``importance_weights`` holds each token's truncated ratio of the two. Returns the
-    weights' statistics."""
+    update (one no-grad forward; the actor's own when ``same_weights``, or under the study switch
+    ``experimental.async_old_logprobs="actor"``), the actor's are kept as ``behaviour_logprobs``, and
+    ``importance_weights`` holds each token's truncated ratio of the two. Returns the weights' statistics."""
     behaviour = rollout.logprobs
-    if same_weights:
+    if same_weights or trainer.config.experimental.async_old_logprobs == "actor":
         proximal = behaviour
     else:
         with trainer.timer("proximal_forward_seconds"), torch.no_grad():

@@ -23,6 +23,7 @@ from typing import Any
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 DAPO_NORMALIZERS = ("minibatch", "rollout")
+ASYNC_OLD_LOGPROBS = ("learner", "actor")
 
 
 @dataclass
@@ -68,6 +69,15 @@ class ExperimentalSettings:
         "``steps_per_generation``), so a minibatch of long completions weighs more. Both over all processes. "
         "Studied in ``experiments/grpo_ablation/``; the default did not change."},
     )
+    async_old_logprobs: str = field(
+        default="learner",
+        metadata={"help": "Under ``async_rollouts``, the old policy of the PPO ratio and the KL terms: "
+        "``\"learner\"``, the learner's policy before the update, from one no-grad forward over the stale round "
+        "(the proximal forward), each token's loss reweighted by the truncated importance weight; or "
+        "``\"actor\"``, the actor's own sampling log-probs, so the ratio ``pi / pi_behaviour`` and its clip bound "
+        "the one-round staleness, the learner skips that forward and importance weights are 1. Studied in "
+        "``experiments/async_rollouts/`` (shorter rounds, less learnt per round); the default did not change."},
+    )
 
     def validate(self, owner: str = "experimental", config_classes: tuple[str, ...] = ("GRPOConfig",)) -> None:
         """Raise a ``ValueError`` naming the first bad field. ``config_classes``: the names of the holding config's
@@ -75,7 +85,8 @@ class ExperimentalSettings:
         for name in ("share_prompt_forward", "share_frozen_trunk", "kl_importance_weight"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{owner}.{name}={getattr(self, name)!r}; expected True or False")
-        for name, choices in (("kl_estimator", KL_ESTIMATORS), ("dapo_normalizer", DAPO_NORMALIZERS)):
+        for name, choices in (("kl_estimator", KL_ESTIMATORS), ("dapo_normalizer", DAPO_NORMALIZERS),
+                              ("async_old_logprobs", ASYNC_OLD_LOGPROBS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{owner}.{name}={getattr(self, name)!r}; expected one of {choices}")
         for f in dataclasses.fields(self):
