@@ -396,16 +396,25 @@ def test_fluency_agreement_smoke_puts_every_difference_down_to_tokenisation(tmp_
     assert results["differing"] == round((1 - results["agree_share"]) * 16)
 
 
+RLVR_TINY_RUN = ("--env", "chain_sum", "--answer-format", "last_number", "--model", "tiny-random-smollm2",
+                 "--cpu-seconds", "0.01", "--num-envs", "4", "--generations", "2", "--eval-samples", "1",
+                 "--train-layers", "1", "--eval-greedy", "--env-kwargs", '{"test_size": 4, "max_new_tokens": 4}')
+
+
 def test_rlvr_tasks_grpo_run_and_summary(tmp_path):
-    """One tiny GRPO run on the reasoning-gym env with held-out evaluations, then the study's table and plot."""
+    """One tiny GRPO run and one tiny TRL run on the reasoning-gym env with held-out evaluations (sampled and
+    near-greedy), then the study's tables (the side-by-side among them) and plot."""
     out = tmp_path / "grpo_chain_sum_seed0"
-    run_study("experiments.rlvr_tasks.train_grpo", "--env", "chain_sum", "--answer-format", "last_number",
-              "--model", "tiny-random-smollm2", "--cpu-seconds", "0.01", "--num-envs", "4", "--generations", "2",
-              "--eval-samples", "1", "--train-layers", "1", "--env-kwargs", '{"test_size": 4, "max_new_tokens": 4}',
-              "--out", str(out))
+    run_study("experiments.rlvr_tasks.train_grpo", *RLVR_TINY_RUN, "--out", str(out))
     results = json.loads((out / "results.json").read_text())
     assert results["iterations"] == 1 and [p["iteration"] for p in results["held_out_curve"]] == [0, 1]
     assert results["after"]["episodes"] == 4 and 0 <= results["after"]["exact_accuracy"] <= 1
+    assert results["after"]["greedy"]["episodes"] == 4  # one near-greedy reply per test question
+    trl_out = tmp_path / "trl_chain_sum_seed0"
+    run_study("experiments.rlvr_tasks.train_trl", *RLVR_TINY_RUN, "--out", str(trl_out))
+    trl = json.loads((trl_out / "results.json").read_text())
+    assert trl["iterations"] == 1 and [p["iteration"] for p in trl["held_out_curve"]] == [0, 1]
+    assert "reward" in trl["history"][0] and not (trl_out / "untuned").exists()
     assert set(results["after"]["exact_accuracy_by_extraction"]) == {"answer_tag", "last_line", "last_number", "whole"}
     run_study("experiments.rlvr_tasks.compact", str(out / "results.json"))  # what the repository keeps
     compacted = json.loads((out / "results.json").read_text())
@@ -413,7 +422,9 @@ def test_rlvr_tasks_grpo_run_and_summary(tmp_path):
         round(p["exact_accuracy"], 4) for p in results["held_out_curve"]]
     assert set(compacted["history"][0]) <= set(results["history"][0]) and "kl" in compacted["history"][0]
     table = run_study("experiments.rlvr_tasks.summarise", "--results", str(tmp_path))
-    assert "| chain_sum | 0 | 1 |" in table and (tmp_path / "heldout_curves.png").stat().st_size > 5_000
+    assert "| grpo_chain_sum | 0 | 1 |" in table and "| trl_chain_sum | 0 | 1 |" in table
+    assert "| chain_sum | 0 | near-greedy |" in table  # textenv's CPU seconds to TRL's final accuracy
+    assert (tmp_path / "heldout_curves.png").stat().st_size > 5_000
 
 
 def test_lora_study_smoke_measures_both_sides_and_tabulates(tmp_path):

@@ -21,6 +21,10 @@ import textenv  # noqa: F401  (registers the ids)
 from agents.lm import RolloutEngine
 from rewards.builtin.answer_extraction import EXTRACTIONS
 
+# the "greedy" held-out reading samples at this temperature: every logit gap of 0.01 becomes 10 nats, so each token
+# is the argmax unless two logits tie within about 0.005 (the engine samples; it has no argmax mode)
+GREEDY_TEMPERATURE = 1e-3
+
 # 2-term one-digit chain_sum: about 200 distinct questions, 50 held out
 CHAIN_SUM = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
 ENVS: dict[str, tuple[str, dict[str, Any]]] = {

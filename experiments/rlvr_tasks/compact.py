@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 HISTORY_KEYS = ("iteration", "train_cpu_seconds", "reward_mean", "reward_std", "reward_correct_mean",
-                "reward_format_mean", "reward_game_reward_mean", "kl", "entropy", "response_length")
+                "reward_format_mean", "reward_game_reward_mean", "kl", "entropy", "response_length",
+                # TRL's names (train_trl)
+                "reward", "rewards_correct_mean", "rewards_format_mean", "completions_mean_length")
 
 
 def rounded(value: Any) -> Any:

@@ -2,9 +2,11 @@
 
     python -m experiments.rlvr_tasks.summarise --results experiments/rlvr_tasks/results
 
-Prints the baseline table and, per GRPO setting (a ``grpo_<name>_seed<k>`` directory family), held-out exact
-accuracy / mean score before and after each seed, with training CPU and wall seconds; writes
-``summary.json`` and ``heldout_curves.png`` (held-out exact accuracy against training CPU seconds, one line per run).
+Prints the baseline table and, per setting (a ``grpo_<name>_seed<k>`` or ``trl_<name>_seed<k>`` directory family),
+held-out exact accuracy / mean score before and after each seed (and the near-greedy reading where the run took
+one), with training CPU and wall seconds; for every ``grpo_<name>`` with a ``trl_<name>`` beside it, the training CPU
+seconds textenv took to reach TRL's final held-out exact accuracy, per seed; writes ``summary.json`` and
+``heldout_curves.png`` (held-out exact accuracy against training CPU seconds, one line per run, near-greedy dashed).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ def baseline_table(path: Path) -> list[str]:
 
 def runs(results: Path) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for path in sorted(results.glob("grpo_*/results.json")):
-        match = re.fullmatch(r"grpo_(.+)_seed(\d+)", path.parent.name)
+    for path in sorted(results.glob("*_seed*/results.json")):
+        match = re.fullmatch(r"((?:grpo|trl)_.+)_seed(\d+)", path.parent.name)
         if match:
             found[match.group(1)].append({"seed": int(match.group(2)), **json.loads(path.read_text())})
     return found
@@ -48,23 +50,61 @@ def headline(point: dict[str, Any]) -> float:
     return point.get("exact_accuracy", point.get("win_rate", float("nan")))
 
 
+def greedy(point: dict[str, Any]) -> float:
+    return point.get("greedy", {}).get("exact_accuracy", float("nan"))
+
+
 def grpo_table(found: dict[str, list[dict[str, Any]]]) -> tuple[list[str], dict[str, Any]]:
     lines = ["| setting | seed | iterations | train CPU s | train wall s | held-out exact before | after | mean score "
-             "before | after |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "before | after | near-greedy exact before | after |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     summary: dict[str, Any] = {}
     for name, items in found.items():
-        afters = []
+        afters, greedy_afters = [], []
         for run in sorted(items, key=lambda r: r["seed"]):
             before, after = run["before"], run["after"]
             score = "correct_mean" if "correct_mean" in after else "game_reward_mean"
             lines.append(
                 f"| {name} | {run['seed']} | {run['iterations']} | {run['train_cpu_seconds']:.0f} | "
                 f"{run['train_wall_seconds']:.0f} | {headline(before):.3f} | {headline(after):.3f} | "
-                f"{before[score]:.3f} | {after[score]:.3f} |"
+                f"{before[score]:.3f} | {after[score]:.3f} | {greedy(before):.3f} | {greedy(after):.3f} |"
             )
             afters.append(headline(after))
+            greedy_afters.append(greedy(after))
         summary[name] = {"seeds": len(afters), "after_mean": float(np.mean(afters)), "after_min": float(np.min(afters)),
-                         "after": afters}
+                         "after": afters, "greedy_after": greedy_afters,
+                         "greedy_after_mean": float(np.mean(greedy_afters))}
+    return lines, summary
+
+
+def first_reach(curve: list[dict[str, Any]], target: float, read: Any) -> float | None:
+    """Training CPU seconds of the first held-out point whose ``read(point)`` reaches ``target`` (None: never)."""
+    return next((p["train_cpu_seconds"] for p in curve if read(p) >= target), None)
+
+
+def side_by_side(found: dict[str, list[dict[str, Any]]]) -> tuple[list[str], dict[str, Any]]:
+    """Per seed: TRL's final held-out exact accuracy, and the training CPU seconds textenv's GRPO took to first reach
+    it over TRL's (sampled reading and near-greedy reading)."""
+    lines = ["| setting | seed | reading | TRL final | TRL CPU s | textenv CPU s to it | ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    summary: dict[str, Any] = {}
+    for name, items in found.items():
+        if not name.startswith("trl_") or "grpo_" + name[4:] not in found:
+            continue
+        ours = {run["seed"]: run for run in found["grpo_" + name[4:]]}
+        for reading, read in (("sampled", headline), ("near-greedy", greedy)):
+            ratios = []
+            for trl in sorted(items, key=lambda r: r["seed"]):
+                if trl["seed"] not in ours or np.isnan(read(trl["after"])):
+                    continue
+                target, trl_cpu = read(trl["after"]), trl["train_cpu_seconds"]
+                reach = first_reach(ours[trl["seed"]]["held_out_curve"], target, read)
+                ratio = None if reach is None else reach / trl_cpu
+                ratios.append(ratio)
+                lines.append(f"| {name[4:]} | {trl['seed']} | {reading} | {target:.2f} | {trl_cpu:.0f} | "
+                             f"{'never' if reach is None else f'{reach:.0f}'} | "
+                             f"{'-' if ratio is None else f'{ratio:.2f}'} |")
+            summary[f"{name[4:]} {reading}"] = {"ratios": ratios}
     return lines, summary
 
 
@@ -78,8 +118,11 @@ def plot(found: dict[str, list[dict[str, Any]]], path: Path) -> None:
     for ax, (name, items) in zip(axes[0], found.items()):
         for run in sorted(items, key=lambda r: r["seed"]):
             curve = run["held_out_curve"]
-            ax.plot([p["train_cpu_seconds"] for p in curve], [headline(p) for p in curve], marker="o",
-                    label=f"seed {run['seed']}")
+            line, = ax.plot([p["train_cpu_seconds"] for p in curve], [headline(p) for p in curve], marker="o",
+                            label=f"seed {run['seed']}")
+            if "greedy" in curve[0]:
+                ax.plot([p["train_cpu_seconds"] for p in curve], [greedy(p) for p in curve], linestyle="--",
+                        color=line.get_color(), label=f"seed {run['seed']} near-greedy")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("training CPU seconds")
         ax.set_ylabel("held-out exact accuracy (win rate for games)")
@@ -102,6 +145,10 @@ def main() -> None:
     if found:
         lines, summary = grpo_table(found)
         print("\n" + "\n".join(lines))
+        lines, ratios = side_by_side(found)
+        if ratios:
+            print("\n" + "\n".join(lines))
+            summary["side_by_side"] = ratios
         (results / "summary.json").write_text(json.dumps(summary, indent=1))
         plot(found, results / "heldout_curves.png")
 

@@ -27,7 +27,7 @@ from agents.lm import GRPOConfig, GRPOTrainer
 from agents.lm.callbacks import Callback
 from agents.modeling.model_blocks import freeze_lower_blocks
 from agents.runs.machine import cpu_info
-from experiments.rlvr_tasks.common import ENVS, env_spec, held_out
+from experiments.rlvr_tasks.common import ENVS, GREEDY_TEMPERATURE, env_spec, held_out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-layers", type=int, default=8)
     parser.add_argument("--eval-every", type=float, default=300.0, help="held-out every N training CPU seconds")
     parser.add_argument("--eval-samples", type=int, default=2, help="completions per held-out question")
+    parser.add_argument("--eval-greedy", action="store_true",
+                        help="also read the held-out split once per question at temperature 0.001 (near-greedy)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     return parser
@@ -85,25 +87,43 @@ class Budget(Callback):
     def evaluate(self, iteration: int) -> dict[str, Any]:
         cpu, wall = time.process_time(), time.perf_counter()
         result = held_out(self.policy, self.env_id, self.env_kwargs, samples=self.args.eval_samples)
+        if self.args.eval_greedy:
+            greedy = held_out(self.policy, self.env_id, self.env_kwargs, samples=1, temperature=GREEDY_TEMPERATURE)
+            result["greedy"] = {k: v for k, v in greedy.items() if k != "examples"} | {"examples": greedy["examples"][:3]}
         self.eval_cpu += time.process_time() - cpu
         self.eval_wall += time.perf_counter() - wall
         point = {"iteration": iteration, "train_cpu_seconds": self.train_cpu(), "train_wall_seconds": self.train_wall(),
                  **{k: v for k, v in result.items() if k != "examples"}, "examples": result["examples"][:3]}
         self.curve.append(point)
         shown = {k: round(v, 3) for k, v in point.items() if isinstance(v, float)}
+        if "greedy" in point:
+            shown["greedy_exact_accuracy"] = round(point["greedy"].get("exact_accuracy", float("nan")), 3)
         print(f"held-out @ it {iteration}: {shown}", flush=True)
         return point
 
     def on_iteration_end(self, trainer: Any, metrics: dict[str, float]) -> bool:
-        self.history.append({**metrics, "train_cpu_seconds": self.train_cpu()})
+        return self.tick(trainer.iteration, metrics)
+
+    def tick(self, iteration: int, metrics: dict[str, float]) -> bool:
+        """After an iteration: log it, evaluate when due; True when the budget is spent (stop)."""
+        self.history.append({"iteration": iteration, **metrics, "train_cpu_seconds": self.train_cpu()})
         parts = {k: round(v, 3) for k, v in metrics.items() if k.startswith("reward") or k in ("kl", "response_length")}
-        print(f"it {trainer.iteration} cpu {self.train_cpu():.0f}s {parts}", flush=True)
+        print(f"it {iteration} cpu {self.train_cpu():.0f}s {parts}", flush=True)
         if self.train_cpu() >= self.args.cpu_seconds:
             return True
         if self.train_cpu() >= self.next_eval:
-            self.evaluate(trainer.iteration)
+            self.evaluate(iteration)
             self.next_eval += self.args.eval_every
         return False
+
+    def results(self, env_id: str, env_kwargs: dict[str, Any], trainable: int, iterations: int) -> dict[str, Any]:
+        """The run's ``results.json``: settings, machine, held-out curve and per-iteration history."""
+        return {
+            "env": env_id, "env_kwargs": env_kwargs, "settings": vars(self.args), "machine": cpu_info(),
+            "threads": torch.get_num_threads(), "trainable_parameters": trainable, "iterations": iterations,
+            "train_cpu_seconds": self.train_cpu(), "train_wall_seconds": self.train_wall(),
+            "before": self.curve[0], "after": self.curve[-1], "held_out_curve": self.curve, "history": self.history,
+        }
 
 
 def main() -> None:
@@ -124,13 +144,11 @@ def main() -> None:
     budget = Budget(args, env_id, env_kwargs, trainer.unwrapped_policy)
     budget.evaluate(0)
     trainer.train(10**6, callbacks=[budget])
-    final = budget.evaluate(trainer.iteration)
-    results = {
-        "env": env_id, "env_kwargs": env_kwargs, "settings": vars(args), "machine": cpu_info(),
-        "threads": torch.get_num_threads(), "trainable_parameters": trainable, "iterations": trainer.iteration,
-        "train_cpu_seconds": budget.train_cpu(), "train_wall_seconds": budget.train_wall(),
-        "before": budget.curve[0], "after": final, "held_out_curve": budget.curve, "history": budget.history,
-    }
+    budget.evaluate(trainer.iteration)
+    write_results(out, budget.results(env_id, env_kwargs, trainable, trainer.iteration))
+
+
+def write_results(out: Path, results: dict[str, Any]) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(json.dumps({k: results[k] for k in ("iterations", "train_cpu_seconds", "train_wall_seconds")}), flush=True)
 
