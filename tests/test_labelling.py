@@ -45,7 +45,7 @@ class Terminal:
         os.close(slave)
         self.master, self.seen = master, ""
 
-    def read_until(self, pattern: str, timeout: float = 60.0) -> str:
+    def read_until(self, pattern: str, timeout: float = 180.0) -> str:  # a cold start on a loaded machine
         """Everything printed since the last call, up to and including the first match of ``pattern``."""
         deadline = time.monotonic() + timeout
         while not (match := re.search(pattern, self.seen)):
