@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -37,3 +38,10 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
     assert len(lines) == 1, err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def default_sigint() -> None:
+    """A child's ``preexec_fn``: SIGINT handled by default and not blocked, as a shell starts a command. A process
+    inherits an ignored or blocked SIGINT from its parent, and a test runner's worker may have one."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

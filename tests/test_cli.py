@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import agents.runs.compare as compare_module
-from cli_util import assert_one_line_error, run_main, textenv
+from cli_util import assert_one_line_error, default_sigint, run_main, textenv
 
 
 def test_console_script_is_installed():
@@ -113,7 +113,8 @@ def test_train_ctrl_c_keeps_a_marked_partial_run_and_resumes(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "agents", "train", "--env", "MossWords-v0", "--agent", "ppo", "--steps", "200000",
                "--out", str(out), "--no-progress"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)
     deadline = time.time() + 300  # generous: a cold start on a loaded 2-core machine
     while time.time() < deadline and len(_curve_rows(out / "curve.csv") if (out / "curve.csv").is_file() else []) < 2:
         time.sleep(0.5)

@@ -18,6 +18,7 @@ import pytest
 
 from agents.preferences.labelling import a_is_chosen, pair_key, read_key, read_labels
 from agents.cli import main
+from cli_util import default_sigint
 from textenv.preferences import PreferencePair, load_preferences, write_preferences
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,7 @@ def _controlling_terminal() -> None:
     import termios
 
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    default_sigint()
 
 
 class Terminal:
