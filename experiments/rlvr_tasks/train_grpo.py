@@ -89,7 +89,7 @@ class Budget(Callback):
         result = held_out(self.policy, self.env_id, self.env_kwargs, samples=self.args.eval_samples)
         if self.args.eval_greedy:
             greedy = held_out(self.policy, self.env_id, self.env_kwargs, samples=1, temperature=GREEDY_TEMPERATURE)
-            result["greedy"] = {k: v for k, v in greedy.items() if k != "examples"} | {"examples": greedy["examples"][:3]}
+            result["greedy"] = {**greedy, "examples": greedy["examples"][:3]}
         self.eval_cpu += time.process_time() - cpu
         self.eval_wall += time.perf_counter() - wall
         point = {"iteration": iteration, "train_cpu_seconds": self.train_cpu(), "train_wall_seconds": self.train_wall(),

@@ -19,6 +19,7 @@ through the env's test split with textenv's rollout engine, so both sides are sc
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +118,7 @@ def main() -> None:
     iterations = trainer.state.global_step // steps_per_round
     budget.evaluate(iterations)
     write_results(out, budget.results(env_id, env_kwargs, trainable, iterations))
-    for path in sorted(untuned.iterdir()):  # the untuned copy is the public model: not a result
-        path.unlink()
-    untuned.rmdir()
+    shutil.rmtree(untuned)  # the untuned copy is the public model: not a result
 
 
 if __name__ == "__main__":
