@@ -416,6 +416,8 @@ def test_rlvr_tasks_grpo_run_and_summary(tmp_path):
     assert trl["iterations"] == 1 and [p["iteration"] for p in trl["held_out_curve"]] == [0, 1]
     assert "reward" in trl["history"][0] and not (trl_out / "untuned").exists()
     assert set(results["after"]["exact_accuracy_by_extraction"]) == {"answer_tag", "last_line", "last_number", "whole"}
+    by_answer = results["after"]["exact_accuracy_by_answer"]  # the test split's gold answers, each with its accuracy
+    assert sum(row["episodes"] for row in by_answer.values()) == 4 and all(key.lstrip("-").isdigit() for key in by_answer)
     run_study("experiments.rlvr_tasks.compact", str(out / "results.json"))  # what the repository keeps
     compacted = json.loads((out / "results.json").read_text())
     assert compacted["history_compacted"] and [p["exact_accuracy"] for p in compacted["held_out_curve"]] == [
@@ -424,6 +426,7 @@ def test_rlvr_tasks_grpo_run_and_summary(tmp_path):
     table = run_study("experiments.rlvr_tasks.summarise", "--results", str(tmp_path))
     assert "| grpo_chain_sum | 0 | 1 |" in table and "| trl_chain_sum | 0 | 1 |" in table
     assert "| chain_sum | 0 | near-greedy |" in table  # textenv's CPU seconds to TRL's final accuracy
+    assert "| most common answer |" in table and "| grpo_chain_sum | 0 | " in table.split("| most common answer |")[1]
     assert (tmp_path / "heldout_curves.png").stat().st_size > 5_000
 
 

@@ -85,3 +85,50 @@ def test_sb3_ppo_trains_on_reasoning_gym(tmp_path):
     )
     summary = train(spec, tmp_path / "run", progress_bar=False)
     assert summary["status"] == "done" and summary["timesteps"] >= 32
+
+
+def test_compare_gives_each_agent_its_own_arguments_and_sb3_acts_among_the_top_k(tmp_path, capsys):
+    """One comparison of an LM agent and SB3 PPO on the LM's top-k tokens: the arguments only one agent takes go
+    with --agent-kwargs-for, both runs finish into one table, and the PPO run's policy chooses among k actions."""
+    from safetensors import safe_open
+
+    out = tmp_path / "cmp"
+    code, stdout, err = run_main(
+        capsys, "compare", "--env", "textenv/ReasoningGym-v0", "--model", TINY_MODEL, "--agents", "grpo,ppo",
+        "--seeds", "1", "--budget", "16", "--out", str(out),
+        "--env-kwargs", "task=chain_sum", f"task_config={json.dumps(SMALL_SPACE)}", "train_size=32", "test_size=6",
+        "max_new_tokens=4", f"tokenizer={json.dumps(TINY_MODEL)}",
+        "--agent-kwargs", "learning_rate=0.0001",
+        "--agent-kwargs-for", "grpo", "num_envs=4", "num_generations=2",
+        "--agent-kwargs-for", "ppo", "top_k=3", "n_envs=2", "n_steps=8", "batch_size=8", "n_epochs=1",
+    )
+    assert code == 0, err
+    assert "| grpo | 1/1 |" in stdout and "| ppo | 1/1 |" in stdout
+    ppo_run = out / "runs" / "ppo" / "seed0"
+    saved = json.loads((ppo_run / "run.json").read_text())["agent_kwargs"]
+    assert saved == {"learning_rate": 0.0001, "top_k": 3, "n_envs": 2, "n_steps": 8, "batch_size": 8, "n_epochs": 1}
+    assert json.loads((out / "runs" / "grpo" / "seed0" / "run.json").read_text())["agent_kwargs"] == {
+        "learning_rate": 0.0001, "num_envs": 4, "num_generations": 2}
+    with safe_open(str(next(ppo_run.glob("checkpoint*/policy.safetensors"))), "pt") as weights:
+        assert weights.get_tensor("action_net.weight").shape[0] == 3  # one logit per candidate, not per token
+    result = evaluate(ppo_run, "split:test")
+    assert result["episodes"] == 6 and 0 <= result["reward"]["mean"] <= 1.5  # correct + 0.5 format, on the test split
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--agent-kwargs-for", "rloo", "num_envs=4"], "--agent-kwargs-for 'rloo': not one of --agents (grpo, ppo)"),
+        (["--agent-kwargs-for", "ppo", "top_k"], "--agent-kwargs-for ppo takes KEY=VALUE pairs, got 'top_k'"),
+        (["--agent-kwargs-for", "ppo", "top_k=two"], "ppo argument top_k='two': expected NoneType or int"),
+        (["--agent-kwargs-for", "ppo", "num_generations=2"], "unknown ppo argument 'num_generations'"),
+    ],
+)
+def test_bad_per_agent_arguments_are_one_line(tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(
+        capsys, "compare", "--env", "textenv/ReasoningGym-v0", "--model", TINY_MODEL, "--agents", "grpo,ppo",
+        "--budget", "16", "--out", "x", "--env-kwargs", "task=chain_sum", *extra,
+    )
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "x").exists()

@@ -131,13 +131,15 @@ def _policy(args: argparse.Namespace, env: gym.Env) -> Any:
 
 
 # -- train / compare / eval ---------------------------------------------------------------------------------
-def _run_spec(args: argparse.Namespace, agent: str, seed: int) -> Any:
-    """The run the flags ask for, every value checked (the env is built once) before anything is written."""
+def _run_spec(args: argparse.Namespace, agent: str, seed: int, agent_kwargs_pairs: list[str] | None = None) -> Any:
+    """The run the flags ask for, every value checked (the env is built once) before anything is written.
+    ``agent_kwargs_pairs``: the agent's KEY=VALUE pairs (default: ``--agent-kwargs``)."""
     from agents.runs.agent_args import check_agent_kwargs
     from agents.runs.runner import RunSpec, UnknownAgentError
 
     env_kwargs = parse_kwargs(args.env_kwargs)
-    agent_kwargs = parse_kwargs(args.agent_kwargs, "--agent-kwargs")
+    pairs = args.agent_kwargs if agent_kwargs_pairs is None else agent_kwargs_pairs
+    agent_kwargs = parse_kwargs(pairs, "--agent-kwargs")
     try:
         spec = RunSpec(
             agent=agent,
@@ -217,8 +219,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise CLIError("--agents needs at least one agent name")
     if args.seeds <= 0 or args.jobs <= 0:
         raise CLIError(f"--seeds and --jobs must be positive, got {args.seeds} and {args.jobs}")
+    agent_kwargs = _agent_kwargs_per_agent(args, agents)
     for agent in agents:
-        _run_spec(args, agent, 0)  # validate every name and argument before starting anything
+        _run_spec(args, agent, 0, agent_kwargs[agent])  # validate every name and argument before starting anything
     _save_schedule(args)
     passthrough = [
         "--save-every-steps", str(args.save_every_steps), "--save-every-minutes", str(args.save_every_minutes)
@@ -226,12 +229,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for flag, value in (("--reward", args.reward), ("--model", args.model)):
         if value:
             passthrough += [flag, value]
-    for flag, values in (("--env-kwargs", args.env_kwargs), ("--agent-kwargs", args.agent_kwargs)):
-        if values:
-            passthrough += [flag, *values]
+    if args.env_kwargs:
+        passthrough += ["--env-kwargs", *args.env_kwargs]
     try:
         rows, failed = compare(
-            args.env, agents, args.seeds, args.steps, args.out, jobs=args.jobs, train_args=passthrough
+            args.env, agents, args.seeds, args.steps, args.out, jobs=args.jobs, train_args=passthrough,
+            agent_kwargs=agent_kwargs,
         )
     except KeyboardInterrupt:
         print(f"textenv: interrupted; partial table in {args.out}/summary.md (rerun to finish)", file=sys.stderr)
@@ -240,6 +243,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for pair in failed:
         print(f"textenv: run {pair.agent} seed {pair.seed} failed; see {pair.out_dir}/train.log", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _agent_kwargs_per_agent(args: argparse.Namespace, agents: list[str]) -> dict[str, list[str]]:
+    """Each agent's KEY=VALUE pairs: ``--agent-kwargs``, then its ``--agent-kwargs-for`` pairs (a later key wins)."""
+    per_agent = {agent: list(args.agent_kwargs or []) for agent in agents}
+    for agent, *pairs in args.agent_kwargs_for or []:
+        if agent not in per_agent:
+            raise CLIError(f"--agent-kwargs-for {agent!r}: not one of --agents ({', '.join(agents)})")
+        parse_kwargs(pairs, f"--agent-kwargs-for {agent}")  # a malformed pair is named with its flag
+        per_agent[agent] += pairs
+    return per_agent
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -306,6 +320,11 @@ def add_compare_parser(sub: Any) -> None:
     compare.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 per agent")
     compare.add_argument("--out", required=True)
     compare.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    compare.add_argument(
+        "--agent-kwargs-for", nargs="+", action="append", metavar=("AGENT", "KEY=VALUE"),
+        help="arguments for one agent only, over --agent-kwargs (repeat the flag per agent), e.g. "
+        "--agent-kwargs-for grpo num_generations=4 --agent-kwargs-for ppo top_k=8",
+    )
     compare.set_defaults(func=cmd_compare)
 
 
@@ -338,7 +357,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser, steps_flag: str = "--ste
         steps_flag, dest="steps", type=int, required=required, help="environment steps (tokens) per run" + suffix
     )
     parser.add_argument("--reward", help="reward spec overriding the env's (name or module:attr)")
-    parser.add_argument("--model", help="LM agents: the policy model (default: the env's tokenizer model)")
+    parser.add_argument(
+        "--model",
+        help="LM agents: the policy model; SB3 agents with top_k: the LM that ranks tokens (default: the env's "
+        "tokenizer model)",
+    )
     parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="env arguments (JSON values)")
     parser.add_argument(
         "--agent-kwargs", nargs="*", metavar="KEY=VALUE",

@@ -92,7 +92,16 @@ def _sb3_arguments(agent: str) -> list[AgentArgument]:
             annotation = p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation)
             annotation = "" if p.annotation is p.empty else annotation
             arguments.append(AgentArgument(p.name, annotation, default, helps.get(p.name, ""), ours))
-    return arguments
+    return [*arguments, TOP_K_ARGUMENT]
+
+
+#: an SB3 agent's argument that chooses between :func:`agents.sb3.make_sb3` and :func:`agents.sb3.make_top_k_sb3`
+TOP_K_ARGUMENT = AgentArgument(
+    "top_k", "int | None", None,
+    "Act among the K most likely next tokens of an LM (the run's --model, default the env's tokenizer model): "
+    "action i is its i-th most likely token, the token embeddings start from that LM's and stay frozen, and the "
+    "PPO family gets textenv's top-k hyperparameters (agents.sb3.make_top_k_sb3). None: the whole vocabulary.",
+)
 
 
 def _docstring_params(doc: str) -> dict[str, str]:

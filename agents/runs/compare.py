@@ -74,9 +74,11 @@ def bootstrap_ci(
 
 
 def run_pairs(
-    pairs: list[Pair], train_args: list[str], jobs: int = 1, progress_bar: bool = True
+    pairs: list[Pair], train_args: list[str], jobs: int = 1, progress_bar: bool = True,
+    agent_kwargs: dict[str, list[str]] | None = None,
 ) -> list[Pair]:
-    """Run the pairs not done yet in parallel processes; return the pairs that failed.
+    """Run the pairs not done yet in parallel processes; return the pairs that failed. ``agent_kwargs``: each
+    agent's ``--agent-kwargs`` KEY=VALUE pairs.
 
     On Ctrl-C the running processes are stopped (each saves its checkpoint and marks itself interrupted).
     """
@@ -97,6 +99,9 @@ def run_pairs(
                     sys.executable, "-m", "agents", "train", "--agent", pair.agent, "--seed", str(pair.seed),
                     "--out", str(pair.out_dir), "--no-progress", *train_args,
                 ]
+                own = (agent_kwargs or {}).get(pair.agent)
+                if own:
+                    command += ["--agent-kwargs", *own]
                 log = (pair.out_dir / "train.log").open("w")
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(jobs))
                 running[pair] = (process, log)
@@ -236,8 +241,10 @@ def compare(
     jobs: int = 1,
     train_args: list[str] | None = None,
     progress_bar: bool = True,
+    agent_kwargs: dict[str, list[str]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Pair]]:
     """Run every (agent, seed) pair (skipping finished ones) and write the summary; return rows and failures.
+    ``train_args`` go to every run; ``agent_kwargs`` holds each agent's ``--agent-kwargs`` KEY=VALUE pairs.
 
     Raises:
         agents.checkpoint.OutputDirError: ``out_dir`` is a file, or a folder holding anything but an earlier
@@ -246,11 +253,14 @@ def compare(
     out = claim_output_dir(out_dir, COMMAND, markers=(COMPARE_FILE,))
     pairs = [Pair(agent, seed, out / "runs" / agent / f"seed{seed}") for agent in agents for seed in range(seeds)]
     (out / COMPARE_FILE).write_text(
-        json.dumps({"env": env_id, "agents": agents, "seeds": seeds, "budget": budget}, indent=2)
+        json.dumps(
+            {"env": env_id, "agents": agents, "seeds": seeds, "budget": budget, "agent_kwargs": agent_kwargs or {}},
+            indent=2,
+        )
     )
     args = ["--env", env_id, "--steps", str(budget), *(train_args or [])]
     try:
-        failed = run_pairs(pairs, args, jobs=jobs, progress_bar=progress_bar)
+        failed = run_pairs(pairs, args, jobs=jobs, progress_bar=progress_bar, agent_kwargs=agent_kwargs)
     finally:  # also on Ctrl-C: the table of what finished, marked partial
         rows = summarize(pairs, out, env_id, budget)
     return rows, failed

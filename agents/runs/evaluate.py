@@ -157,10 +157,9 @@ def _evaluate_lm(
 def _evaluate_sb3(spec: Any, checkpoint: Path, env_kwargs: dict[str, Any], episodes: int, seed: int) -> dict[str, Any]:
     from safetensors.torch import load_model
 
-    from agents.runs.runner import _SB3Run
-    from agents.sb3 import make_sb3
+    from agents.runs.runner import _SB3Run, build_sb3
 
-    model = make_sb3(spec.agent, spec.env, seed=seed, env_kwargs=env_kwargs, **spec.agent_kwargs)
+    model = build_sb3(spec, seed, env_kwargs)
     load_model(model.policy, checkpoint / _SB3Run.WEIGHTS)
     env = model.get_env()
     rewards: list[float] = []

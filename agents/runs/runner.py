@@ -108,7 +108,7 @@ class RunSpec:
     seed: int = 0
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     reward: Any = None
-    model: str | None = None  # LM agents: the policy model (default: the env tokenizer's built-in model)
+    model: str | None = None  # LM agents (and SB3's top_k): the LM (default: the env tokenizer's built-in model)
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -122,6 +122,13 @@ class RunSpec:
         from textenv.registration import with_reward
 
         return dict(self.env_kwargs) if self.reward is None else with_reward(self.env_kwargs, self.reward)
+
+    def language_model(self) -> str | None:
+        """``model``, else the env's tokenizer (given, or the env id's registered one): the LM an LM agent trains
+        and an SB3 agent's ``top_k`` ranks tokens with; ``None`` when the env names no tokenizer."""
+        from textenv.registration import ENV_IDS
+
+        return self.model or self.env_kwargs.get("tokenizer") or ENV_IDS.get(self.env, ({}, ""))[0].get("tokenizer")
 
 
 def read_summary(out_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -346,6 +353,32 @@ def load_spec(out_dir: str | os.PathLike) -> RunSpec:
 
 
 # -- SB3 ----------------------------------------------------------------------------------------------------
+def build_sb3(spec: RunSpec, seed: int, env_kwargs: dict[str, Any]) -> Any:
+    """The SB3 / sb3-contrib agent ``spec`` names, on its env built with ``env_kwargs`` and ``seed``:
+    :func:`agents.sb3.make_sb3`, or :func:`agents.sb3.make_top_k_sb3` when the agent arguments hold ``top_k``.
+
+    Raises:
+        RunArgumentError: the algorithm refuses an argument, or ``top_k`` has no LM to rank tokens with.
+    """
+    from agents.sb3 import make_sb3, make_top_k_sb3
+
+    kwargs = dict(spec.agent_kwargs)
+    top_k = kwargs.pop("top_k", None)
+    reference = spec.language_model()
+    if top_k is not None and reference is None:
+        raise RunArgumentError(
+            f"{spec.agent} with top_k needs an LM to rank tokens: pass --model (the env {spec.env!r} names no "
+            "tokenizer)"
+        )
+    try:
+        if top_k is None:
+            return make_sb3(spec.agent, spec.env, seed=seed, env_kwargs=env_kwargs, **kwargs)
+        # action i = the LM's i-th most likely next token
+        return make_top_k_sb3(spec.agent, spec.env, reference, k=top_k, seed=seed, env_kwargs=env_kwargs, **kwargs)
+    except (AssertionError, TypeError, ValueError) as err:  # SB3 checks its arguments with assert
+        raise RunArgumentError(f"{spec.agent} refuses its arguments {spec.agent_kwargs}: {err}") from err
+
+
 class _SB3Run:
     """An SB3 / sb3-contrib agent built by :func:`agents.sb3.make_sb3`, checkpointed without pickles."""
 
@@ -354,15 +387,8 @@ class _SB3Run:
     STATE = "state.json"
 
     def __init__(self, spec: RunSpec, out: Path, progress_bar: bool) -> None:
-        from agents.sb3 import make_sb3
-
         self.spec, self.out, self.progress_bar = spec, out, progress_bar
-        try:
-            self.model = make_sb3(
-                spec.agent, spec.env, seed=spec.seed, env_kwargs=spec.full_env_kwargs(), **spec.agent_kwargs
-            )
-        except (AssertionError, TypeError, ValueError) as err:  # SB3 checks its arguments with assert
-            raise RunArgumentError(f"{spec.agent} refuses its arguments {spec.agent_kwargs}: {err}") from err
+        self.model = build_sb3(spec, spec.seed, spec.full_env_kwargs())
         self.num_timesteps = self._load()
         self.curve = CurveWriter(out, self.num_timesteps)
 
@@ -492,7 +518,6 @@ class _LMRun:
 
     def __init__(self, spec: RunSpec, out: Path, progress_bar: bool) -> None:
         from agents import lm
-        from textenv.registration import ENV_IDS
 
         trainer_class, config_class = {
             "lm-ppo": (lm.LMPPOTrainer, lm.LMPPOConfig),
@@ -505,7 +530,7 @@ class _LMRun:
             )
         except (TypeError, ValueError) as err:
             raise RunArgumentError(f"bad {spec.agent} argument: {err}") from err
-        model = spec.model or spec.env_kwargs.get("tokenizer") or ENV_IDS.get(spec.env, ({}, ""))[0].get("tokenizer")
+        model = spec.language_model()
         if model is None:
             raise RunArgumentError(
                 f"{spec.agent} needs a policy model: pass --model (the env {spec.env!r} names no tokenizer)"

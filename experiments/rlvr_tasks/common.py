@@ -9,6 +9,7 @@ own reward: exact accuracy is the share of episodes whose ``correct`` component 
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -36,6 +37,13 @@ ENVS: dict[str, tuple[str, dict[str, Any]]] = {
         "textenv/ReasoningGym-v0",
         {"task": "letter_counting", "task_config": {"min_words": 1, "max_words": 3}, "test_size": 50,
          "max_new_tokens": 24},
+    ),
+    "spell_backward": (
+        "textenv/ReasoningGym-v0",
+        # 3-4 letter words: the reward's partial credit counts the letters in place, so a group of 4 replies usually
+        # ranks something; 50 held-out words
+        {"task": "spell_backward", "task_config": {"min_word_len": 3, "max_word_len": 4}, "test_size": 50,
+         "max_new_tokens": 16},
     ),
     "guess_the_number": (
         "textenv/TextArena-v0",
@@ -100,7 +108,21 @@ def held_out(
     result = summary(np.asarray(scores), components, texts, time.perf_counter() - started)
     if env_id == "textenv/ReasoningGym-v0":
         result["exact_accuracy_by_extraction"] = exact_by_extraction(texts, references)
+        result["exact_accuracy_by_answer"] = exact_by_answer(components.get("correct", []), references)
     return result
+
+
+def exact_by_answer(correct: list[float], references: list[str | None]) -> dict[str, dict[str, float]]:
+    """Exact accuracy per gold answer (``{answer: {"episodes": n, "exact_accuracy": a}}``): a policy that always
+    gives the most common answer scores that answer's share of the split, and this shows it."""
+    by_answer: dict[str, list[bool]] = {}
+    for score, reference in zip(correct, references):
+        answer = str(json.loads(reference)["entry"]["answer"]) if reference else "?"  # the episode's task entry
+        by_answer.setdefault(answer, []).append(score >= 1.0)
+    return {
+        answer: {"episodes": len(hits), "exact_accuracy": float(np.mean(hits))}
+        for answer, hits in sorted(by_answer.items(), key=lambda item: -len(item[1]))
+    }
 
 
 def exact_by_extraction(completions: list[str], references: list[str | None]) -> dict[str, float]:

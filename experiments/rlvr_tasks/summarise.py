@@ -5,8 +5,10 @@
 Prints the baseline table and, per setting (a ``grpo_<name>_seed<k>`` or ``trl_<name>_seed<k>`` directory family),
 held-out exact accuracy / mean score before and after each seed (and the near-greedy reading where the run took
 one), with training CPU and wall seconds; for every ``grpo_<name>`` with a ``trl_<name>`` beside it, the training CPU
-seconds textenv took to reach TRL's final held-out exact accuracy, per seed; writes ``summary.json`` and
-``heldout_curves.png`` (held-out exact accuracy against training CPU seconds, one line per run, near-greedy dashed).
+seconds textenv took to reach TRL's final held-out exact accuracy, per seed and on average; for the runs that
+record it, accuracy on the split's most common answer and on the others (what a constant reply would score);
+writes ``summary.json`` and ``heldout_curves.png`` (held-out exact accuracy against training CPU seconds, one line
+per run, near-greedy dashed).
 """
 
 from __future__ import annotations
@@ -104,7 +106,38 @@ def side_by_side(found: dict[str, list[dict[str, Any]]]) -> tuple[list[str], dic
                 lines.append(f"| {name[4:]} | {trl['seed']} | {reading} | {target:.2f} | {trl_cpu:.0f} | "
                              f"{'never' if reach is None else f'{reach:.0f}'} | "
                              f"{'-' if ratio is None else f'{ratio:.2f}'} |")
-            summary[f"{name[4:]} {reading}"] = {"ratios": ratios}
+            reached = [r for r in ratios if r is not None]
+            summary[f"{name[4:]} {reading}"] = {
+                "ratios": ratios, "mean_ratio_of_seeds_that_reached": float(np.mean(reached)) if reached else None,
+            }
+            if len(ratios) > 1:
+                lines.append(f"| {name[4:]} | mean | {reading} | | | {len(reached)}/{len(ratios)} reached | "
+                             f"{f'{np.mean(reached):.2f}' if reached else '-'} |")
+    return lines, summary
+
+
+def by_answer_table(found: dict[str, list[dict[str, Any]]]) -> tuple[list[str], dict[str, Any]]:
+    """For the reasoning-gym runs: held-out exact accuracy after training on the questions whose gold answer is the
+    split's most common one and on all the others, against the share a constant reply of that answer scores."""
+    lines = ["| setting | seed | most common answer | its share (a constant reply's accuracy) | exact after: on it | "
+             "on the other answers | overall |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    summary: dict[str, Any] = {}
+    for name, items in found.items():
+        for run in sorted(items, key=lambda r: r["seed"]):
+            table = run["after"].get("exact_accuracy_by_answer")
+            if not table:
+                continue
+            common, row = next(iter(table.items()))  # sorted by episodes, most first
+            total = sum(r["episodes"] for r in table.values())
+            others = [r for answer, r in table.items() if answer != common]
+            other_episodes = sum(r["episodes"] for r in others)
+            on_others = sum(r["exact_accuracy"] * r["episodes"] for r in others) / max(other_episodes, 1)
+            lines.append(f"| {name} | {run['seed']} | {common} | {row['episodes'] / total:.2f} | "
+                         f"{row['exact_accuracy']:.2f} | {on_others:.2f} ({other_episodes} episodes) | "
+                         f"{headline(run['after']):.2f} |")
+            summary.setdefault(name, []).append({"seed": run["seed"], "common_answer": common,
+                                                 "common_share": row["episodes"] / total,
+                                                 "exact_on_common": row["exact_accuracy"], "exact_on_others": on_others})
     return lines, summary
 
 
@@ -114,8 +147,12 @@ def plot(found: dict[str, list[dict[str, Any]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(found), figsize=(5 * len(found), 3.6), dpi=100, squeeze=False)
-    for ax, (name, items) in zip(axes[0], found.items()):
+    columns = min(3, len(found))
+    rows = -(-len(found) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), dpi=100, squeeze=False)
+    for ax in axes.flat[len(found):]:
+        ax.set_visible(False)
+    for ax, (name, items) in zip(axes.flat, found.items()):
         for run in sorted(items, key=lambda r: r["seed"]):
             curve = run["held_out_curve"]
             line, = ax.plot([p["train_cpu_seconds"] for p in curve], [headline(p) for p in curve], marker="o",
@@ -149,6 +186,10 @@ def main() -> None:
         if ratios:
             print("\n" + "\n".join(lines))
             summary["side_by_side"] = ratios
+        lines, answers = by_answer_table(found)
+        if answers:
+            print("\n" + "\n".join(lines))
+            summary["by_answer"] = answers
         (results / "summary.json").write_text(json.dumps(summary, indent=1))
         plot(found, results / "heldout_curves.png")
 
