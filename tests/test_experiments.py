@@ -430,6 +430,27 @@ def test_rlvr_tasks_grpo_run_and_summary(tmp_path):
     assert (tmp_path / "heldout_curves.png").stat().st_size > 5_000
 
 
+def test_rlvr_heldout_compare_reads_every_run_on_the_test_split(tmp_path):
+    """A tiny ``textenv compare`` (GRPO and SB3 PPO over the top 2 tokens, 2 seeds each), then every run's final
+    checkpoint on the test split: one held-out score per run, an IQM and its interval per agent."""
+    out = tmp_path / "cmp"
+    run_study(
+        "agents", "compare", "--env", "textenv/ReasoningGym-v0", "--model", "tiny-random-smollm2",
+        "--agents", "grpo,ppo", "--seeds", "2", "--budget", "16", "--out", str(out), "--env-kwargs", "task=chain_sum",
+        "test_size=3", "max_new_tokens=4", 'tokenizer="tiny-random-smollm2"',
+        "--agent-kwargs-for", "grpo", "num_envs=4", "num_generations=2",
+        "--agent-kwargs-for", "ppo", "top_k=2", "n_envs=2", "n_steps=8", "batch_size=8", "n_epochs=1",
+    )
+    run_study("experiments.rlvr_tasks.heldout_compare", "--compare", str(out), "--samples", "2",
+              "--out", str(tmp_path / "heldout.json"))
+    heldout = json.loads((tmp_path / "heldout.json").read_text())["agents"]
+    assert set(heldout) == {"grpo", "ppo"}
+    for agent in heldout.values():
+        assert [run["seed"] for run in agent["runs"]] == [0, 1] and all(run["episodes"] == 6 for run in agent["runs"])
+        low, high = agent["ci95"]
+        assert low <= agent["iqm"] <= high
+
+
 def test_lora_study_smoke_measures_both_sides_and_tabulates(tmp_path):
     """The LoRA study's top-8 and LoRA sides on the tiny model: each child's peak RSS, checkpoint bytes and curve,
     then the table (the adapter's checkpoint is the smaller one)."""
