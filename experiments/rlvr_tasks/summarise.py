@@ -6,7 +6,7 @@ Prints the baseline table and, per setting (a ``grpo_<name>_seed<k>`` or ``trl_<
 held-out exact accuracy / mean score before and after each seed (and the near-greedy reading where the run took
 one), with training CPU and wall seconds; for every ``grpo_<name>`` with a ``trl_<name>`` beside it, the training CPU
 seconds textenv took to reach TRL's final held-out exact accuracy, per seed and on average; for the runs that
-record it, accuracy on the split's most common answer and on the others (what a constant reply would score);
+record it (every seed of a setting), accuracy on the split's most common answer and on the others (what a constant reply would score);
 writes ``summary.json`` and ``heldout_curves.png`` (held-out exact accuracy against training CPU seconds, one line
 per run, near-greedy dashed).
 """
@@ -123,10 +123,10 @@ def by_answer_table(found: dict[str, list[dict[str, Any]]]) -> tuple[list[str], 
              "on the other answers | overall |", "| --- | --- | --- | --- | --- | --- | --- |"]
     summary: dict[str, Any] = {}
     for name, items in found.items():
+        if not all(run["after"].get("exact_accuracy_by_answer") for run in items):
+            continue  # a setting some of whose runs predate the per-answer record
         for run in sorted(items, key=lambda r: r["seed"]):
-            table = run["after"].get("exact_accuracy_by_answer")
-            if not table:
-                continue
+            table = run["after"]["exact_accuracy_by_answer"]
             common, row = next(iter(table.items()))  # sorted by episodes, most first
             total = sum(r["episodes"] for r in table.values())
             others = [r for answer, r in table.items() if answer != common]
