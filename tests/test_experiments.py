@@ -430,6 +430,18 @@ def test_rlvr_tasks_grpo_run_and_summary(tmp_path):
     assert (tmp_path / "heldout_curves.png").stat().st_size > 5_000
 
 
+def test_rlvr_scripted_game_players_bracket_the_game():
+    """The scripted GuessTheNumber players on held-out seeds: binary search wins every game; a constant guess scores
+    the game's closeness reward and wins less."""
+    from experiments.rlvr_tasks.common import env_spec, scripted_guesses
+
+    env_id, kwargs = env_spec("guess_the_number", tokenizer="tiny-random-smollm2", test_size=6)
+    search = scripted_guesses(env_id, kwargs, "binary_search")
+    assert search["episodes"] == 6 and search["win_rate"] == 1.0 == search["game_reward_mean"]
+    constant = scripted_guesses(env_id, kwargs, "constant")
+    assert constant["episodes"] == 6 and constant["win_rate"] < 1.0 and 0.0 < constant["game_reward_mean"] < 1.0
+
+
 def test_rlvr_heldout_compare_reads_every_run_on_the_test_split(tmp_path):
     """A tiny ``textenv compare`` (GRPO and SB3 PPO over the top 2 tokens, 2 seeds each), then every run's final
     checkpoint on the test split: one held-out score per run, an IQM and its interval per agent."""

@@ -20,7 +20,7 @@ import torch
 
 import textenv
 from agents.runs.machine import cpu_info
-from experiments.rlvr_tasks.common import ENVS, env_spec, held_out, random_policy
+from experiments.rlvr_tasks.common import ENVS, env_spec, held_out, random_policy, scripted_guesses
 
 FORMATS = ("whole", "last_number", "last_line", "answer_tag")
 
@@ -28,6 +28,7 @@ FORMATS = ("whole", "last_number", "last_line", "answer_tag")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", default=",".join(ENVS))
+    parser.add_argument("--scripted-only", action="store_true", help="only the game's scripted players")
     parser.add_argument("--samples", type=int, default=4, help="episodes per held-out prompt")
     parser.add_argument("--random-samples", type=int, default=1, help="episodes per held-out prompt, random policy")
     parser.add_argument("--out", required=True)
@@ -43,13 +44,17 @@ def main() -> None:
         for answer_format in formats:
             overrides = {} if answer_format is None else {"answer_format": answer_format}
             env_id, kwargs = env_spec(name, **overrides)
-            for agent in ("smollm2", "random"):  # the untuned LM (--model), then uniformly random tokens
+            # the untuned LM (--model), uniformly random tokens, and for the game two scripted players
+            scripted = ("constant", "binary_search") if name == "guess_the_number" else ()
+            for agent in scripted if args.scripted_only else ("smollm2", "random", *scripted):
                 cpu = time.process_time()
                 if agent == "smollm2":
                     result = held_out(policy, env_id, kwargs, samples=args.samples)
-                else:
+                elif agent == "random":
                     result = random_policy(env_id, kwargs, samples=args.random_samples)
-                policy_name = args.model if agent == "smollm2" else "random"
+                else:
+                    result = scripted_guesses(env_id, kwargs, agent)
+                policy_name = args.model if agent == "smollm2" else agent
                 row = {"env": name, "answer_format": answer_format, "policy": policy_name, "env_kwargs": kwargs,
                        "cpu_seconds": time.process_time() - cpu, **result}
                 rows.append(row)

@@ -154,3 +154,33 @@ def random_policy(env_id: str, env_kwargs: dict[str, Any], samples: int = 4, see
             components.setdefault(name, []).append(float(value))
         texts.append(str(info.get("completion", info.get("conversation", ""))))
     return summary(np.asarray(scores), components, texts, time.perf_counter() - started)
+
+
+def scripted_guesses(env_id: str, env_kwargs: dict[str, Any], strategy: str) -> dict[str, Any]:
+    """A scripted player of GuessTheNumber on every held-out game seed once: ``"constant"`` guesses 10 every turn
+    (its first guess is valid, the repeats are invalid moves that end the game with the game's closeness score),
+    ``"binary_search"`` halves the range the game's "higher"/"lower" answers leave (it wins every game of 1..20 in
+    at most 5 guesses). What a policy that learnt nothing about the hints, and one that learnt the game, score."""
+    started = time.perf_counter()
+    env = gym.make(env_id, **{**env_kwargs, "split": "test"})
+    tokenizer = env.unwrapped.tokenizer
+    n = len(env.unwrapped.task.prompts)
+    scores, components, texts = [], {}, []
+    for episode in range(n):
+        env.reset(seed=episode, options={"prompt_index": episode})
+        low, high = 1, 20
+        while True:
+            guess = 10 if strategy == "constant" else (low + high) // 2
+            for token in tokenizer(f"[{guess}]", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]:
+                _, reward, terminated, truncated, info = env.step(token)
+                if terminated or truncated or "reply" in info:
+                    break
+            if terminated or truncated:
+                break
+            low, high = (guess + 1, high) if "higher" in info["reply"] else (low, guess - 1)
+        scores.append(float(reward))
+        for name, value in info["reward_components"].items():
+            components.setdefault(name, []).append(float(value))
+        texts.append(str(info.get("conversation", "")))
+    env.close()
+    return summary(np.asarray(scores), components, texts, time.perf_counter() - started)
