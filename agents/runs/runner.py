@@ -364,7 +364,7 @@ def build_sb3(spec: RunSpec, seed: int, env_kwargs: dict[str, Any]) -> Any:
 
     kwargs = dict(spec.agent_kwargs)
     top_k = kwargs.pop("top_k", None)
-    reference = spec.language_model()
+    reference = None if top_k is None else spec.language_model()
     if top_k is not None and reference is None:
         raise RunArgumentError(
             f"{spec.agent} with top_k needs an LM to rank tokens: pass --model (the env {spec.env!r} names no "
@@ -380,7 +380,7 @@ def build_sb3(spec: RunSpec, seed: int, env_kwargs: dict[str, Any]) -> Any:
 
 
 class _SB3Run:
-    """An SB3 / sb3-contrib agent built by :func:`agents.sb3.make_sb3`, checkpointed without pickles."""
+    """An SB3 / sb3-contrib agent built by :func:`build_sb3`, checkpointed without pickles."""
 
     WEIGHTS = "policy.safetensors"
     OPTIMIZER = "optimizer.pt"

@@ -142,18 +142,25 @@ def random_policy(env_id: str, env_kwargs: dict[str, Any], samples: int = 4, see
     n = len(env.unwrapped.task.prompts)
     rng = np.random.default_rng(seed)
     vocab = env.action_space.n
-    scores, components, texts = [], {}, []
+    finished = []
     for episode in range(n * samples):
         env.reset(seed=seed + episode, options={"prompt_index": episode % n})
         while True:
             _, reward, terminated, truncated, info = env.step(int(rng.integers(vocab)))
             if terminated or truncated:
                 break
-        scores.append(float(reward))
+        finished.append((reward, info))
+    return episodes_summary(finished, time.perf_counter() - started)
+
+
+def episodes_summary(finished: list[tuple[float, dict[str, Any]]], seconds: float) -> dict[str, Any]:
+    """:func:`summary` of episodes played through a single env: each one's reward and last-step info."""
+    components: dict[str, list[float]] = {}
+    for _, info in finished:
         for name, value in info["reward_components"].items():
             components.setdefault(name, []).append(float(value))
-        texts.append(str(info.get("completion", info.get("conversation", ""))))
-    return summary(np.asarray(scores), components, texts, time.perf_counter() - started)
+    texts = [str(info.get("completion", info.get("conversation", ""))) for _, info in finished]
+    return summary(np.asarray([float(reward) for reward, _ in finished]), components, texts, seconds)
 
 
 def scripted_guesses(env_id: str, env_kwargs: dict[str, Any], strategy: str) -> dict[str, Any]:
@@ -165,7 +172,7 @@ def scripted_guesses(env_id: str, env_kwargs: dict[str, Any], strategy: str) -> 
     env = gym.make(env_id, **{**env_kwargs, "split": "test"})
     tokenizer = env.unwrapped.tokenizer
     n = len(env.unwrapped.task.prompts)
-    scores, components, texts = [], {}, []
+    finished = []
     for episode in range(n):
         env.reset(seed=episode, options={"prompt_index": episode})
         low, high = 1, 20
@@ -178,9 +185,6 @@ def scripted_guesses(env_id: str, env_kwargs: dict[str, Any], strategy: str) -> 
             if terminated or truncated:
                 break
             low, high = (guess + 1, high) if "higher" in info["reply"] else (low, guess - 1)
-        scores.append(float(reward))
-        for name, value in info["reward_components"].items():
-            components.setdefault(name, []).append(float(value))
-        texts.append(str(info.get("conversation", "")))
+        finished.append((reward, info))
     env.close()
-    return summary(np.asarray(scores), components, texts, time.perf_counter() - started)
+    return episodes_summary(finished, time.perf_counter() - started)

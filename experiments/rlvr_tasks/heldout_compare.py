@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from agents.runs.compare import bootstrap_ci, iqm
+from agents.runs.compare import COMPARE_FILE, bootstrap_ci, iqm
 from agents.runs.evaluate import evaluate
 from agents.runs.runner import read_summary
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    agents = json.loads((Path(args.compare) / "compare.json").read_text())["agents"]
+    agents = json.loads((Path(args.compare) / COMPARE_FILE).read_text())["agents"]
     per_agent: dict[str, list[dict[str, float]]] = {}
     for agent in agents:
         for run in sorted((Path(args.compare) / "runs" / agent).glob("seed*")):

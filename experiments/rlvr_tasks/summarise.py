@@ -5,10 +5,10 @@
 Prints the baseline table and, per setting (a ``grpo_<name>_seed<k>`` or ``trl_<name>_seed<k>`` directory family),
 held-out exact accuracy / mean score before and after each seed (and the near-greedy reading where the run took
 one), with training CPU and wall seconds; for every ``grpo_<name>`` with a ``trl_<name>`` beside it, the training CPU
-seconds textenv took to reach TRL's final held-out exact accuracy, per seed and on average; for the runs that
-record it (every seed of a setting), accuracy on the split's most common answer and on the others (what a constant reply would score);
-writes ``summary.json`` and ``heldout_curves.png`` (held-out exact accuracy against training CPU seconds, one line
-per run, near-greedy dashed).
+seconds textenv took to reach TRL's final held-out exact accuracy, per seed and on average; for the settings whose
+every seed records it, accuracy on the split's most common answer and on the others (what a constant reply would
+score); writes ``summary.json`` and ``heldout_curves.png`` (held-out exact accuracy against training CPU seconds,
+one line per run, near-greedy dashed).
 """
 
 from __future__ import annotations
